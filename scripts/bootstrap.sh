@@ -1,0 +1,38 @@
+# Sourced by scripts/test and scripts/demo: makes sure Prosody and a virtual
+# environment with netchat are there. Installs only what is missing:
+#   - the Debian package 'prosody' (apt-get; sudo when not root),
+#   - a virtual environment ($NETCHAT_VENV, default .venv) with netchat and its extras.
+set -euo pipefail
+top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${NETCHAT_VENV:-$top/.venv}
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_prosody() {
+    if command -v prosody >/dev/null 2>&1; then return; fi
+    if ! command -v apt-get >/dev/null 2>&1; then
+        echo "netchat: Prosody is missing and there is no apt-get here;" \
+             "install the 'prosody' package with your system's package manager" >&2
+        exit 1
+    fi
+    echo "netchat: installing Prosody (apt-get install prosody)..." >&2
+    as_root apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq prosody >/dev/null
+    # Debian starts a system-wide Prosody on port 5222; netchat's tests and demo start
+    # their own on free ports and do not use it.
+}
+
+ensure_venv() {  # $1: extras, e.g. "test"
+    local extras=${1:+[$1]}
+    if [ ! -x "$venv/bin/python" ]; then
+        echo "netchat: creating virtual environment $venv" >&2
+        if ! python3 -m venv "$venv" 2>/dev/null; then
+            echo "netchat: installing python3-venv (apt-get)..." >&2
+            DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq python3-venv >/dev/null
+            python3 -m venv "$venv"
+        fi
+    fi
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -e "$top$extras"
+}
