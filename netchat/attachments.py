@@ -1,0 +1,160 @@
+"""Attachments in the Perl module's wire format.
+
+Net::Chat::Jabber put attachments in an un-namespaced ``<attachments>`` element of the
+message, one ``<attachment>`` per item, each child tag a key of the item::
+
+    <attachments>
+      <attachment><type>data</type><data>RAW&lt;&amp;&gt;</data></attachment>
+      <attachment><data>XYZ</data><type>file</type></attachment>
+    </attachments>
+
+A string is sent as ``{type: data, data: ...}``. netchat adds two optional children:
+``name`` (a file name) and ``encoding`` (``base64`` when the data are bytes). Perl peers
+see them as extra hash keys; netchat decodes them so that a handler gets back exactly the
+text or bytes that were sent.
+"""
+
+import base64
+import binascii
+from typing import Any, Iterable, List, Mapping, Optional, Union
+
+from xmpp.simplexml import Node
+
+from .wire import check_xml_text
+
+__all__ = ["Attachment", "AttachmentError", "attachments_node", "parse_attachments"]
+
+
+class AttachmentError(ValueError):
+    """An attachment could not be encoded or decoded; the message says which and why."""
+
+
+class Attachment(dict):
+    """One attachment: a dict of its fields, as the Perl module handed them to handlers.
+
+    ``data`` is ``str`` for text and ``bytes`` for binary data (sent base64-encoded);
+    ``type`` is ``data`` unless the sender said otherwise (``file``, ...); ``name`` is
+    the file name, when the sender gave one. Other keys sent by a peer are kept as they
+    came. Build one to send with ``Attachment(data, name="notes.txt")``.
+    """
+
+    def __init__(self, data: Union[str, bytes] = "", name: Optional[str] = None,
+                 type: str = "data", **fields: Any):
+        super().__init__(fields)
+        self["type"] = type
+        self["data"] = data
+        if name is not None:
+            self["name"] = name
+
+    @property
+    def data(self) -> Union[str, bytes]:
+        return self.get("data", "")
+
+    @property
+    def type(self) -> str:
+        return self.get("type", "data")
+
+    @property
+    def name(self) -> Optional[str]:
+        return self.get("name")
+
+    @property
+    def bytes(self) -> bytes:
+        """The data as bytes (text is encoded as UTF-8)."""
+        data = self.data
+        return data if isinstance(data, bytes) else data.encode("utf-8")
+
+    @property
+    def text(self) -> str:
+        """The data as text (bytes are decoded as UTF-8, undecodable bytes replaced)."""
+        data = self.data
+        return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+    def __repr__(self):
+        data = self.data
+        shown = data if len(data) <= 40 else data[:37] + (b"..." if isinstance(
+            data, bytes) else "...")
+        extra = {k: v for k, v in self.items() if k not in ("data", "type", "name")}
+        return "Attachment(%r%s%s%s)" % (
+            shown, ", name=%r" % self.name if self.name is not None else "",
+            ", type=%r" % self.type if self.type != "data" else "",
+            "".join(", %s=%r" % kv for kv in extra.items()))
+
+
+def _wire_fields(item: Any, index: int) -> List[tuple]:
+    """The (tag, text) children for one attachment to send."""
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        item = Attachment(bytes(item))
+    elif isinstance(item, str):
+        item = Attachment(item)
+    elif not isinstance(item, Mapping):
+        raise AttachmentError("attachment %d is a %s; send str, bytes, an Attachment or a "
+                              "dict" % (index, type(item).__name__))
+    fields = []
+    for key, value in item.items():
+        if key == "encoding":
+            continue  # derived from the type of the data below
+        if not isinstance(key, str) or not key.isidentifier() or ":" in key:
+            raise AttachmentError("attachment %d has a field name that cannot be an XML "
+                                  "tag: %r" % (index, key))
+        if key == "data" and isinstance(value, (bytes, bytearray, memoryview)):
+            fields.append(("data", base64.b64encode(bytes(value)).decode("ascii")))
+            fields.append(("encoding", "base64"))
+            continue
+        if not isinstance(value, str):
+            value = str(value)
+        try:
+            check_xml_text(value, "attachment %d field %r" % (index, key))
+        except ValueError as exc:
+            raise AttachmentError("%s; send the data as bytes to have it base64-encoded"
+                                  % exc) from None
+        fields.append((key, value))
+    if "type" not in item:
+        fields.insert(0, ("type", "data"))
+    return fields
+
+
+def attachments_node(attachments: Iterable[Any]) -> Optional[Node]:
+    """The ``<attachments>`` element for ``attachments`` (None when there are none)."""
+    items = list(attachments or ())
+    if not items:
+        return None
+    top = Node("attachments")
+    for index, item in enumerate(items, 1):
+        node = top.addChild("attachment")
+        for tag, text in _wire_fields(item, index):
+            node.addChild(tag, payload=[text])
+    return top
+
+
+def parse_attachments(message: Node) -> List[Attachment]:
+    """Decode the attachments of a received message (an empty list when it has none).
+
+    Raises :class:`AttachmentError` naming the attachment when one cannot be decoded
+    (for instance base64 data that is not base64).
+    """
+    top = message.getTag("attachments")
+    if top is None:
+        return []
+    result = []
+    for index, node in enumerate(top.getChildren(), 1):
+        fields = {}
+        for child in node.getChildren():
+            fields[child.getName()] = child.getData()
+        encoding = fields.pop("encoding", None)
+        data: Union[str, bytes] = fields.pop("data", "")
+        if encoding is not None:
+            if encoding.lower() != "base64":
+                raise AttachmentError("attachment %d has an unknown encoding %r"
+                                      % (index, encoding))
+            try:
+                data = base64.b64decode("".join(data.split()), validate=True)
+            except (binascii.Error, ValueError):
+                raise AttachmentError("attachment %d is marked base64 but its data is "
+                                      "not valid base64" % index) from None
+        attachment = Attachment.__new__(Attachment)
+        dict.__init__(attachment, fields)
+        attachment["data"] = data
+        attachment.setdefault("type", "data")
+        result.append(attachment)
+    return result

@@ -1,0 +1,144 @@
+"""The wire format shared with the Perl module (DESIGN section 2), in one place.
+
+- Replies copy the request's type, id and ``<thread>``; for type normal (or none) they
+  carry ``<subject>re: SUBJECT</subject>`` (an existing ``re: `` is not doubled, as in
+  Net::XMPP's ``Reply()``); a chat reply has no subject; replies carry no attachments.
+- netchat marks its replies with ``<reply xmlns='urn:x-netchat:0' status='...'/>``.
+- A message is *automatic* (never run as a command, never answered) when it is an error
+  stanza, carries the reply marker, has a subject beginning ``re: `` or has the subject
+  ``allhere``.
+- Thread ids begin with ``tid-``.
+- Text XML cannot carry (control characters, lone surrogates, U+FFFE/U+FFFF) is
+  rejected (:func:`check_xml_text`) or escaped (:func:`escape_invalid_xml`), never sent:
+  a single such character makes the server close the stream.
+"""
+
+import datetime
+import itertools
+import re
+import time
+import uuid
+from typing import Optional
+
+from xmpp.protocol import Message, NS_DELAY as NS_LEGACY_DELAY
+from xmpp.simplexml import Node
+
+NS_NETCHAT = "urn:x-netchat:0"
+NS_DELAY = "urn:xmpp:delay"
+
+#: Statuses a netchat reply can carry in its marker.
+REPLY_STATUSES = ("ok", "error", "unknown", "denied", "busy", "expired", "too-large")
+
+#: Subject of the greeting ``waitUntilAllHere`` sends once every node is present.
+ALLHERE_SUBJECT = "allhere"
+
+_INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_RE_PREFIX = re.compile(r"re:\s+", re.IGNORECASE)
+_thread_counter = itertools.count(1)
+_process_tag = uuid.uuid4().hex[:8]
+
+
+def check_xml_text(text: str, what: str = "text") -> str:
+    """Return ``text`` unchanged, or raise ``ValueError`` naming the first character
+    XML cannot carry and where it is."""
+    match = _INVALID_XML.search(text)
+    if match:
+        raise ValueError("%s contains U+%04X at position %d, a character XML cannot carry"
+                         % (what, ord(match.group()), match.start()))
+    return text
+
+
+def escape_invalid_xml(text: str) -> str:
+    """Replace each character XML cannot carry by its escape (``\\x00``, ``\\udc80``)."""
+    if not _INVALID_XML.search(text):
+        return text
+    return _INVALID_XML.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"),
+                            text)
+
+
+def new_thread_id() -> str:
+    """A ``tid-`` thread id, unique across processes (time, process tag, counter)."""
+    return "tid-%.6f.%s.%d" % (time.time(), _process_tag, next(_thread_counter))
+
+
+def reply_subject(request: Message) -> Optional[str]:
+    """The subject a reply to ``request`` carries (None: no subject element)."""
+    if (request.getType() or "normal") != "normal":
+        return None
+    return "re: " + _RE_PREFIX.sub("", request.getSubject() or "", count=1)
+
+
+def make_reply(request: Message, body: str, status: Optional[str] = "ok") -> Message:
+    """Build the reply to ``request`` in the Perl module's format, plus netchat's marker.
+
+    ``body`` is escaped for XML (see :func:`escape_invalid_xml`); ``status=None`` sends
+    no marker (as a Perl node would).
+    """
+    typ = request.getType()
+    reply = Message(to=request.getFrom(), typ=typ or None)
+    reply.setTagData("body", escape_invalid_xml(body if body is not None else ""))
+    subject = reply_subject(request)
+    if subject is not None:
+        reply.setSubject(escape_invalid_xml(subject))
+    thread = request.getThread()
+    if thread:
+        reply.setThread(thread)
+    if request.getID():
+        reply.setID(request.getID())
+    if status is not None:
+        reply.addChild("reply", {"status": status}, namespace=NS_NETCHAT)
+    return reply
+
+
+def reply_status(message: Message) -> Optional[str]:
+    """The status in netchat's reply marker, or None when the message has none."""
+    marker = message.getTag("reply", namespace=NS_NETCHAT)
+    if marker is None:
+        return None
+    return marker.getAttr("status") or "ok"
+
+
+def is_automatic(message: Message) -> bool:
+    """True for messages that must never run a command or be answered (no loops)."""
+    if message.getType() == "error":
+        return True
+    if message.getTag("reply", namespace=NS_NETCHAT) is not None:
+        return True
+    subject = message.getSubject() or ""
+    return subject[:3].lower() == "re:" or subject == ALLHERE_SUBJECT
+
+
+def delay_stamp(stanza: Node) -> Optional[datetime.datetime]:
+    """When the server first received a stanza it delivered late (XEP-0203), or None."""
+    stamps = []
+    for tag in stanza.getChildren():
+        if tag.getName() == "delay" and tag.getNamespace() == NS_DELAY:
+            stamps.append(_parse_xep82(tag.getAttr("stamp") or ""))
+        elif tag.getName() == "x" and tag.getNamespace() == NS_LEGACY_DELAY:
+            stamps.append(_parse_legacy(tag.getAttr("stamp") or ""))
+    stamps = [s for s in stamps if s is not None]
+    return min(stamps) if stamps else None
+
+
+def _parse_xep82(value: str) -> Optional[datetime.datetime]:
+    # 2026-11-24T10:00:00Z, 2026-11-24T10:00:00.123456Z, or with +hh:mm
+    value = value.strip()
+    if value.endswith("Z"):
+        value = value[:-1] + "+00:00"
+    try:
+        stamp = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.timezone.utc)
+    return stamp
+
+
+def _parse_legacy(value: str) -> Optional[datetime.datetime]:
+    # XEP-0091: 20261124T10:00:00, always UTC
+    try:
+        return datetime.datetime.strptime(value.strip(), "%Y%m%dT%H:%M:%S").replace(
+            tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+
