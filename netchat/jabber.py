@@ -371,6 +371,7 @@ class Connection:
         self._last_rx = 0.0
         self._ping_id: Optional[str] = None
         self._ping_sent = 0.0
+        self.pings_sent = 0
         self._presence: Dict[str, Dict[str, bool]] = {}
 
         # the owner lock: reentrant by hand so that the last release can notify waiters
@@ -888,6 +889,7 @@ class Connection:
             return due - now
         self._ping_id = self._new_id()
         self._ping_sent = now
+        self.pings_sent += 1
         self._send_stanza(make_iq("get", Node("ping", attrs={"xmlns": NS_PING}),
                                   to=self.domain, id=self._ping_id))
         return self.ping_timeout

@@ -164,6 +164,8 @@ class ProsodyServer:
     :param log_level: Prosody's log level (``debug``, ``info``, ...); the environment
         variable ``NETCHAT_PROSODY_LOG`` overrides it.
     :param extra_config: Lua lines added to the global section of the configuration.
+    :param tls: serve TLS (default). False makes a server that offers no TLS at all,
+        to test clients' refusal of it.
 
     After :meth:`start`: :attr:`port` (STARTTLS), :attr:`direct_tls_port` (XEP-0368),
     :attr:`ca_file`, :attr:`log_path`, :attr:`connection_options`.
@@ -173,12 +175,13 @@ class ProsodyServer:
 
     def __init__(self, domain: str = "localhost", host: str = "127.0.0.1",
                  cert_names: Optional[List[str]] = None, log_level: str = "info",
-                 extra_config: str = ""):
+                 extra_config: str = "", tls: bool = True):
         self.domain = domain
         self.host = host
         self.cert_names = list(cert_names or [domain])
         self.log_level = os.environ.get("NETCHAT_PROSODY_LOG", log_level)
         self.extra_config = extra_config
+        self.tls = tls
         self.port: Optional[int] = None
         self.direct_tls_port: Optional[int] = None
         self.directory: Optional[str] = None
@@ -262,8 +265,11 @@ class ProsodyServer:
         return self
 
     def _write_config(self):
-        tls = "ssl = { key = %s; certificate = %s; }" % (
-            _lua(self._certs["key_file"]), _lua(self._certs["cert_file"]))
+        if self.tls:
+            tls = "ssl = { key = %s; certificate = %s; }" % (
+                _lua(self._certs["key_file"]), _lua(self._certs["cert_file"]))
+        else:
+            tls = "-- no TLS: this server tests clients' refusal of a plain stream"
         lines = [
             "-- written by netchat.testing for one run; deleted on stop()",
             "daemonize = false",
@@ -273,21 +279,22 @@ class ProsodyServer:
             "plugin_paths = {}",
             "interfaces = { %s }" % _lua(self.host),
             "c2s_ports = { %d }" % self.port,
-            "c2s_direct_tls_ports = { %d }" % self.direct_tls_port,
+            "c2s_direct_tls_ports = { %d }" % self.direct_tls_port if self.tls else "",
             "s2s_ports = {}",
             "http_ports = {}",
             "https_ports = {}",
-            'modules_enabled = { "roster", "saslauth", "tls", "disco", "ping", "register",'
-            ' "offline", "presence", "message", "iq" }',
+            'modules_enabled = { "roster", "saslauth", %s"disco", "ping", "register",'
+            ' "offline", "presence", "message", "iq" }' % ('"tls", ' if self.tls else ""),
             # no s2s: a test server talks to nobody; no posix: we do not daemonize and
             # must run as an ordinary user and as root alike.
             'modules_disabled = { "s2s", "s2s_auth_certs", "posix" }',
             "allow_registration = true",
-            "c2s_require_encryption = true",
+            "c2s_require_encryption = %s" % ("true" if self.tls else "false"),
             'authentication = "internal_hashed"',
             'storage = "internal"',
             "log = { %s = %s }" % (self.log_level, _lua(self.log_path)),
-            "certificates = %s" % _lua(os.path.join(self.directory, "certs")),
+            "certificates = %s" % _lua(os.path.join(self.directory, "certs")) if self.tls
+            else "",
             tls,
             self.extra_config,
             "VirtualHost %s" % _lua(self.domain),

@@ -1,0 +1,88 @@
+"""Shared pieces for the live tests: handlers that record or echo, and a loop thread."""
+
+import threading
+import time
+
+from netchat.jabber import Connection, _Handler
+from netchat.testing import wait_for
+from netchat.wire import make_reply
+
+__all__ = ["Recorder", "Echo", "Loop", "connect", "wait_for"]
+
+
+class Recorder(_Handler):
+    """Keeps everything a Connection hands to its handler."""
+
+    def __init__(self):
+        self.messages = []
+        self.replies = []
+        self.errors = []
+        self.presences = []
+        self.iqs = []
+
+    def _nc_message(self, conn, msg):
+        self.messages.append(msg)
+
+    def _nc_reply(self, conn, msg, thread):
+        self.replies.append((msg, thread))
+
+    def _nc_error(self, conn, msg, transaction):
+        self.errors.append((msg, transaction))
+
+    def _nc_presence(self, conn, presence):
+        self.presences.append(presence)
+
+    def _nc_iq(self, conn, iq):
+        self.iqs.append(iq)
+        return False
+
+
+class Echo(Recorder):
+    """Answers every message with ``echo: BODY`` (a netchat reply)."""
+
+    def __init__(self, delay=0.0):
+        super().__init__()
+        self.delay = delay
+
+    def _nc_message(self, conn, msg):
+        super()._nc_message(conn, msg)
+        if self.delay:
+            time.sleep(self.delay)
+        conn.send_stanza(make_reply(msg, "echo: " + (msg.getBody() or "")), flush=False)
+
+
+class Loop:
+    """Runs ``conn.process(0.1)`` in a thread until stopped or the link dies."""
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.results = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="loop-%s" % conn.user,
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            result = self.conn.process(0.1)
+            self.results.append(result)
+            if result is None:
+                return
+
+    def stop(self):
+        self._stop.set()
+        self.thread.join(5)
+        assert not self.thread.is_alive()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def connect(account, handler=None, **options):
+    """A connected Connection for an Account (options override its defaults)."""
+    opts = dict(account.connection_options)
+    opts.update(options)
+    return Connection(account.jid, account.password, handler=handler, **opts).connect()
