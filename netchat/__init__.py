@@ -3,10 +3,14 @@
 A Python port of the Perl module Net::Chat::Daemon. See README.rst.
 """
 
-from .errors import (AuthError, CommandError, ConnectError, Disconnected, NetChatError,
-                     RemoteError, Timeout, TLSError)
-
 __version__ = "0.1.0"
 
-__all__ = ["NetChatError", "ConnectError", "AuthError", "TLSError", "Timeout",
-           "Disconnected", "RemoteError", "CommandError", "__version__"]
+from .attachments import Attachment, AttachmentError
+from .daemon import Daemon
+from .errors import (AuthError, CommandError, ConnectError, Disconnected, NetChatError,
+                     RemoteError, Timeout, TLSError)
+from .jabber import Connection
+
+__all__ = ["Daemon", "Connection", "Attachment", "AttachmentError", "NetChatError",
+           "ConnectError", "AuthError", "TLSError", "Timeout", "Disconnected",
+           "RemoteError", "CommandError", "__version__"]

@@ -351,6 +351,8 @@ class Connection:
 
         #: The full JID the server bound (after :meth:`connect`).
         self.jid: Optional[str] = None
+        #: The id of the current stream (the ``sid`` callbacks receive).
+        self.stream_id: Optional[str] = None
         self.tls_version: Optional[str] = None
         self.mechanism: Optional[str] = None
 
@@ -607,8 +609,10 @@ class Connection:
         self._features = None
         self._inbox.clear()
         Dispatcher(self).PlugIn(client)
-        return self._await(lambda n: n.getName() == "features" and
-                           n.getNamespace() == NS_STREAMS, deadline, "stream features")
+        features = self._await(lambda n: n.getName() == "features" and
+                               n.getNamespace() == NS_STREAMS, deadline, "stream features")
+        self.stream_id = (client.Dispatcher.Stream._document_attrs or {}).get("id")
+        return features
 
     def _await(self, predicate: Callable[[Node], bool], deadline: float, what: str) -> Node:
         """Read until an element matching ``predicate`` arrives (connection set-up)."""

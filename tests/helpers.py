@@ -1,5 +1,9 @@
 """Shared pieces for the live tests: handlers that record or echo, and a loop thread."""
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -7,7 +11,7 @@ from netchat.jabber import Connection, _Handler
 from netchat.testing import wait_for
 from netchat.wire import make_reply
 
-__all__ = ["Recorder", "Echo", "Loop", "connect", "wait_for"]
+__all__ = ["Recorder", "Echo", "Loop", "connect", "wait_for", "start_node", "stop_process"]
 
 
 class Recorder(_Handler):
@@ -86,3 +90,35 @@ def connect(account, handler=None, **options):
     opts = dict(account.connection_options)
     opts.update(options)
     return Connection(account.jid, account.password, handler=handler, **opts).connect()
+
+
+NODE_MAIN = os.path.join(os.path.dirname(__file__), "node_main.py")
+
+
+def start_node(account, wait_ready=True, **config):
+    """Start tests/node_main.py as a process for ``account``; returns the Popen."""
+    config.setdefault("connection_options", account.connection_options)
+    config.update(jid=account.jid, password=account.password)
+    proc = subprocess.Popen([sys.executable, NODE_MAIN, json.dumps(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if wait_ready:
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            proc.kill()
+            raise AssertionError("node %s did not start: %s%s" % (
+                account.jid, line, proc.stderr.read()))
+    return proc
+
+
+def stop_process(proc, timeout=5):
+    """Terminate a process (if still running) and reap it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except Exception:
+            proc.kill()
+            proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()

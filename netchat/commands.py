@@ -1,0 +1,121 @@
+"""Commands: parsing a request body, finding its handler, and help.
+
+Parsing (:func:`parse_body`): the body is split on whitespace into a command and its
+arguments. Single or double quotes group words into one argument; inside quotes a
+backslash escapes the quote character and the backslash itself (``\\'``, ``\\"``,
+``\\\\``), any other backslash is kept as it is. Each quoted group is its own argument:
+``cmd 'a' 'b'`` gives two arguments, where the Perl module's greedy regular expression
+gave one (``a' 'b``). A quote inside a word is part of the word, as in Perl. An
+unterminated quote is an error (:class:`ParseError`) instead of Perl's silently
+truncated argument.
+
+Handlers (:func:`find_handler`), as in Net::Chat::Daemon: ``help``; else the
+``commands`` map (a string names a method of the daemon, a callable is called with the
+arguments only); else a method ``handle`` + the command with its first letter
+upper-cased (``hello`` -> ``handleHello``, ``someThing`` -> ``handleSomeThing``).
+"""
+
+import inspect
+import re
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+__all__ = ["ParseError", "parse_body", "find_handler", "command_names", "help_for"]
+
+_HANDLER_METHOD = re.compile(r"handle([A-Z]\w*)$")
+_WORDS = re.compile(r"\S+")
+
+
+class ParseError(ValueError):
+    """The request body cannot be split into a command and arguments."""
+
+
+def parse_body(body: str) -> Tuple[Optional[str], List[str]]:
+    """Split ``body`` into ``(command, arguments)``; ``(None, [])`` when it is blank."""
+    words: List[str] = []
+    i, n = 0, len(body)
+    while i < n:
+        c = body[i]
+        if c.isspace():
+            i += 1
+            continue
+        if c in "'\"":
+            quote, start = c, i
+            i += 1
+            chars = []
+            while True:
+                if i >= n:
+                    raise ParseError("unterminated %s quote starting at position %d"
+                                     % (quote, start + 1))
+                c = body[i]
+                if c == "\\" and i + 1 < n and body[i + 1] in (quote, "\\"):
+                    chars.append(body[i + 1])
+                    i += 2
+                elif c == quote:
+                    i += 1
+                    break
+                else:
+                    chars.append(c)
+                    i += 1
+            words.append("".join(chars))
+        else:
+            match = _WORDS.match(body, i)
+            words.append(match.group())
+            i = match.end()
+    if not words:
+        return None, []
+    return words[0], words[1:]
+
+
+def _ucfirst(name: str) -> str:
+    return name[:1].upper() + name[1:]
+
+
+def find_handler(obj: Any, commands: Dict[str, Any], name: str) -> Optional[Callable]:
+    """The callable that runs command ``name`` on ``obj`` (None when there is none).
+
+    ``help`` maps to ``obj.showHelp``.
+    """
+    if not name:
+        return None
+    if name == "help":
+        return obj.showHelp
+    target = commands.get(name)
+    if isinstance(target, str):
+        method = getattr(obj, target, None)
+        return method if callable(method) else None
+    if callable(target):
+        return target
+    if not name[:1].isalpha():
+        return None
+    method = getattr(obj, "handle" + _ucfirst(name), None)
+    if callable(method) and _HANDLER_METHOD.match("handle" + _ucfirst(name)):
+        return method
+    return None
+
+
+def command_names(obj: Any, commands: Dict[str, Any]) -> List[str]:
+    """Every command ``obj`` answers: the commands map, ``handleXxx`` methods, help."""
+    names = set(commands)
+    names.add("help")
+    for attr in dir(type(obj)):
+        match = _HANDLER_METHOD.match(attr)
+        if match and callable(getattr(type(obj), attr, None)):
+            names.add(match.group(1)[:1].lower() + match.group(1)[1:])
+    return sorted(names)
+
+
+def help_for(obj: Any, commands: Dict[str, Any], help_texts: Dict[str, str],
+             name: str) -> str:
+    """Help on one command: the ``help`` option, else a ``helpXxx`` method, else the
+    handler's docstring (first line), else ``"NAME args..."``."""
+    if name in help_texts and help_texts[name] is not None:
+        return str(help_texts[name])
+    method = getattr(obj, "help" + _ucfirst(name), None) if name[:1].isalpha() else None
+    if callable(method):
+        return str(method())
+    handler = find_handler(obj, commands, name)
+    if handler is not None:
+        doc = inspect.getdoc(handler)
+        if doc:
+            return doc.strip().splitlines()[0]
+    return "%s args..." % name

@@ -1,0 +1,621 @@
+"""The Daemon: netchat's port of Net::Chat::Daemon.
+
+Subclass :class:`Daemon`, define ``handleXxx`` methods (or pass ``commands``), and run
+it. Each chat message is a request: its body is split into a command and arguments
+(:mod:`netchat.commands`), attachments are appended as :class:`~netchat.Attachment`
+arguments, the handler runs, and its return value goes back as the reply. See
+README.rst for a porting table from the Perl module.
+"""
+
+import itertools
+import logging
+import random
+import signal
+import sys
+import threading
+import time
+import traceback
+from typing import Any, Callable, Dict, Iterable, List, Optional
+
+from xmpp.protocol import Message, Presence
+
+from .attachments import AttachmentError, parse_attachments
+from .commands import ParseError, command_names, find_handler, help_for, parse_body
+from .errors import CommandError, ConnectError, Disconnected, NetChatError, Timeout
+from .jabber import Connection, bare_jid, normalize_jid, parse_user, user_id
+from .wire import ALLHERE_SUBJECT, is_automatic, make_reply
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Daemon"]
+
+CALLBACK_TYPES = ("message", "available", "unavailable", "error")
+
+#: Connection options a Daemon passes on to :class:`~netchat.jabber.Connection`.
+CONNECTION_OPTIONS = ("host", "port", "resource", "ca_file", "ca_path", "verify",
+                      "direct_tls", "require_tls", "register", "connect_timeout",
+                      "ping_interval", "ping_timeout", "password")
+
+RETRY_GAP = 1.5      # first pause between reconnection attempts (Perl's $RETRY_GAP)
+RETRY_GAP_MAX = 3.5    # so a daemon is back within ~5 s of its server's return
+NUDGE_INTERVAL = 0.5  # Perl's $PATIENCE in waitUntilAllHere
+
+
+def _perl_loglevel(level: int) -> int:
+    """Perl's loglevel (messages with a level above it were hidden) -> logging level."""
+    if level < 0:
+        return logging.WARNING
+    if level == 0:
+        return logging.INFO
+    return logging.DEBUG
+
+
+class Daemon:
+    """A daemon controlled through instant messages (Perl: Net::Chat::Daemon).
+
+    :param user: ``jabber://user@host/resource``, ``xmpp://...`` or
+        ``user@host[/resource]``. Another scheme raises ``ValueError``.
+    :param password: the account's password.
+    :param connection_options: options of :class:`~netchat.jabber.Connection`
+        (``host``, ``port``, ``ca_file``, ``register``, ...).
+    :param commands: command name -> method name (a string) or callable. A callable
+        gets the command's arguments only.
+    :param help: command name -> help text.
+    :param master: a JID or user id. The daemon exits (status 0) when a master it saw
+        available goes away.
+    :param loglevel: Perl-style verbosity (-1 warnings, 0 info, 1+ debug) for the
+        ``netchat`` loggers; None leaves logging alone.
+    :param threads: run handlers on a pool of this many threads (0: inline, as Perl).
+
+    Other keyword options are stored on the object as attributes, as in Perl.
+    The constructor connects; failure raises :class:`~netchat.ConnectError` (or its
+    subclasses :class:`~netchat.AuthError`, :class:`~netchat.TLSError`).
+    """
+
+    #: Reply to a command nobody handles (``%s``: the command).
+    MSG_UNKNOWN_COMMAND = "unknown command '%s'; send 'help' for the list of commands"
+    #: Reply to a request without a command.
+    MSG_EMPTY_REQUEST = "empty request; send 'help' for the list of commands"
+
+    def __init__(self, user: str, password: Optional[str] = None, *,
+                 connection_options: Optional[Dict[str, Any]] = None,
+                 commands: Optional[Dict[str, Any]] = None,
+                 help: Optional[Dict[str, str]] = None,
+                 master: Optional[str] = None, loglevel: Optional[int] = None,
+                 threads: int = 0, **options: Any):
+        self.user = parse_user(user)
+        for name, value in options.items():
+            if hasattr(type(self), name) or name.startswith("_"):
+                raise TypeError("option %r would hide the Daemon attribute of that name"
+                                % name)
+            setattr(self, name, value)
+        self.commands: Dict[str, Any] = dict(commands or {})
+        self.help: Dict[str, str] = dict(help or {})
+        self.master = master
+        self.threads = int(threads or 0)
+        self.loglevel = loglevel
+        if loglevel is not None:
+            self._configure_logging(loglevel)
+
+        cxn_options = dict(connection_options or {})
+        unknown = set(cxn_options) - set(CONNECTION_OPTIONS)
+        if unknown:
+            raise ValueError("unknown connection option(s) %s; known: %s"
+                             % (", ".join(sorted(unknown)), ", ".join(CONNECTION_OPTIONS)))
+        if password is None:
+            password = cxn_options.pop("password", None)
+        else:
+            cxn_options.pop("password", None)
+
+        self._callbacks: Dict[str, List[tuple]] = {t: [] for t in CALLBACK_TYPES}
+        self._callback_ids = itertools.count(1)
+        self._local = threading.local()
+        self._presence_sent: set = set()
+        self._master_seen = False
+        self._sync = None  # waitUntilAllHere's state while it runs
+
+        #: The connection (Perl: ``$self->{cxn}``).
+        self.cxn = Connection(self.user, password, handler=self, **cxn_options)
+        if master is not None:
+            self.push_callback("unavailable", self.checkMaster, id="netchat:master")
+        self.cxn.connect()
+
+    # -- construction helpers ---------------------------------------------------------
+
+    @staticmethod
+    def _configure_logging(loglevel: int):
+        logger = logging.getLogger("netchat")
+        logger.setLevel(_perl_loglevel(loglevel))
+        if not logging.getLogger().handlers and not logger.handlers:
+            handler = logging.StreamHandler(sys.stderr)
+            handler.setFormatter(logging.Formatter(
+                "%(asctime)s %(name)s %(levelname)s %(message)s"))
+            logger.addHandler(handler)
+
+    @property
+    def connection(self) -> Connection:
+        return self.cxn
+
+    @property
+    def jid(self) -> Optional[str]:
+        """The full JID this daemon is logged in as."""
+        return self.cxn.jid
+
+    @property
+    def last_message(self) -> Optional[Message]:
+        """The request being handled (on the thread handling it), else None."""
+        return getattr(self._local, "message", None)
+
+    def __repr__(self):
+        return "<%s %s>" % (type(self).__name__, self.cxn.jid or self.user)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- running -----------------------------------------------------------------------
+
+    @classmethod
+    def run(cls, user: str, retry: Optional[float] = None, **options: Any):
+        """Create a daemon and loop forever (Perl: ``run``).
+
+        Without ``retry`` a failed connection or a lost link ends the process with
+        status 1 and a one-line error on stderr. ``retry=N`` reconnects (a fresh
+        connection each time, pauses from 1.5 s growing to 3.5 s, jittered) for up to
+        N seconds per outage, and also when the first connection fails; ``retry=0``
+        retries forever. SIGTERM and Ctrl-C close the daemon cleanly and exit with
+        status 0. Unless logging is configured (or ``loglevel`` given), the library's
+        own log lines are silenced and ``run`` prints one line per event on stderr.
+        """
+        name = cls.__name__
+        if options.get("loglevel") is None and not logging.getLogger().handlers \
+                and not logging.getLogger("netchat").handlers:
+            logging.getLogger("netchat").addHandler(logging.NullHandler())
+
+        def say(message: str):
+            print("%s: %s" % (name, message), file=sys.stderr, flush=True)
+
+        def fail(message: str):
+            say(message)
+            sys.exit(1)
+
+        def terminate(signum, frame):
+            raise KeyboardInterrupt
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, terminate)
+
+        server = None
+        try:
+            try:
+                server = cls(user, **options)
+            except ConnectError as exc:
+                if retry is None:
+                    fail(str(exc))
+                say("%s; retrying" % exc)
+                server = cls._backoff(retry, lambda: cls(user, **options))
+                if server is None:
+                    fail("could not connect within %ss" % retry)
+            while True:
+                while server.process() is not None:
+                    pass
+                reason = server.cxn._dead or "connection lost"
+                if retry is None:
+                    fail("lost the connection to %s: %s" % (server.cxn.where, reason))
+                say("lost the connection to %s (%s); reconnecting" % (server.cxn.where,
+                                                                      reason))
+                if not server._reconnect_with_retry(retry):
+                    fail("could not reconnect to %s within %ss" % (server.cxn.where, retry))
+                say("reconnected as %s" % server.jid)
+        except KeyboardInterrupt:
+            if server is not None:
+                server.close()
+            sys.exit(0)
+
+    @staticmethod
+    def _backoff(retry: Optional[float], attempt: Callable[[], Any]) -> Any:
+        """Call ``attempt`` until it does not raise ConnectError: pauses from 1.5 s,
+        doubling up to 3.5 s, jittered, for up to ``retry`` seconds (0: forever).
+        Returns its result, or None when time ran out."""
+        deadline = None if not retry else time.monotonic() + retry
+        gap = RETRY_GAP
+        while True:
+            pause = gap * random.uniform(0.8, 1.2)
+            if deadline is not None and time.monotonic() + pause > deadline:
+                return None
+            time.sleep(pause)
+            gap = min(gap * 2, RETRY_GAP_MAX)
+            try:
+                return attempt()
+            except ConnectError as exc:
+                log.warning("connection attempt failed: %s", exc)
+
+    def _reconnect_with_retry(self, retry: Optional[float]) -> bool:
+        """Reconnect with backoff for up to ``retry`` seconds (0: forever)."""
+        return self._backoff(retry, lambda: self.reconnect() or True) is not None
+
+    def reconnect(self):
+        """A fresh connection: authenticate, presence, master watched again."""
+        self.cxn.reconnect()
+
+    def process(self, timeout: Optional[float] = None) -> Optional[int]:
+        """Pump the connection for up to ``timeout`` seconds (None: until something
+        arrives). Returns 1 when data was received, 0 when the link is fine but nothing
+        came, None on error or disconnect. Never raises for network trouble."""
+        return self.cxn.process(timeout)
+
+    def close(self):
+        """Disconnect (unavailable presence, end of stream). Idempotent."""
+        self.cxn.close()
+
+    # -- callbacks ---------------------------------------------------------------------
+
+    def _check_type(self, type: str):
+        if type not in CALLBACK_TYPES:
+            raise ValueError("unknown callback type %r; types are %s"
+                             % (type, ", ".join(CALLBACK_TYPES)))
+
+    def _add_callback(self, type: str, callback: Callable, id: Any, first: bool) -> Any:
+        self._check_type(type)
+        if not callable(callback):
+            raise TypeError("callback must be callable, not %r" % (callback,))
+        if id is None:
+            id = "cb-%d" % next(self._callback_ids)
+        elif any(entry_id == id for entries in self._callbacks.values()
+                 for entry_id, _ in entries):
+            raise ValueError("callback id %r is already in use" % (id,))
+        entries = self._callbacks[type]
+        if first:
+            entries.insert(0, (id, callback))
+        else:
+            entries.append((id, callback))
+        return id
+
+    def push_callback(self, type: str, callback: Callable, id: Any = None) -> Any:
+        """Add ``callback(sid, stanza)`` for ``type`` (message, available, unavailable,
+        error) after the others; returns its id. The first callback that returns a
+        true value handles the event and stops the rest."""
+        return self._add_callback(type, callback, id, first=False)
+
+    def unshift_callback(self, type: str, callback: Callable, id: Any = None) -> Any:
+        """Like :meth:`push_callback`, but before the others."""
+        return self._add_callback(type, callback, id, first=True)
+
+    def remove_callback(self, type: str, id: Any) -> bool:
+        """Remove the callback with ``id``; True if there was one."""
+        self._check_type(type)
+        entries = self._callbacks[type]
+        for index, (entry_id, _) in enumerate(entries):
+            if entry_id == id:
+                del entries[index]
+                return True
+        return False
+
+    def _run_callbacks(self, type: str, stanza) -> bool:
+        sid = self.cxn.stream_id
+        for entry_id, callback in list(self._callbacks[type]):
+            try:
+                if callback(sid, stanza):
+                    return True
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except Exception:
+                log.exception("%s callback %r failed", type, entry_id)
+        return False
+
+    # -- what the connection hands over (on the loop thread) ---------------------------
+
+    def _nc_connected(self, conn: Connection):
+        self._presence_sent = set()
+        if self.master is not None:
+            master = self._master_jid()
+            self.cxn.send_presence(master)
+            self._presence_sent.add(bare_jid(master))
+            self.cxn.subscribe(master)
+
+    def _nc_message(self, conn: Connection, msg: Message):
+        if self._run_callbacks("message", msg):
+            return
+        self.onMessage(msg)
+
+    def _nc_reply(self, conn: Connection, msg: Message, thread: str):
+        if self._run_callbacks("message", msg):
+            return
+        self.onReply(msg, thread)
+
+    def _nc_error(self, conn: Connection, msg: Message, transaction):
+        if self._run_callbacks("error", msg) or transaction is not None:
+            return
+        log.info("unnoticed error from %s: %s (%s)", msg.getFrom(), msg.getError(),
+                 msg.getBody() or "")
+
+    def _nc_presence(self, conn: Connection, presence: Presence):
+        typ = presence.getType() or "available"
+        sender = presence.getFrom()
+        if typ == "available":
+            self._answer_presence(sender)
+            if self.master is not None and self._is_master(sender):
+                self._master_seen = True
+            self._run_callbacks("available", presence)
+        elif typ == "unavailable":
+            self._run_callbacks("unavailable", presence)
+        elif typ == "subscribe":
+            approve = self._may_see_presence(sender)
+            self.cxn.send_presence(bare_jid(sender), "subscribed" if approve
+                                   else "unsubscribed")
+            log.info("%s subscription request from %s", "approved" if approve else
+                     "refused", bare_jid(sender))
+        elif typ == "error":
+            self._run_callbacks("error", presence)
+
+    def _nc_iq(self, conn: Connection, iq) -> bool:
+        return False
+
+    def _answer_presence(self, sender):
+        """Answer directed presence with directed presence, once per peer and session
+        (so that two daemons never ping-pong), to peers allowed to see it."""
+        full = normalize_jid(sender)
+        bare = bare_jid(sender)
+        if not full or bare == bare_jid(self.cxn.bare_jid):
+            return
+        if full in self._presence_sent or bare in self._presence_sent:
+            return
+        if not self._may_see_presence(sender):
+            return
+        self._presence_sent.add(full)
+        try:
+            self.cxn.send_presence(str(sender))
+        except Disconnected:
+            pass
+
+    def _may_see_presence(self, jid) -> bool:
+        """Who may see this daemon's presence: its own domain and its master."""
+        if self.master is not None and self._is_master(jid):
+            return True
+        return bare_jid(jid).partition("@")[2] == self.cxn.domain
+
+    # -- messages (Perl API) -----------------------------------------------------------
+
+    def onMessage(self, msg: Message, **extra):
+        """Called for every message that is not a reply to this side's request.
+        The default runs it as a request (:meth:`onRequest`)."""
+        return self.onRequest(msg, **extra)
+
+    def onReply(self, msg: Message, thread: str, **extra):
+        """Called for a reply to a request sent without an ``onReply`` callback.
+        The default hands it to :meth:`onMessage` (which never runs a reply)."""
+        return self.onMessage(msg, reply_to=thread, **extra)
+
+    def onRequest(self, msg: Message, **extra):
+        """Run a request: parse, find the handler, call it, reply with its result.
+
+        Returns True when it answered. Messages that must never be answered (error
+        stanzas, replies, ``allhere`` greetings), messages without a body (chat
+        states) and group chat or headline messages are only logged.
+        """
+        if extra.get("reply_to") or is_automatic(msg):
+            log.debug("not running %s from %s (a reply or greeting): %s",
+                      msg.getType() or "message", msg.getFrom(), msg.getBody())
+            return None
+        if msg.getType() in ("groupchat", "headline"):
+            return None
+        body = msg.getBody()
+        if body is None:
+            return None  # a chat state or receipt: nothing to run
+        log.debug("[%s] from(%s): %s", self.jid, msg.getFrom(), body)
+        try:
+            command, args = parse_body(body)
+            args.extend(parse_attachments(msg))
+        except (ParseError, AttachmentError) as exc:
+            return self._reply(msg, "error: %s" % exc, "error")
+        if command is None:
+            return self._reply(msg, self.MSG_EMPTY_REQUEST, "unknown")
+        handler = self.getHandler(command)
+        if handler is None:
+            log.info("[%s] unknown command from %s: %s", self.jid, msg.getFrom(), command)
+            return self._reply(msg, self.MSG_UNKNOWN_COMMAND % command, "unknown")
+        body, status = self._call_handler(handler, command, args, msg)
+        return self._reply(msg, body, status)
+
+    def _call_handler(self, handler: Callable, command: str, args: list, msg: Message):
+        self._local.message = msg
+        try:
+            result = handler(*args)
+        except CommandError as exc:
+            return str(exc), "error"
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            log.error("[%s] command %r from %s failed:\n%s", self.jid, command,
+                      msg.getFrom(), traceback.format_exc().rstrip())
+            return "error: %s: %s" % (type(exc).__name__, exc), "error"
+        finally:
+            self._local.message = None
+        if result is None:
+            return "", "ok"
+        if isinstance(result, bytes):
+            return result.decode("utf-8", "backslashreplace"), "ok"
+        return str(result), "ok"
+
+    def _reply(self, msg: Message, body: str, status: str) -> bool:
+        try:
+            self.cxn.send_stanza(make_reply(msg, body, status), flush=False)
+        except Disconnected as exc:
+            log.warning("[%s] reply to %s lost: %s", self.jid, msg.getFrom(), exc)
+            return False
+        return True
+
+    # -- commands and help (Perl API) --------------------------------------------------
+
+    def setCommand(self, name: str, command: Any):
+        """Set the handler of a command: a method name (string) or a callable (called
+        with the command's arguments only)."""
+        self.commands[name] = command
+
+    def getHandler(self, name: str) -> Optional[Callable]:
+        """The handler of a command: ``help``; the ``commands`` map; a ``handleXxx``
+        method (``save`` -> ``handleSave``). None when there is none."""
+        return find_handler(self, self.commands, name)
+
+    def showHelp(self, command: Optional[str] = None) -> str:
+        """help [COMMAND]: list the commands, or describe one."""
+        if command is not None:
+            return help_for(self, self.commands, self.help, command)
+        return "Available commands: " + " ".join(command_names(self, self.commands))
+
+    # -- master ------------------------------------------------------------------------
+
+    def _master_jid(self) -> str:
+        return self.cxn.expand_jid(self.master)
+
+    def _is_master(self, jid) -> bool:
+        master = str(self.master)
+        if "@" in master:
+            master = normalize_jid(master)
+            return (normalize_jid(jid) if "/" in master else bare_jid(jid)) == master
+        return user_id(jid) == master.lower()
+
+    def checkMaster(self, sid, presence: Presence):
+        """Exit (status 0) when the master, once seen available, has gone away."""
+        if not self._is_master(presence.getFrom()) or not self._master_seen:
+            return None
+        if self.cxn.is_available(bare_jid(presence.getFrom())):
+            return None  # another resource of the master is still here
+        log.info("[%s] master %s terminated, exiting", self.jid, presence.getFrom())
+        self.close()
+        sys.exit(0)
+
+    # -- synchronisation (Perl API) ----------------------------------------------------
+
+    def _node_key(self, jid) -> Optional[str]:
+        """The node (as given to waitUntilAllHere) that ``jid`` is, if any."""
+        sync = self._sync
+        if sync is None:
+            return None
+        return sync["keys"].get(bare_jid(jid))
+
+    def waitUntilAllHere(self, nodes: Iterable[str], timeout: Optional[float] = None) -> bool:
+        """Wait until every node (user ids on this server, or JIDs) is online.
+
+        A node that logs out meanwhile is waited for again. Missing nodes are nudged
+        with directed presence (and, once, a subscription request) at most every
+        0.5 s. Returns True, after posting ``"hey guys"`` (subject ``allhere``) to each
+        node; raises :class:`~netchat.Timeout` naming the missing nodes.
+        """
+        nodes = list(nodes)
+        keys = {bare_jid(self.cxn.expand_jid(node)): node for node in nodes}
+        self._sync = sync = {"keys": keys, "waiting": set(nodes),
+                             "lastcheck": {node: 0.0 for node in nodes},
+                             "subscribed": set()}
+        for bare, node in keys.items():
+            if self.cxn.is_available(bare):
+                sync["waiting"].discard(node)
+        ids = [self.unshift_callback("available", self.onSyncLogin),
+               self.unshift_callback("unavailable", self.onSyncLogout),
+               self.unshift_callback("error", self.onSyncError)]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while sync["waiting"]:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    missing = sorted(sync["waiting"])
+                    raise Timeout("%d of %d node(s) not here after %.1fs: %s"
+                                  % (len(missing), len(nodes), timeout, ", ".join(missing)),
+                                  missing=missing)
+                for node in list(sync["waiting"]):
+                    if now - sync["lastcheck"][node] >= NUDGE_INTERVAL:
+                        self._nudge(node, sync)
+                        sync["lastcheck"][node] = now
+                next_nudge = min(sync["lastcheck"][n] for n in sync["waiting"]) \
+                    + NUDGE_INTERVAL if sync["waiting"] else now
+                wait = max(0.0, next_nudge - time.monotonic())
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - time.monotonic()))
+                if self.process(wait) is None:
+                    raise Disconnected("connection lost while waiting for nodes: %s"
+                                       % self.cxn._dead)
+        finally:
+            for type, id in zip(("available", "unavailable", "error"), ids):
+                self.remove_callback(type, id)
+            self._sync = None
+        for node in nodes:
+            self.post(node, "hey guys", subject=ALLHERE_SUBJECT)
+        return True
+
+    def _nudge(self, node: str, sync: dict):
+        jid = bare_jid(self.cxn.expand_jid(node))
+        self.cxn.send_presence(jid)
+        self._presence_sent.add(jid)
+        if jid not in sync["subscribed"]:
+            self.cxn.subscribe(jid)
+            sync["subscribed"].add(jid)
+
+    def onSyncLogin(self, sid, presence: Presence):
+        """While waiting for nodes: one of them is online."""
+        node = self._node_key(presence.getFrom())
+        if node is None:
+            return None
+        log.debug("presence from %s", presence.getFrom())
+        self._sync["waiting"].discard(node)
+        return True
+
+    def onSyncLogout(self, sid, presence: Presence):
+        """While waiting for nodes: one of them went away; wait for it again."""
+        node = self._node_key(presence.getFrom())
+        if node is None:
+            return None
+        if not self.cxn.is_available(bare_jid(presence.getFrom())):
+            log.debug("bye bye from %s", presence.getFrom())
+            self._sync["waiting"].add(node)
+        return True
+
+    def onSyncError(self, sid, stanza):
+        """While waiting for nodes: an error (e.g. no such user) about one of them."""
+        node = self._node_key(stanza.getFrom())
+        if node is None:
+            return None
+        log.info("[%s] node %s not found: %s", self.jid, stanza.getFrom(), stanza.getError())
+        self._sync["lastcheck"][node] = time.monotonic()
+        return True
+
+    # -- delegated to the connection (a daemon can coordinate) -------------------------
+
+    def post(self, to: Any, message: str, **options) -> str:
+        """Send a message (see :meth:`netchat.jabber.Connection.post`)."""
+        return self.cxn.post(to, message, **options)
+
+    def send_request(self, to: Any, message: str, onReply: Optional[Callable] = None,
+                     **options) -> str:
+        """Send a request; returns its thread id (see
+        :meth:`netchat.jabber.Connection.send_request`)."""
+        return self.cxn.send_request(to, message, onReply, **options)
+
+    def request(self, to: Any, message: str, timeout: Optional[float] = None,
+                **options) -> str:
+        """Send a request and return the reply's body (see
+        :meth:`netchat.jabber.Connection.request`)."""
+        return self.cxn.request(to, message, timeout, **options)
+
+    def barrier(self, timeout: Optional[float] = None):
+        """Wait until every request sent has its reply."""
+        return self.cxn.barrier(timeout)
+
+    def subscribe(self, jid: Any):
+        """Ask to see ``jid``'s presence."""
+        return self.cxn.subscribe(jid)
+
+    def poll(self) -> Optional[int]:
+        return self.cxn.poll()
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        return self.cxn.wait(timeout)
+
+    def count_transactions(self) -> int:
+        return self.cxn.count_transactions()
+
+    def start_transaction(self, thread: str, onReply: Optional[Callable] = None):
+        return self.cxn.start_transaction(thread, onReply)
+
+    def end_transaction(self, thread: str):
+        return self.cxn.end_transaction(thread)
