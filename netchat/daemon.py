@@ -23,6 +23,7 @@ from .attachments import AttachmentError, parse_attachments
 from .commands import ParseError, command_names, find_handler, help_for, parse_body
 from .errors import CommandError, ConnectError, Disconnected, NetChatError, Timeout
 from .jabber import Connection, bare_jid, normalize_jid, parse_user, user_id
+from .pool import WorkerPool
 from .wire import ALLHERE_SUBJECT, is_automatic, make_reply
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,13 @@ class Daemon:
         available goes away.
     :param loglevel: Perl-style verbosity (-1 warnings, 0 info, 1+ debug) for the
         ``netchat`` loggers; None leaves logging alone.
-    :param threads: run handlers on a pool of this many threads (0: inline, as Perl).
+    :param threads: run handlers on a pool of this many threads (0: inline in
+        :meth:`process`, as Perl did). Only the thread owning the connection writes to
+        it; workers hand their replies over through the connection's queue.
+    :param max_pending: with ``threads``, how many requests may wait for a free worker
+        (default ``max(100, 10 * threads)``); beyond that a request is answered "busy"
+        at once.
+    :param shutdown_grace: seconds :meth:`close` gives running handlers (default 10).
 
     Other keyword options are stored on the object as attributes, as in Perl.
     The constructor connects; failure raises :class:`~netchat.ConnectError` (or its
@@ -76,13 +83,18 @@ class Daemon:
     MSG_UNKNOWN_COMMAND = "unknown command '%s'; send 'help' for the list of commands"
     #: Reply to a request without a command.
     MSG_EMPTY_REQUEST = "empty request; send 'help' for the list of commands"
+    #: Reply when the worker pool's backlog is full (``%d``: requests waiting).
+    MSG_BUSY = "busy: %d requests are waiting; try again later"
+    #: Reply to requests that arrive (or still wait) while the daemon shuts down.
+    MSG_SHUTTING_DOWN = "busy: shutting down"
 
     def __init__(self, user: str, password: Optional[str] = None, *,
                  connection_options: Optional[Dict[str, Any]] = None,
                  commands: Optional[Dict[str, Any]] = None,
                  help: Optional[Dict[str, str]] = None,
                  master: Optional[str] = None, loglevel: Optional[int] = None,
-                 threads: int = 0, **options: Any):
+                 threads: int = 0, max_pending: Optional[int] = None,
+                 shutdown_grace: float = 10.0, **options: Any):
         self.user = parse_user(user)
         for name, value in options.items():
             if hasattr(type(self), name) or name.startswith("_"):
@@ -93,6 +105,11 @@ class Daemon:
         self.help: Dict[str, str] = dict(help or {})
         self.master = master
         self.threads = int(threads or 0)
+        if self.threads < 0:
+            raise ValueError("threads must be >= 0, not %r" % threads)
+        self.max_pending = max(100, 10 * self.threads) if max_pending is None \
+            else int(max_pending)
+        self.shutdown_grace = shutdown_grace
         self.loglevel = loglevel
         if loglevel is not None:
             self._configure_logging(loglevel)
@@ -113,12 +130,19 @@ class Daemon:
         self._presence_sent: set = set()
         self._master_seen = False
         self._sync = None  # waitUntilAllHere's state while it runs
+        self._pool: Optional[WorkerPool] = None
+        self._accepting = True
+        self._closed = False
+        self._exit_request: Optional[BaseException] = None
 
         #: The connection (Perl: ``$self->{cxn}``).
         self.cxn = Connection(self.user, password, handler=self, **cxn_options)
         if master is not None:
             self.push_callback("unavailable", self.checkMaster, id="netchat:master")
         self.cxn.connect()
+        if self.threads:
+            self._pool = WorkerPool(self.threads, self.max_pending,
+                                    on_exit=self._exit_from_worker)
 
     # -- construction helpers ---------------------------------------------------------
 
@@ -242,12 +266,40 @@ class Daemon:
     def process(self, timeout: Optional[float] = None) -> Optional[int]:
         """Pump the connection for up to ``timeout`` seconds (None: until something
         arrives). Returns 1 when data was received, 0 when the link is fine but nothing
-        came, None on error or disconnect. Never raises for network trouble."""
-        return self.cxn.process(timeout)
+        came, None on error or disconnect. Never raises for network trouble.
 
-    def close(self):
-        """Disconnect (unavailable presence, end of stream). Idempotent."""
+        A handler that called ``sys.exit`` on a worker thread ends the process from
+        here, on the loop thread, after :meth:`close`.
+        """
+        result = self.cxn.process(timeout)
+        if self._exit_request is not None:
+            exc, self._exit_request = self._exit_request, None
+            self.close()
+            raise exc
+        return result
+
+    def _exit_from_worker(self, exc: BaseException):
+        self._exit_request = exc
+        self.cxn.interrupt()
+
+    def close(self, grace: Optional[float] = None):
+        """Stop taking requests, give running handlers up to ``grace`` seconds
+        (default ``shutdown_grace``) while their replies go out, then disconnect
+        (unavailable presence, end of stream). Requests still queued are answered
+        "busy". No worker thread is left behind. Calling it again does nothing."""
+        if self._closed:
+            return
+        self._closed = True
+        self._accepting = False
+        if self._pool is not None:
+            grace = self.shutdown_grace if grace is None else grace
+            leftover = self._pool.shutdown(grace, pump=self._pump_while_closing)
+            for job in leftover:
+                self._reply(job.msg, self.MSG_SHUTTING_DOWN, "busy")
         self.cxn.close()
+
+    def _pump_while_closing(self, seconds: float):
+        return self.cxn.process(seconds) if self.cxn.connected else None
 
     # -- callbacks ---------------------------------------------------------------------
 
@@ -415,6 +467,12 @@ class Daemon:
         if handler is None:
             log.info("[%s] unknown command from %s: %s", self.jid, msg.getFrom(), command)
             return self._reply(msg, self.MSG_UNKNOWN_COMMAND % command, "unknown")
+        if self._pool is not None and command != "help":
+            if not self._accepting:
+                return self._reply(msg, self.MSG_SHUTTING_DOWN, "busy")
+            if not self._pool.submit(_Job(self, handler, command, args, msg)):
+                return self._reply(msg, self.MSG_BUSY % self._pool.pending, "busy")
+            return True
         body, status = self._call_handler(handler, command, args, msg)
         return self._reply(msg, body, status)
 
@@ -439,6 +497,7 @@ class Daemon:
         return str(result), "ok"
 
     def _reply(self, msg: Message, body: str, status: str) -> bool:
+        """Send the reply to ``msg`` (any thread)."""
         try:
             self.cxn.send_stanza(make_reply(msg, body, status), flush=False)
         except Disconnected as exc:
@@ -619,3 +678,18 @@ class Daemon:
 
     def end_transaction(self, thread: str):
         return self.cxn.end_transaction(thread)
+
+
+class _Job:
+    """One request for the worker pool: run the handler, send the reply."""
+    __slots__ = ("daemon", "handler", "command", "args", "msg")
+
+    def __init__(self, daemon: Daemon, handler: Callable, command: str, args: list,
+                 msg: Message):
+        self.daemon, self.handler, self.command = daemon, handler, command
+        self.args, self.msg = args, msg
+
+    def __call__(self):
+        body, status = self.daemon._call_handler(self.handler, self.command, self.args,
+                                                 self.msg)
+        self.daemon._reply(self.msg, body, status)

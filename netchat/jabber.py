@@ -385,6 +385,8 @@ class Connection:
         self._generation = 0
         self._active: Dict[str, _Transaction] = {}
         self._by_id: Dict[str, str] = {}
+        self._iq_waiting: Dict[str, _Transaction] = {}
+        self._interrupted = False
         self._wake_r: Optional[socket.socket] = None
         self._wake_w: Optional[socket.socket] = None
 
@@ -458,6 +460,11 @@ class Connection:
                 self._flush()
             finally:
                 self._depth = 0
+
+    def interrupt(self):
+        """Make the thread in :meth:`process` return (0) soon; any thread may call it."""
+        self._interrupted = True
+        self._wake()
 
     def _wake(self):
         w = self._wake_w
@@ -856,6 +863,9 @@ class Connection:
                     pass
                 if self._outq:
                     self._flush()
+                if self._interrupted:
+                    self._interrupted = False
+                    return 0
                 if self._closing or self._want_loop or (
                         return_on_wake and transport.sock not in readable):
                     return 0
@@ -1024,7 +1034,18 @@ class Connection:
         if typ in ("result", "error"):
             if iq.getID() == self._ping_id:
                 self._ping_id = None
-            else:
+                return
+            with self._cond:
+                tx = self._iq_waiting.pop(iq.getID(), None)
+                if tx is not None:
+                    tx.reply, tx.done = iq, True
+                    if typ == "error":
+                        condition, text = _condition(iq)
+                        tx.error = RemoteError("iq to %s failed: %s%s" % (
+                            tx.to, condition, " (%s)" % text if text else ""),
+                            condition=condition, jid=str(tx.to or ""))
+                    self._cond.notify_all()
+            if tx is None:
                 self.handler._nc_iq(self, iq)
             return
         if typ not in ("get", "set"):
@@ -1288,6 +1309,41 @@ class Connection:
                 if not done() and self._generation == generation and self._dead is None:
                     self._cond.wait(remaining)
 
+    def send_iq(self, iq: Node, timeout: Optional[float] = 30.0) -> Node:
+        """Send an iq get/set and wait for its answer; returns the result stanza.
+
+        Raises :class:`~netchat.errors.RemoteError` for an error answer,
+        :class:`~netchat.errors.Timeout` and :class:`~netchat.errors.Disconnected`.
+        """
+        iq_id = iq.getID() or self._new_id()
+        iq.setID(iq_id)
+        tx = _Transaction(iq_id, to=iq.getTo() or self.domain, waiting=True)
+        with self._cond:
+            self._iq_waiting[iq_id] = tx
+        try:
+            self.send_stanza(iq)
+            deadline = None if timeout is None else time.monotonic() + timeout
+            if not self._wait_until(lambda: tx.done, deadline) and not tx.done:
+                if self._dead is not None:
+                    raise Disconnected("connection to %s lost while waiting for an iq "
+                                       "answer from %s: %s" % (self.where, tx.to, self._dead))
+                raise Timeout("no answer from %s to an iq within %.1fs"
+                              % (tx.to, timeout), missing=[iq_id])
+        finally:
+            with self._cond:
+                self._iq_waiting.pop(iq_id, None)
+        if tx.error is not None:
+            raise tx.error
+        return tx.reply
+
+    def ping(self, jid: Any = None, timeout: Optional[float] = 10.0) -> float:
+        """XEP-0199 ping of ``jid`` (default: the server); returns the round trip in
+        seconds. A bare JID is answered by the server on the account's behalf."""
+        to = self.expand_jid(jid) if jid else self.domain
+        started = time.monotonic()
+        self.send_iq(make_iq("get", Node("ping", attrs={"xmlns": NS_PING}), to=to), timeout)
+        return time.monotonic() - started
+
     # -- the loop ------------------------------------------------------------------------
 
     def process(self, timeout: Optional[float] = None) -> Optional[int]:
@@ -1354,9 +1410,10 @@ class Connection:
             self._outq.clear()
             self._outq_bytes = 0
         with self._cond:
-            failed = list(self._active.values())
+            failed = list(self._active.values()) + list(self._iq_waiting.values())
             self._active.clear()
             self._by_id.clear()
+            self._iq_waiting.clear()
             for tx in failed:
                 tx.error = Disconnected("connection to %s lost before %s replied (thread "
                                         "%s): %s" % (self.where, tx.to, tx.thread, reason))
