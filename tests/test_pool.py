@@ -106,7 +106,10 @@ def test_full_backlog_answers_busy_at_once(slow, coord):
 def test_close_with_work_in_flight_delivers_every_reply(slow, coord):
     daemon = slow(threads=4)
     replies = collect(coord, daemon, ["sleep 0.3 w%d" % i for i in range(8)])
-    wait_for(lambda: daemon.started >= 4, 5, message="handlers running")
+    # all 8 accepted: 4 running, 4 waiting (a request arriving after close() began
+    # would rightly be answered "busy")
+    wait_for(lambda: daemon.started + daemon._pool.pending >= 8, 5,
+             message="all requests accepted")
     daemon.close(grace=10)
     coord.barrier(timeout=10)
     assert sorted(m.getBody() for m in replies.values()) == \

@@ -14,7 +14,7 @@ def read(name):
 
 
 def test_readme_is_valid_restructuredtext():
-    docutils.core.publish_string(read("README.rst"), writer_name="null",
+    docutils.core.publish_string(read("README.rst"), writer="null",
                                  settings_overrides={"halt_level": 2, "report_level": 2})
 
 
