@@ -9,8 +9,8 @@ from .attachments import Attachment, AttachmentError
 from .daemon import Daemon
 from .errors import (AuthError, CommandError, ConnectError, Disconnected, NetChatError,
                      RemoteError, Timeout, TLSError)
-from .jabber import Connection
+from .jabber import Connection, Reply
 
-__all__ = ["Daemon", "Connection", "Attachment", "AttachmentError", "NetChatError",
+__all__ = ["Daemon", "Connection", "Reply", "Attachment", "AttachmentError", "NetChatError",
            "ConnectError", "AuthError", "TLSError", "Timeout", "Disconnected",
            "RemoteError", "CommandError", "__version__"]

@@ -656,8 +656,20 @@ class Daemon:
         :meth:`netchat.jabber.Connection.request`)."""
         return self.cxn.request(to, message, timeout, **options)
 
+    def requestAll(self, nodes: Iterable[Any], message: str, timeout: float,
+                   attachments: Iterable[Any] = None, **options) -> Dict[Any, "Reply"]:
+        """Ask every node at once; returns ``{node: Reply}`` with status ``ok``,
+        ``error``, ``timeout`` or ``offline`` (see
+        :meth:`netchat.jabber.Connection.requestAll`)."""
+        return self.cxn.requestAll(nodes, message, timeout, attachments, **options)
+
+    def onlineNodes(self) -> List[str]:
+        """Bare JIDs seen available (from the presence this daemon received), sorted."""
+        return sorted({jid.partition("/")[0] for jid in self.cxn.available_jids()})
+
     def barrier(self, timeout: Optional[float] = None):
-        """Wait until every request sent has its reply."""
+        """Wait until every request sent has its reply; raises
+        :class:`~netchat.Timeout` naming the outstanding threads."""
         return self.cxn.barrier(timeout)
 
     def subscribe(self, jid: Any):

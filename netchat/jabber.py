@@ -48,11 +48,11 @@ from xmpp.simplexml import Node
 from .attachments import attachments_node
 from .errors import (AuthError, ConnectError, Disconnected, RemoteError, Timeout,
                      TLSError)
-from .wire import check_xml_text, new_thread_id
+from .wire import NS_NETCHAT, check_xml_text, new_thread_id
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Connection", "bare_jid", "normalize_jid", "user_id", "parse_user"]
+__all__ = ["Connection", "Reply", "bare_jid", "normalize_jid", "user_id", "parse_user"]
 
 NS_PING = "urn:xmpp:ping"
 NS_XMPP_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -218,10 +218,38 @@ class Dispatcher(dispatcher.Dispatcher):
         self._netchat._deliver(stanza)
 
 
+class Reply:
+    """What :meth:`Connection.requestAll` learned of one node.
+
+    ``status``: ``ok`` (it answered), ``error`` (an error stanza, or a reply whose
+    netchat marker says the command failed, was unknown, denied, ...), ``timeout`` (no
+    answer in time) or ``offline`` (known to be offline: no request was sent, or it
+    went offline before answering). ``body``: the reply's text (or the error), None
+    when there was none. ``elapsed``: seconds from sending to the answer (or to the
+    verdict). ``condition``: the XMPP error condition or the reply marker's status.
+    ``message``: the reply stanza, when there was one.
+    """
+    __slots__ = ("status", "body", "elapsed", "condition", "message")
+
+    def __init__(self, status: str, body: Optional[str] = None, elapsed: float = 0.0,
+                 condition: Optional[str] = None, message: Optional[Message] = None):
+        self.status, self.body, self.elapsed = status, body, elapsed
+        self.condition, self.message = condition, message
+
+    def __repr__(self):
+        return "Reply(%r, %r, elapsed=%.3f%s)" % (
+            self.status, self.body, self.elapsed,
+            ", condition=%r" % self.condition if self.condition else "")
+
+    def __eq__(self, other):
+        return isinstance(other, Reply) and (self.status, self.body) == (other.status,
+                                                                          other.body)
+
+
 class _Transaction:
     """One request awaiting its reply (Perl: an entry of ``$self->{active}``)."""
     __slots__ = ("thread", "to", "msg_id", "callback", "on_error", "waiting", "started",
-                 "reply", "error", "done")
+                 "reply", "error", "done", "finished")
 
     def __init__(self, thread, to=None, callback=None, on_error=None, waiting=False):
         self.thread = thread
@@ -234,6 +262,7 @@ class _Transaction:
         self.reply = None
         self.error = None
         self.done = False
+        self.finished = None
 
 
 class _Handler:
@@ -987,7 +1016,7 @@ class Connection:
                 tx = self._active.pop(thread, None)
                 if tx is not None:
                     self._by_id.pop(tx.msg_id, None)
-                    tx.reply, tx.done = msg, True
+                    tx.reply, tx.done, tx.finished = msg, True, time.monotonic()
                     self._cond.notify_all()
         if tx is None:
             self.handler._nc_message(self, msg)
@@ -1012,7 +1041,7 @@ class Connection:
             tx.error = RemoteError("request to %s failed: %s%s" % (
                 tx.to or msg.getFrom(), condition, " (%s)" % text if text else ""),
                 condition=condition, jid=str(tx.to or msg.getFrom()))
-            tx.done = True
+            tx.done, tx.finished = True, time.monotonic()
             self._cond.notify_all()
         if tx.on_error is not None and not tx.waiting:
             tx.on_error(msg, tx.thread)
@@ -1027,6 +1056,8 @@ class Connection:
             bare, _, resource = sender.partition("/")
             resources = self._presence.setdefault(bare, {})
             resources[resource] = typ == "available"
+            with self._cond:  # requestAll may be waiting for a presence change
+                self._cond.notify_all()
         self.handler._nc_presence(self, presence)
 
     def _route_iq(self, iq: Iq):
@@ -1270,6 +1301,77 @@ class Connection:
         if tx.error is not None:
             raise tx.error
         return tx.reply.getBody() or ""
+
+    def requestAll(self, nodes: Iterable[Any], message: str, timeout: float,
+                   attachments: Iterable[Any] = None, **options) -> Dict[Any, Reply]:
+        """Send ``message`` as a request to every node and return ``{node: Reply}``.
+
+        A node last seen unavailable is not sent anything and is reported ``offline``
+        at once, unless it comes online during the call (it is asked then). A node
+        that goes offline before answering is reported ``offline`` when that is seen;
+        an error stanza gives ``error`` at once; no answer within ``timeout`` seconds
+        gives ``timeout``. Requests use Perl-compatible ``tid-`` threads, so Perl nodes
+        answer them too. Other keyword options go to :meth:`send_request`.
+        """
+        nodes = list(dict.fromkeys(nodes))
+        deadline = time.monotonic() + timeout
+        results: Dict[Any, Reply] = {}
+        asked: Dict[Any, _Transaction] = {}
+
+        def ask(node):
+            asked[node] = self._send_request(node, message, attachments=attachments,
+                                             waiting=True, **options)
+
+        for node in nodes:
+            if self.is_available(node) is False:
+                results[node] = Reply("offline", elapsed=0.0)
+            else:
+                ask(node)
+
+        def pending():      # asked, not answered, not given up on
+            return [n for n, tx in asked.items() if n not in results and not tx.done]
+
+        def went_offline():  # pending, and its unavailable presence came meanwhile
+            return [n for n in pending() if self.is_available(n) is False]
+
+        def came_online():   # reported offline without asking, and now available
+            return [n for n, r in results.items()
+                    if r.status == "offline" and n not in asked and self.is_available(n)]
+
+        while pending() and self._dead is None:
+            if not self._wait_until(lambda: not pending() or went_offline() or
+                                    came_online(), deadline):
+                break  # the deadline
+            for node in came_online():
+                del results[node]
+                ask(node)
+            for node in went_offline():
+                self.end_transaction(asked[node].thread)
+                results[node] = Reply("offline", elapsed=time.monotonic() -
+                                      asked[node].started)
+        for node, tx in asked.items():
+            if node in results:
+                continue
+            if tx.done:
+                results[node] = self._reply_of(tx)
+            else:
+                self.end_transaction(tx.thread)
+                results[node] = Reply("timeout", elapsed=time.monotonic() - tx.started)
+        return {node: results[node] for node in nodes}
+
+    @staticmethod
+    def _reply_of(tx: _Transaction) -> Reply:
+        elapsed = (tx.finished or time.monotonic()) - tx.started
+        if tx.error is not None:
+            if isinstance(tx.error, Disconnected):
+                return Reply("error", str(tx.error), elapsed, "disconnected")
+            return Reply("error", str(tx.error), elapsed,
+                         getattr(tx.error, "condition", None))
+        msg = tx.reply
+        marker = msg.getTag("reply", namespace=NS_NETCHAT)
+        status = (marker.getAttr("status") or "ok") if marker is not None else "ok"
+        return Reply("ok" if status == "ok" else "error", msg.getBody() or "", elapsed,
+                     None if status == "ok" else status, msg)
 
     def barrier(self, timeout: Optional[float] = None):
         """Wait until no transaction is open. Raises :class:`~netchat.errors.Timeout`
