@@ -8,10 +8,15 @@ message, one ``<attachment>`` per item, each child tag a key of the item::
       <attachment><data>XYZ</data><type>file</type></attachment>
     </attachments>
 
-A string is sent as ``{type: data, data: ...}``. netchat adds two optional children:
-``name`` (a file name) and ``encoding`` (``base64`` when the data are bytes). Perl peers
-see them as extra hash keys; netchat decodes them so that a handler gets back exactly the
-text or bytes that were sent.
+A string is sent as ``{type: data, data: ...}``. netchat adds optional children:
+``name`` (a file name), ``encoding`` (``base64`` when the data are bytes) and
+``charset`` (``utf-8``: base64-encoded text). Perl peers see them as extra hash keys;
+netchat decodes them so that a handler gets back exactly the text or bytes sent.
+
+Text goes as it is when XML can carry it unchanged. Text holding a carriage return
+(which XML parsers, and servers re-serializing stanzas, turn into a line feed) or a
+character XML cannot carry at all is sent base64-encoded with ``charset``, so that a
+Windows text file arrives byte for byte.
 """
 
 import base64
@@ -20,7 +25,7 @@ from typing import Any, Iterable, List, Mapping, Optional, Union
 
 from xmpp.simplexml import Node
 
-from .wire import check_xml_text
+from .wire import check_xml_text, xml_keeps
 
 __all__ = ["Attachment", "AttachmentError", "attachments_node", "parse_attachments"]
 
@@ -101,13 +106,20 @@ def _wire_fields(item: Any, index: int) -> List[tuple]:
             fields.append(("data", base64.b64encode(bytes(value)).decode("ascii")))
             fields.append(("encoding", "base64"))
             continue
+        if key == "charset":
+            continue  # derived too
+        if key == "data" and isinstance(value, str) and not xml_keeps(value):
+            raw = value.encode("utf-8", "surrogatepass")
+            fields.append(("data", base64.b64encode(raw).decode("ascii")))
+            fields.append(("encoding", "base64"))
+            fields.append(("charset", "utf-8"))
+            continue
         if not isinstance(value, str):
             value = str(value)
         try:
             check_xml_text(value, "attachment %d field %r" % (index, key))
         except ValueError as exc:
-            raise AttachmentError("%s; send the data as bytes to have it base64-encoded"
-                                  % exc) from None
+            raise AttachmentError(str(exc)) from None
         fields.append((key, value))
     if "type" not in item:
         fields.insert(0, ("type", "data"))
@@ -142,6 +154,7 @@ def parse_attachments(message: Node) -> List[Attachment]:
         for child in node.getChildren():
             fields[child.getName()] = child.getData()
         encoding = fields.pop("encoding", None)
+        charset = fields.pop("charset", None)
         data: Union[str, bytes] = fields.pop("data", "")
         if encoding is not None:
             if encoding.lower() != "base64":
@@ -152,6 +165,12 @@ def parse_attachments(message: Node) -> List[Attachment]:
             except (binascii.Error, ValueError):
                 raise AttachmentError("attachment %d is marked base64 but its data is "
                                       "not valid base64" % index) from None
+            if charset is not None:
+                try:
+                    data = data.decode(charset, "surrogatepass")
+                except (LookupError, UnicodeDecodeError) as exc:
+                    raise AttachmentError("attachment %d is not valid %s text: %s"
+                                          % (index, charset, exc)) from None
         attachment = Attachment.__new__(Attachment)
         dict.__init__(attachment, fields)
         attachment["data"] = data

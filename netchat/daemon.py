@@ -7,6 +7,7 @@ arguments, the handler runs, and its return value goes back as the reply. See
 README.rst for a porting table from the Perl module.
 """
 
+import datetime
 import itertools
 import logging
 import random
@@ -19,14 +20,17 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from xmpp.protocol import Message, Presence
 
+from .access import AccessPolicy
 from .attachments import AttachmentError, parse_attachments
 from .commands import ParseError, command_names, find_handler, help_for, parse_body
 from .errors import CommandError, ConnectError, Disconnected, NetChatError, Timeout
 from .jabber import Connection, bare_jid, normalize_jid, parse_user, user_id
 from .pool import WorkerPool
-from .wire import ALLHERE_SUBJECT, is_automatic, make_reply
+from .wire import ALLHERE_SUBJECT, delay_stamp, is_automatic, make_reply
 
 log = logging.getLogger(__name__)
+#: One line per request handled or refused: who, command, result.
+audit = logging.getLogger("netchat.audit")
 
 __all__ = ["Daemon"]
 
@@ -40,6 +44,12 @@ CONNECTION_OPTIONS = ("host", "port", "resource", "ca_file", "ca_path", "verify"
 RETRY_GAP = 1.5      # first pause between reconnection attempts (Perl's $RETRY_GAP)
 RETRY_GAP_MAX = 3.5    # so a daemon is back within ~5 s of its server's return
 NUDGE_INTERVAL = 0.5  # Perl's $PATIENCE in waitUntilAllHere
+PRESENCE_ANSWERED_MAX = 10000  # peers remembered as answered, before forgetting them all
+
+#: Default caps on what one request may carry.
+MAX_BODY = 64 * 1024          # characters
+MAX_ARGS = 256                # words and attachments
+MAX_ATTACHMENT = 1024 * 1024  # bytes (decoded) per attachment
 
 
 def _perl_loglevel(level: int) -> int:
@@ -73,6 +83,16 @@ class Daemon:
         (default ``max(100, 10 * threads)``); beyond that a request is answered "busy"
         at once.
     :param shutdown_grace: seconds :meth:`close` gives running handlers (default 10).
+    :param allow: JID patterns (see :mod:`netchat.access`) allowed to command the
+        daemon and see its presence. Default: the daemon's own domain, plus ``master``;
+        ``"*"`` for anyone.
+    :param acl: command -> JID patterns, replacing ``allow`` for that command.
+    :param max_body: longest request body, in characters (default 64 KiB).
+    :param max_args: most arguments (words and attachments) per request (default 256).
+    :param max_attachment: largest attachment, in bytes once decoded (default 1 MiB).
+    :param max_age: seconds; a request the server stored while the daemon was away
+        (it carries a delay stamp) that is older is answered "expired" and not run.
+        Default None: run it, as the Perl module did.
 
     Other keyword options are stored on the object as attributes, as in Perl.
     The constructor connects; failure raises :class:`~netchat.ConnectError` (or its
@@ -87,6 +107,12 @@ class Daemon:
     MSG_BUSY = "busy: %d requests are waiting; try again later"
     #: Reply to requests that arrive (or still wait) while the daemon shuts down.
     MSG_SHUTTING_DOWN = "busy: shutting down"
+    #: Reply to a sender ``allow``/``acl`` does not allow.
+    MSG_DENIED = "denied"
+    #: Reply to a request over a cap (what, limit).
+    MSG_TOO_LARGE = "too large: %s is over the limit of %s"
+    #: Reply to a stored request older than ``max_age`` (age, max_age).
+    MSG_EXPIRED = "expired: this request waited %.0fs on the server (max_age %gs)"
 
     def __init__(self, user: str, password: Optional[str] = None, *,
                  connection_options: Optional[Dict[str, Any]] = None,
@@ -94,7 +120,10 @@ class Daemon:
                  help: Optional[Dict[str, str]] = None,
                  master: Optional[str] = None, loglevel: Optional[int] = None,
                  threads: int = 0, max_pending: Optional[int] = None,
-                 shutdown_grace: float = 10.0, **options: Any):
+                 shutdown_grace: float = 10.0, allow: Any = None,
+                 acl: Optional[Dict[str, Any]] = None, max_body: int = MAX_BODY,
+                 max_args: int = MAX_ARGS, max_attachment: int = MAX_ATTACHMENT,
+                 max_age: Optional[float] = None, **options: Any):
         self.user = parse_user(user)
         for name, value in options.items():
             if hasattr(type(self), name) or name.startswith("_"):
@@ -110,6 +139,9 @@ class Daemon:
         self.max_pending = max(100, 10 * self.threads) if max_pending is None \
             else int(max_pending)
         self.shutdown_grace = shutdown_grace
+        self.max_body, self.max_args = int(max_body), int(max_args)
+        self.max_attachment = int(max_attachment)
+        self.max_age = max_age
         self.loglevel = loglevel
         if loglevel is not None:
             self._configure_logging(loglevel)
@@ -137,6 +169,8 @@ class Daemon:
 
         #: The connection (Perl: ``$self->{cxn}``).
         self.cxn = Connection(self.user, password, handler=self, **cxn_options)
+        #: Who may do what (``allow`` and ``acl``).
+        self.access = AccessPolicy(self.cxn.domain, allow, acl, master)
         if master is not None:
             self.push_callback("unavailable", self.checkMaster, id="netchat:master")
         self.cxn.connect()
@@ -221,17 +255,11 @@ class Daemon:
                 server = cls._backoff(retry, lambda: cls(user, **options))
                 if server is None:
                     fail("could not connect within %ss" % retry)
-            while True:
-                while server.process() is not None:
-                    pass
-                reason = server.cxn._dead or "connection lost"
-                if retry is None:
-                    fail("lost the connection to %s: %s" % (server.cxn.where, reason))
-                say("lost the connection to %s (%s); reconnecting" % (server.cxn.where,
-                                                                      reason))
-                if not server._reconnect_with_retry(retry):
-                    fail("could not reconnect to %s within %ss" % (server.cxn.where, retry))
-                say("reconnected as %s" % server.jid)
+            try:
+                server.serve_forever(retry, report=say)
+            except Disconnected as exc:
+                fail(str(exc))
+            sys.exit(0)  # closed by a handler or another thread
         except KeyboardInterrupt:
             if server is not None:
                 server.close()
@@ -255,13 +283,47 @@ class Daemon:
             except ConnectError as exc:
                 log.warning("connection attempt failed: %s", exc)
 
+    def serve_forever(self, retry: Optional[float] = None,
+                      report: Optional[Callable[[str], None]] = None):
+        """Process until :meth:`close` is called, reconnecting when the link is lost.
+
+        Without ``retry`` a lost link raises :class:`~netchat.Disconnected`; with
+        ``retry=N`` a fresh connection is tried (pauses 1.5 s to 3.5 s, jittered) for
+        up to N seconds per outage (0: forever) before raising. ``report(line)`` hears
+        about each outage (default: the log).
+        """
+        report = report or log.warning
+        while not self._closed:
+            while self.process() is not None:
+                pass
+            if self._closed:
+                return
+            reason = self.cxn._dead or "connection lost"
+            if retry is None:
+                raise Disconnected("lost the connection to %s: %s"
+                                   % (self.cxn.where, reason))
+            report("lost the connection to %s (%s); reconnecting"
+                   % (self.cxn.where, reason))
+            if not self._reconnect_with_retry(retry):
+                raise Disconnected("could not reconnect to %s within %ss"
+                                   % (self.cxn.where, retry))
+            report("reconnected as %s" % self.jid)
+
     def _reconnect_with_retry(self, retry: Optional[float]) -> bool:
         """Reconnect with backoff for up to ``retry`` seconds (0: forever)."""
         return self._backoff(retry, lambda: self.reconnect() or True) is not None
 
     def reconnect(self):
-        """A fresh connection: authenticate, presence, master watched again."""
+        """A fresh connection: authenticate, presence, master watched again.
+
+        Also reopens a daemon that was closed (its worker pool too)."""
         self.cxn.reconnect()
+        if self._closed:
+            self._closed = False
+            self._accepting = True
+            if self.threads:
+                self._pool = WorkerPool(self.threads, self.max_pending,
+                                        on_exit=self._exit_from_worker)
 
     def process(self, timeout: Optional[float] = None) -> Optional[int]:
         """Pump the connection for up to ``timeout`` seconds (None: until something
@@ -295,7 +357,7 @@ class Daemon:
             grace = self.shutdown_grace if grace is None else grace
             leftover = self._pool.shutdown(grace, pump=self._pump_while_closing)
             for job in leftover:
-                self._reply(job.msg, self.MSG_SHUTTING_DOWN, "busy")
+                self._reply(job.msg, self.MSG_SHUTTING_DOWN, "busy", command=job.command)
         self.cxn.close()
 
     def _pump_while_closing(self, seconds: float):
@@ -415,6 +477,8 @@ class Daemon:
             return
         if not self._may_see_presence(sender):
             return
+        if len(self._presence_sent) >= PRESENCE_ANSWERED_MAX:
+            self._presence_sent.clear()  # bounded: at worst a peer is answered again
         self._presence_sent.add(full)
         try:
             self.cxn.send_presence(str(sender))
@@ -422,10 +486,10 @@ class Daemon:
             pass
 
     def _may_see_presence(self, jid) -> bool:
-        """Who may see this daemon's presence: its own domain and its master."""
+        """Who may see this daemon's presence: its master and whoever may command it."""
         if self.master is not None and self._is_master(jid):
             return True
-        return bare_jid(jid).partition("@")[2] == self.cxn.domain
+        return self.access.may_command(jid)
 
     # -- messages (Perl API) -----------------------------------------------------------
 
@@ -440,11 +504,14 @@ class Daemon:
         return self.onMessage(msg, reply_to=thread, **extra)
 
     def onRequest(self, msg: Message, **extra):
-        """Run a request: parse, find the handler, call it, reply with its result.
+        """Run a request: check it, parse it, find the handler, call it, reply.
 
         Returns True when it answered. Messages that must never be answered (error
         stanzas, replies, ``allhere`` greetings), messages without a body (chat
-        states) and group chat or headline messages are only logged.
+        states) and group chat or headline messages are only logged. A request from
+        someone not allowed (``allow``, ``acl``) is answered "denied", one over a cap
+        (``max_body``, ``max_args``, ``max_attachment``) "too-large", one older than
+        ``max_age`` "expired": its handler never runs.
         """
         if extra.get("reply_to") or is_automatic(msg):
             log.debug("not running %s from %s (a reply or greeting): %s",
@@ -455,26 +522,55 @@ class Daemon:
         body = msg.getBody()
         if body is None:
             return None  # a chat state or receipt: nothing to run
-        log.debug("[%s] from(%s): %s", self.jid, msg.getFrom(), body)
+        sender = msg.getFrom()
+        log.debug("[%s] from(%s): %.200s", self.jid, sender, body)
+        if not self.access.may_command(sender):
+            return self._reply(msg, self.MSG_DENIED, "denied", command="-")
+        if len(body) > self.max_body:
+            return self._reply(msg, self.MSG_TOO_LARGE % (
+                "the request", "%d characters" % self.max_body), "too-large", command="-")
+        if self.max_age is not None:
+            stamp = delay_stamp(msg)
+            if stamp is not None:
+                age = (datetime.datetime.now(datetime.timezone.utc) - stamp).total_seconds()
+                if age > self.max_age:
+                    return self._reply(msg, self.MSG_EXPIRED % (age, self.max_age),
+                                       "expired", command="-")
         try:
             command, args = parse_body(body)
-            args.extend(parse_attachments(msg))
-        except (ParseError, AttachmentError) as exc:
-            return self._reply(msg, "error: %s" % exc, "error")
+        except ParseError as exc:
+            return self._reply(msg, "error: %s" % exc, "error", command="-")
         if command is None:
             return self._reply(msg, self.MSG_EMPTY_REQUEST, "unknown")
+        if not self.access.may_run(sender, command):
+            return self._reply(msg, self.MSG_DENIED, "denied", command=command)
+        try:
+            attachments = parse_attachments(msg)
+        except AttachmentError as exc:
+            return self._reply(msg, "error: %s" % exc, "error", command=command)
+        if len(args) + len(attachments) > self.max_args:
+            return self._reply(msg, self.MSG_TOO_LARGE % (
+                "the request", "%d arguments" % self.max_args), "too-large",
+                command=command)
+        for index, attachment in enumerate(attachments, 1):
+            if len(attachment.data) > self.max_attachment:
+                return self._reply(msg, self.MSG_TOO_LARGE % (
+                    "attachment %d" % index, "%d bytes" % self.max_attachment),
+                    "too-large", command=command)
+        args.extend(attachments)
         handler = self.getHandler(command)
         if handler is None:
-            log.info("[%s] unknown command from %s: %s", self.jid, msg.getFrom(), command)
-            return self._reply(msg, self.MSG_UNKNOWN_COMMAND % command, "unknown")
+            return self._reply(msg, self.MSG_UNKNOWN_COMMAND % command, "unknown",
+                               command=command)
         if self._pool is not None and command != "help":
             if not self._accepting:
-                return self._reply(msg, self.MSG_SHUTTING_DOWN, "busy")
+                return self._reply(msg, self.MSG_SHUTTING_DOWN, "busy", command=command)
             if not self._pool.submit(_Job(self, handler, command, args, msg)):
-                return self._reply(msg, self.MSG_BUSY % self._pool.pending, "busy")
+                return self._reply(msg, self.MSG_BUSY % self._pool.pending, "busy",
+                                   command=command)
             return True
         body, status = self._call_handler(handler, command, args, msg)
-        return self._reply(msg, body, status)
+        return self._reply(msg, body, status, command=command)
 
     def _call_handler(self, handler: Callable, command: str, args: list, msg: Message):
         self._local.message = msg
@@ -496,8 +592,14 @@ class Daemon:
             return result.decode("utf-8", "backslashreplace"), "ok"
         return str(result), "ok"
 
-    def _reply(self, msg: Message, body: str, status: str) -> bool:
-        """Send the reply to ``msg`` (any thread)."""
+    def _reply(self, msg: Message, body: str, status: str,
+               command: Optional[str] = None) -> bool:
+        """Send the reply to ``msg`` (any thread); with ``command``, audit it."""
+        if command is not None:
+            level = logging.WARNING if status == "denied" else logging.INFO
+            if audit.isEnabledFor(level):
+                audit.log(level, "%s from=%s command=%s result=%s", self.jid,
+                          msg.getFrom(), command, status)
         try:
             self.cxn.send_stanza(make_reply(msg, body, status), flush=False)
         except Disconnected as exc:
@@ -704,4 +806,4 @@ class _Job:
     def __call__(self):
         body, status = self.daemon._call_handler(self.handler, self.command, self.args,
                                                  self.msg)
-        self.daemon._reply(self.msg, body, status)
+        self.daemon._reply(self.msg, body, status, command=self.command)

@@ -65,6 +65,7 @@ READ_SIZE = 65536           # bytes per recv()
 READ_LIMIT = 1 << 20        # bytes read per loop tick before parsing
 FLUSH_AT = 1 << 16          # queued bytes that force a write while dispatching
 WRITE_TIMEOUT = 30.0        # seconds a write may block before the link counts as dead
+PRESENCE_MAX = 10000        # bare JIDs whose presence is remembered (oldest forgotten)
 
 
 # -- JIDs ------------------------------------------------------------------------------
@@ -403,7 +404,7 @@ class Connection:
         self._ping_id: Optional[str] = None
         self._ping_sent = 0.0
         self.pings_sent = 0
-        self._presence: Dict[str, Dict[str, bool]] = {}
+        self._presence: Dict[str, set] = {}
 
         # the owner lock: reentrant by hand so that the last release can notify waiters
         self._lock = threading.Lock()
@@ -809,12 +810,17 @@ class Connection:
         name = node.getName()
         namespace = node.getNamespace()
         if namespace == NS_CLIENT:
-            if name == "message":
-                node = Message(node=node)
-            elif name == "presence":
-                node = Presence(node=node)
-            elif name == "iq":
-                node = Iq(node=node)
+            try:
+                if name == "message":
+                    node = Message(node=node)
+                elif name == "presence":
+                    node = Presence(node=node)
+                elif name == "iq":
+                    node = Iq(node=node)
+            except Exception as exc:  # a malformed stanza must not end the stream
+                log.warning("dropped a malformed <%s> from %s: %s", name,
+                            node.getAttr("from"), exc)
+                return
         elif namespace == NS_STREAMS:
             if name == "error":
                 self._stream_error = _condition(node)
@@ -1053,9 +1059,17 @@ class Connection:
             return  # our own presence, reflected by the server
         typ = presence.getType() or "available"
         if typ in ("available", "unavailable"):
+            # bare JID -> its available resources; an empty set: known to be offline.
+            # Bounded: the oldest entries are forgotten past PRESENCE_MAX.
             bare, _, resource = sender.partition("/")
-            resources = self._presence.setdefault(bare, {})
-            resources[resource] = typ == "available"
+            resources = self._presence.pop(bare, set())
+            if typ == "available":
+                resources.add(resource)
+            else:
+                resources.discard(resource)
+            self._presence[bare] = resources
+            if len(self._presence) > PRESENCE_MAX:
+                del self._presence[next(iter(self._presence))]
             with self._cond:  # requestAll may be waiting for a presence change
                 self._cond.notify_all()
         self.handler._nc_presence(self, presence)
@@ -1480,19 +1494,17 @@ class Connection:
         """True/False when ``jid`` (bare: any resource) was last seen available or
         unavailable; None when no presence of it was seen."""
         jid = normalize_jid(self.expand_jid(jid))
-        bare, _, resource = jid.partition("/")
-        resources = dict(self._presence.get(bare) or {})
-        if not resources:
+        bare, slash, resource = jid.partition("/")
+        resources = self._presence.get(bare)
+        if resources is None:
             return None
-        if resource:
-            return resources.get(resource)
-        return any(resources.values())
+        return resource in resources if slash else bool(resources)
 
     def available_jids(self) -> List[str]:
         """Full JIDs currently seen available (from presence this connection received)."""
         return sorted("%s/%s" % (bare, res) if res else bare
                       for bare, resources in list(self._presence.items())
-                      for res, up in list(resources.items()) if up)
+                      for res in list(resources))
 
     # -- ending ----------------------------------------------------------------------------
 

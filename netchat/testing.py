@@ -136,7 +136,8 @@ def _lua(value: str) -> str:
 
 def _die_with_parent():
     # Runs in the child between fork and exec: ask Linux to SIGTERM the server when
-    # the process that started it dies, so a crashed test run leaves nothing behind.
+    # its parent dies, so a crashed test run leaves nothing behind. Linux means the
+    # parent *thread*: only used when the main thread starts the server (see _launch).
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
@@ -310,7 +311,8 @@ class ProsodyServer:
             [self.executable, "--config", self.config_path, "-F"],
             stdin=subprocess.DEVNULL, stdout=self._console, stderr=subprocess.STDOUT,
             cwd=self.directory, start_new_session=True,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") and
+            threading.current_thread() is threading.main_thread() else None)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:

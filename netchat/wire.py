@@ -10,7 +10,9 @@
 - Thread ids begin with ``tid-``.
 - Text XML cannot carry (control characters, lone surrogates, U+FFFE/U+FFFF) is
   rejected (:func:`check_xml_text`) or escaped (:func:`escape_invalid_xml`), never sent:
-  a single such character makes the server close the stream.
+  a single such character makes the server close the stream. A carriage return in a
+  body arrives as a line feed (XML end-of-line handling; servers do not escape it);
+  attachments keep it (they are base64-encoded then, see :mod:`netchat.attachments`).
 """
 
 import datetime
@@ -46,6 +48,12 @@ def check_xml_text(text: str, what: str = "text") -> str:
         raise ValueError("%s contains U+%04X at position %d, a character XML cannot carry"
                          % (what, ord(match.group()), match.start()))
     return text
+
+
+def xml_keeps(text: str) -> bool:
+    """True when ``text`` survives a trip through XML unchanged: no character XML
+    cannot carry, and no carriage return (parsers turn it into a line feed)."""
+    return "\r" not in text and not _INVALID_XML.search(text)
 
 
 def escape_invalid_xml(text: str) -> str:

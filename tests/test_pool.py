@@ -233,3 +233,18 @@ def test_pool_rejects_nonsense():
         WorkerPool(0, 1)
     with pytest.raises(ValueError):
         WorkerPool(1, -1)
+
+
+def test_a_closed_daemon_reconnects_with_a_fresh_pool(xmpp_account, coord):
+    account = xmpp_account("again")
+    daemon = Slow(account.jid, password=account.password, threads=2,
+                  connection_options=account.connection_options)
+    try:
+        daemon.close()
+        assert not daemon.cxn.connected
+        daemon.reconnect()
+        with Loop(daemon):
+            assert coord.request(daemon.jid, "sleep 0.01 x", timeout=5) == "slept 0.01 x"
+    finally:
+        daemon.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("netchat-worker")]

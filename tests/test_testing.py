@@ -4,6 +4,7 @@ import os
 import shutil
 import socket
 import ssl
+import threading
 import time
 
 import pytest
@@ -173,3 +174,20 @@ def test_free_port_is_bindable():
     port = free_port()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_a_server_started_from_a_thread_outlives_the_thread():
+    # Linux's parent-death signal is per thread: it must not kill a server whose
+    # starting thread ended (e.g. a restart done in a helper thread)
+    server = ProsodyServer()
+    try:
+        t = threading.Thread(target=server.start)
+        t.start()
+        t.join()
+        account = server.account()
+        for _ in range(3):
+            client = raw_client(server, account.user, account.password)
+            close_raw(client)
+        assert server.is_running()
+    finally:
+        server.stop()

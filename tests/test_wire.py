@@ -106,9 +106,17 @@ def test_perl_attachments_parse_as_plain_dicts():
         "<message xmlns='jabber:client'><body>x</body></message>"))) == []
 
 
+def test_text_xml_would_change_goes_base64_and_comes_back_as_text():
+    texts = ["windows\r\nlines\r\n", "nul \x00 esc \x1b", "lone \ud800"]
+    msg = Message(to="a@b")
+    msg.addChild(node=attachments_node(texts))
+    assert "\r" not in str(msg) and "charset" in str(msg)
+    assert [a.data for a in roundtrip(texts)] == texts
+
+
 def test_bad_attachments_are_clear_errors():
-    with pytest.raises(AttachmentError, match="attachment 1 .*bytes"):
-        attachments_node(["nul \x00"])
+    with pytest.raises(AttachmentError, match=r"attachment 1 field 'name' contains U\+0001"):
+        attachments_node([Attachment("ok", name="bad\x01name")])
     with pytest.raises(AttachmentError, match="attachment 2 is a int"):
         attachments_node(["ok", 5])
     with pytest.raises(AttachmentError, match="cannot be an XML tag"):

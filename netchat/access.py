@@ -1,0 +1,85 @@
+"""Who may command a daemon: JID patterns.
+
+A pattern is a shell-style glob (``*``, ``?``, ``[...]``) matched against a JID:
+
+- without ``/`` it matches the bare JID (``user@domain``), with ``/`` the full JID;
+- the local part and domain are compared case-insensitively (as XMPP does), the
+  resource case-sensitively;
+- a pattern without ``@`` (other than ``*``) is a user id on the daemon's own domain;
+- ``*`` matches anyone; ``*@example.org`` everyone on example.org.
+
+:class:`AccessPolicy` combines the ``allow`` list (who may run commands at all) with
+the ``acl`` map (command -> patterns, replacing ``allow`` for that command).
+"""
+
+import fnmatch
+from typing import Dict, Iterable, List, Optional, Union
+
+__all__ = ["JidPatterns", "AccessPolicy"]
+
+Patterns = Union[str, Iterable[str]]
+
+
+def _split(jid: str):
+    bare, slash, resource = str(jid).partition("/")
+    return bare.lower(), (resource if slash else None)
+
+
+class JidPatterns:
+    """A list of JID patterns; ``jid in patterns`` tells whether one matches."""
+
+    def __init__(self, patterns: Patterns, domain: str):
+        if isinstance(patterns, str):
+            patterns = [patterns]
+        self.domain = domain.lower()
+        self._patterns: List[tuple] = []
+        self.source = []
+        for pattern in patterns:
+            pattern = str(pattern).strip()
+            if not pattern:
+                raise ValueError("an empty JID pattern would match nothing; use '*' for "
+                                 "anyone")
+            self.source.append(pattern)
+            bare, resource = _split(pattern)
+            if bare != "*" and "@" not in bare:
+                bare = "%s@%s" % (bare, self.domain)
+            self._patterns.append((bare, resource))
+
+    def __contains__(self, jid) -> bool:
+        bare, resource = _split(jid)
+        for p_bare, p_resource in self._patterns:
+            if p_bare == "*" and p_resource is None:
+                return True
+            if not fnmatch.fnmatchcase(bare, p_bare):
+                continue
+            if p_resource is None:
+                return True
+            if resource is not None and fnmatch.fnmatchcase(resource, p_resource):
+                return True
+        return False
+
+    def __repr__(self):
+        return "JidPatterns(%r)" % self.source
+
+
+class AccessPolicy:
+    """``allow`` (default: the daemon's own domain, plus ``master``) and ``acl``."""
+
+    def __init__(self, domain: str, allow: Optional[Patterns] = None,
+                 acl: Optional[Dict[str, Patterns]] = None, master: Optional[str] = None):
+        if allow is None:
+            allow = ["*@%s" % domain] + ([master] if master else [])
+        self.allow = JidPatterns(allow, domain)
+        self.acl = {command: JidPatterns(patterns, domain)
+                    for command, patterns in (acl or {}).items()}
+
+    def may_run(self, jid, command: str) -> bool:
+        """May ``jid`` run ``command``? The command's ``acl`` entry, else ``allow``."""
+        patterns = self.acl.get(command)
+        if patterns is None:
+            patterns = self.allow
+        return jid in patterns
+
+    def may_command(self, jid) -> bool:
+        """May ``jid`` run anything at all (``allow``, or any ``acl`` entry)?"""
+        return jid in self.allow or any(jid in p for p in self.acl.values())
