@@ -26,6 +26,7 @@ from .commands import ParseError, command_names, find_handler, help_for, parse_b
 from .errors import CommandError, ConnectError, Disconnected, NetChatError, Timeout
 from .jabber import Connection, bare_jid, normalize_jid, parse_user, user_id
 from .pool import WorkerPool
+from .services import Services
 from .wire import ALLHERE_SUBJECT, delay_stamp, is_automatic, make_reply
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,7 @@ class Daemon:
         self.cxn = Connection(self.user, password, handler=self, **cxn_options)
         #: Who may do what (``allow`` and ``acl``).
         self.access = AccessPolicy(self.cxn.domain, allow, acl, master)
+        self._services = Services(self)
         if master is not None:
             self.push_callback("unavailable", self.checkMaster, id="netchat:master")
         self.cxn.connect()
@@ -357,7 +359,7 @@ class Daemon:
             grace = self.shutdown_grace if grace is None else grace
             leftover = self._pool.shutdown(grace, pump=self._pump_while_closing)
             for job in leftover:
-                self._reply(job.msg, self.MSG_SHUTTING_DOWN, "busy", command=job.command)
+                job.respond(self.MSG_SHUTTING_DOWN, "busy")
         self.cxn.close()
 
     def _pump_while_closing(self, seconds: float):
@@ -464,7 +466,11 @@ class Daemon:
             self._run_callbacks("error", presence)
 
     def _nc_iq(self, conn: Connection, iq) -> bool:
-        return False
+        # disco, ad-hoc commands and version, for peers that may command us; the
+        # others get service-unavailable, as for any iq nobody answers
+        if not self.access.may_command(iq.getFrom()):
+            return False
+        return self._services.handle(iq)
 
     def _answer_presence(self, sender):
         """Answer directed presence with directed presence, once per peer and session
@@ -524,11 +530,9 @@ class Daemon:
             return None  # a chat state or receipt: nothing to run
         sender = msg.getFrom()
         log.debug("[%s] from(%s): %.200s", self.jid, sender, body)
-        if not self.access.may_command(sender):
-            return self._reply(msg, self.MSG_DENIED, "denied", command="-")
-        if len(body) > self.max_body:
-            return self._reply(msg, self.MSG_TOO_LARGE % (
-                "the request", "%d characters" % self.max_body), "too-large", command="-")
+        refusal = self._refuse_sender(sender, len(body))
+        if refusal is not None:
+            return self._reply(msg, refusal[1], refusal[0], command="-")
         if self.max_age is not None:
             stamp = delay_stamp(msg)
             if stamp is not None:
@@ -548,31 +552,52 @@ class Daemon:
             attachments = parse_attachments(msg)
         except AttachmentError as exc:
             return self._reply(msg, "error: %s" % exc, "error", command=command)
-        if len(args) + len(attachments) > self.max_args:
-            return self._reply(msg, self.MSG_TOO_LARGE % (
-                "the request", "%d arguments" % self.max_args), "too-large",
-                command=command)
+        refusal = self._refuse_command(sender, command, len(args), attachments)
+        if refusal is not None:
+            return self._reply(msg, refusal[1], refusal[0], command=command)
+        args.extend(attachments)
+        return self._dispatch(command, args, msg, lambda text, status: self._reply(
+            msg, text, status, command=command))
+
+    def _refuse_sender(self, sender, size: int) -> Optional[tuple]:
+        """(status, text) when ``sender`` may not command us or sent too much."""
+        if not self.access.may_command(sender):
+            return "denied", self.MSG_DENIED
+        if size > self.max_body:
+            return "too-large", self.MSG_TOO_LARGE % (
+                "the request", "%d characters" % self.max_body)
+        return None
+
+    def _refuse_command(self, sender, command: str, nargs: int,
+                        attachments: list) -> Optional[tuple]:
+        """(status, text) when ``sender`` may not run ``command`` with these arguments."""
+        if not self.access.may_run(sender, command):
+            return "denied", self.MSG_DENIED
+        if nargs + len(attachments) > self.max_args:
+            return "too-large", self.MSG_TOO_LARGE % (
+                "the request", "%d arguments" % self.max_args)
         for index, attachment in enumerate(attachments, 1):
             if len(attachment.data) > self.max_attachment:
-                return self._reply(msg, self.MSG_TOO_LARGE % (
-                    "attachment %d" % index, "%d bytes" % self.max_attachment),
-                    "too-large", command=command)
-        args.extend(attachments)
+                return "too-large", self.MSG_TOO_LARGE % (
+                    "attachment %d" % index, "%d bytes" % self.max_attachment)
+        return None
+
+    def _dispatch(self, command: str, args: list, request,
+                  respond: Callable[[str, str], Any]):
+        """Find and run the handler (inline, or on the pool) and ``respond(text,
+        status)`` with the outcome, on whichever thread ran it."""
         handler = self.getHandler(command)
         if handler is None:
-            return self._reply(msg, self.MSG_UNKNOWN_COMMAND % command, "unknown",
-                               command=command)
+            return respond(self.MSG_UNKNOWN_COMMAND % command, "unknown")
         if self._pool is not None and command != "help":
             if not self._accepting:
-                return self._reply(msg, self.MSG_SHUTTING_DOWN, "busy", command=command)
-            if not self._pool.submit(_Job(self, handler, command, args, msg)):
-                return self._reply(msg, self.MSG_BUSY % self._pool.pending, "busy",
-                                   command=command)
+                return respond(self.MSG_SHUTTING_DOWN, "busy")
+            if not self._pool.submit(_Job(self, handler, command, args, request, respond)):
+                return respond(self.MSG_BUSY % self._pool.pending, "busy")
             return True
-        body, status = self._call_handler(handler, command, args, msg)
-        return self._reply(msg, body, status, command=command)
+        return respond(*self._call_handler(handler, command, args, request))
 
-    def _call_handler(self, handler: Callable, command: str, args: list, msg: Message):
+    def _call_handler(self, handler: Callable, command: str, args: list, msg):
         self._local.message = msg
         try:
             result = handler(*args)
@@ -596,16 +621,24 @@ class Daemon:
                command: Optional[str] = None) -> bool:
         """Send the reply to ``msg`` (any thread); with ``command``, audit it."""
         if command is not None:
-            level = logging.WARNING if status == "denied" else logging.INFO
-            if audit.isEnabledFor(level):
-                audit.log(level, "%s from=%s command=%s result=%s", self.jid,
-                          msg.getFrom(), command, status)
+            self._audit(msg.getFrom(), command, status)
         try:
             self.cxn.send_stanza(make_reply(msg, body, status), flush=False)
         except Disconnected as exc:
             log.warning("[%s] reply to %s lost: %s", self.jid, msg.getFrom(), exc)
             return False
         return True
+
+    def _audit(self, sender, command: str, status: str, via: str = "chat"):
+        """One line on the ``netchat.audit`` logger: who, command, result."""
+        level = logging.WARNING if status == "denied" else logging.INFO
+        if audit.isEnabledFor(level):
+            audit.log(level, "%s from=%s command=%s result=%s via=%s", self.jid, sender,
+                      command, status, via)
+
+    def software_name(self) -> str:
+        """The name this daemon gives in service discovery and software version."""
+        return "netchat"
 
     # -- commands and help (Perl API) --------------------------------------------------
 
@@ -795,15 +828,14 @@ class Daemon:
 
 
 class _Job:
-    """One request for the worker pool: run the handler, send the reply."""
-    __slots__ = ("daemon", "handler", "command", "args", "msg")
+    """One request for the worker pool: run the handler, respond with the outcome."""
+    __slots__ = ("daemon", "handler", "command", "args", "request", "respond")
 
     def __init__(self, daemon: Daemon, handler: Callable, command: str, args: list,
-                 msg: Message):
+                 request, respond: Callable[[str, str], Any]):
         self.daemon, self.handler, self.command = daemon, handler, command
-        self.args, self.msg = args, msg
+        self.args, self.request, self.respond = args, request, respond
 
     def __call__(self):
-        body, status = self.daemon._call_handler(self.handler, self.command, self.args,
-                                                 self.msg)
-        self.daemon._reply(self.msg, body, status, command=self.command)
+        self.respond(*self.daemon._call_handler(self.handler, self.command, self.args,
+                                                self.request))

@@ -1,0 +1,259 @@
+"""Standard XMPP surfaces of a daemon, so that any XMPP client can drive it.
+
+- XEP-0030 service discovery: disco#info (identity ``client/bot``, features) and
+  disco#items, on the daemon's full JID.
+- XEP-0050 ad-hoc commands: every command the requester may run is listed under the
+  node ``http://jabber.org/protocol/commands``, named by its help line. A command
+  executes in one step: the client submits a data form with one text field, ``args``,
+  holding the arguments (parsed as in a chat request); the result comes back as a note
+  and a result form holding the handler's reply. An ``execute`` without a form is
+  answered with that form first (status ``executing``), which is what graphical
+  clients expect. The same access control, limits and worker pool apply as for chat
+  requests. Errors use the XEP's conditions: ``item-not-found`` (no such command),
+  ``forbidden`` (not allowed), ``bad-request`` with ``bad-action``, ``bad-sessionid``
+  or ``malformed-action``, ``not-acceptable`` (over a cap), ``resource-constraint``
+  (the worker pool is full).
+- XEP-0092 software version: ``netchat`` and its version; the operating system only
+  when the daemon's ``version_os`` option is true.
+- XEP-0199 ping is answered by the connection itself.
+
+xmpppy's own ``commands`` module is broken on Python 3; this one is written for netchat.
+"""
+
+import collections
+import logging
+import platform
+import time
+import uuid
+from typing import TYPE_CHECKING, List, Optional
+
+from xmpp.protocol import Iq
+from xmpp.simplexml import Node
+
+from . import __version__
+from .commands import ParseError, command_names, parse_body
+from .jabber import NS_PING, NS_XMPP_STANZAS, make_iq
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .daemon import Daemon
+
+log = logging.getLogger(__name__)
+
+NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
+NS_DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
+NS_COMMANDS = "http://jabber.org/protocol/commands"
+NS_DATA = "jabber:x:data"
+NS_VERSION = "jabber:iq:version"
+
+FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_COMMANDS, NS_DATA, NS_PING, NS_VERSION)
+SESSION_LIFETIME = 600.0   # seconds an unfinished command session is kept
+SESSIONS_MAX = 1000
+
+# netchat reply status -> (error type, XMPP condition) for ad-hoc command refusals
+_REFUSALS = {
+    "denied": ("auth", "forbidden"),
+    "too-large": ("modify", "not-acceptable"),
+    "busy": ("wait", "resource-constraint"),
+    "unknown": ("cancel", "item-not-found"),
+}
+
+
+class Services:
+    """Answers disco, ad-hoc command and version queries for a :class:`Daemon`."""
+
+    def __init__(self, daemon: "Daemon"):
+        self.daemon = daemon
+        self._sessions: "collections.OrderedDict[str, tuple]" = collections.OrderedDict()
+
+    # -- dispatch ------------------------------------------------------------------------
+
+    def handle(self, iq: Iq) -> bool:
+        """Answer ``iq`` if it is one of ours; True when answered."""
+        if iq.getType() not in ("get", "set"):
+            return False
+        children = iq.getChildren()
+        if not children:
+            return False
+        query = children[0]
+        namespace, typ = query.getNamespace(), iq.getType()
+        if namespace == NS_DISCO_INFO and typ == "get":
+            self._disco_info(iq, query)
+        elif namespace == NS_DISCO_ITEMS and typ == "get":
+            self._disco_items(iq, query)
+        elif namespace == NS_COMMANDS and typ == "set" and query.getName() == "command":
+            self._command(iq, query)
+        elif namespace == NS_VERSION and typ == "get":
+            self._version(iq)
+        else:
+            return False
+        return True
+
+    def _result(self, iq: Iq, child: Optional[Node] = None):
+        self.daemon.cxn.send_stanza(make_iq("result", child, to=iq.getFrom(),
+                                            id=iq.getID()))
+
+    def _error(self, iq: Iq, typ: str, condition: str, text: str = "",
+               app: Optional[str] = None):
+        error = Node("error", attrs={"type": typ})
+        error.addChild(condition, namespace=NS_XMPP_STANZAS)
+        if app:
+            error.addChild(app, namespace=NS_COMMANDS)
+        if text:
+            error.addChild("text", namespace=NS_XMPP_STANZAS, payload=[text])
+        reply = make_iq("error", None, to=iq.getFrom(), id=iq.getID())
+        reply.addChild(node=error)
+        self.daemon.cxn.send_stanza(reply)
+
+    # -- XEP-0030 -------------------------------------------------------------------------
+
+    def _disco_info(self, iq: Iq, query: Node):
+        node = query.getAttr("node")
+        answer = Node("query", attrs={"xmlns": NS_DISCO_INFO})
+        if node:
+            answer.setAttr("node", node)
+        if not node:
+            answer.addChild("identity", {"category": "client", "type": "bot",
+                                         "name": self.daemon.software_name()})
+            for feature in FEATURES:
+                answer.addChild("feature", {"var": feature})
+        elif node == NS_COMMANDS:
+            answer.addChild("identity", {"category": "automation", "type": "command-list",
+                                         "name": "Commands"})
+        elif node in self._allowed_commands(iq.getFrom()):
+            answer.addChild("identity", {"category": "automation", "type": "command-node",
+                                         "name": self._title(node)})
+            for feature in (NS_COMMANDS, NS_DATA):
+                answer.addChild("feature", {"var": feature})
+        else:
+            return self._error(iq, "cancel", "item-not-found")
+        self._result(iq, answer)
+
+    def _disco_items(self, iq: Iq, query: Node):
+        node = query.getAttr("node")
+        answer = Node("query", attrs={"xmlns": NS_DISCO_ITEMS})
+        if node == NS_COMMANDS:
+            answer.setAttr("node", node)
+            for name in self._allowed_commands(iq.getFrom()):
+                answer.addChild("item", {"jid": self.daemon.jid, "node": name,
+                                         "name": self._title(name)})
+        elif node:
+            return self._error(iq, "cancel", "item-not-found")
+        self._result(iq, answer)
+
+    def _allowed_commands(self, jid) -> List[str]:
+        daemon = self.daemon
+        return [name for name in command_names(daemon, daemon.commands)
+                if daemon.access.may_run(jid, name)]
+
+    def _title(self, name: str) -> str:
+        try:
+            return str(self.daemon.showHelp(name)).splitlines()[0][:200]
+        except Exception:
+            log.exception("help for %r failed", name)
+            return name
+
+    # -- XEP-0050 -------------------------------------------------------------------------
+
+    def _command(self, iq: Iq, command: Node):
+        daemon = self.daemon
+        sender = iq.getFrom()
+        node = command.getAttr("node") or ""
+        action = command.getAttr("action") or "execute"
+        session = command.getAttr("sessionid")
+        if action not in ("execute", "complete", "cancel", "next", "prev"):
+            return self._error(iq, "modify", "bad-request", app="malformed-action")
+        if action in ("next", "prev"):
+            return self._error(iq, "modify", "bad-request", app="bad-action")
+        if node not in command_names(daemon, daemon.commands):
+            return self._error(iq, "cancel", "item-not-found",
+                               "no command %r; send help for the list" % node)
+        if session is not None:
+            self._expire_sessions()
+            known = self._sessions.pop(session, None)
+            if known is None or known[0] != node or known[1] != str(sender):
+                return self._error(iq, "modify", "bad-request", app="bad-sessionid")
+        if action == "cancel":
+            return self._result(iq, Node("command", attrs={
+                "xmlns": NS_COMMANDS, "node": node, "sessionid": session or "",
+                "status": "canceled"}))
+        form = command.getTag("x", namespace=NS_DATA)
+        if form is None:
+            if not daemon.access.may_run(sender, node):
+                return self._refused(iq, node, "denied", daemon.MSG_DENIED)
+            return self._ask_for_arguments(iq, node)
+        text = ""
+        for field in form.getTags("field"):
+            if field.getAttr("var") == "args":
+                text = " ".join(v.getData() for v in field.getTags("value"))
+        refusal = daemon._refuse_sender(sender, len(text))
+        if refusal is not None:
+            return self._refused(iq, node, *refusal)
+        try:
+            _, words = parse_body("x " + text)
+        except ParseError as exc:
+            return self._error(iq, "modify", "bad-request", str(exc))
+        refusal = daemon._refuse_command(sender, node, len(words), [])
+        if refusal is not None:
+            return self._refused(iq, node, *refusal)
+        session = session or uuid.uuid4().hex
+
+        def respond(body: str, status: str):
+            daemon._audit(sender, node, status, via="ad-hoc")
+            if status in _REFUSALS:
+                return self._refused(iq, node, status, body, audit=False)
+            self._completed(iq, node, session, body, status)
+        daemon._dispatch(node, words, iq, respond)
+
+    def _refused(self, iq: Iq, node: str, status: str, text: str, audit: bool = True):
+        if audit:
+            self.daemon._audit(iq.getFrom(), node, status, via="ad-hoc")
+        typ, condition = _REFUSALS.get(status, ("modify", "bad-request"))
+        self._error(iq, typ, condition, text)
+
+    def _ask_for_arguments(self, iq: Iq, node: str):
+        session = uuid.uuid4().hex
+        self._expire_sessions()
+        self._sessions[session] = (node, str(iq.getFrom()), time.monotonic())
+        while len(self._sessions) > SESSIONS_MAX:
+            self._sessions.popitem(last=False)
+        answer = Node("command", attrs={"xmlns": NS_COMMANDS, "node": node,
+                                        "sessionid": session, "status": "executing"})
+        actions = answer.addChild("actions", {"execute": "complete"})
+        actions.addChild("complete")
+        form = answer.addChild("x", {"type": "form"}, namespace=NS_DATA)
+        form.addChild("title", payload=[node])
+        form.addChild("instructions", payload=[self._title(node)])
+        form.addChild("field", {"var": "args", "type": "text-single",
+                                "label": "Arguments"})
+        self._result(iq, answer)
+
+    def _completed(self, iq: Iq, node: str, session: str, body: str, status: str):
+        answer = Node("command", attrs={"xmlns": NS_COMMANDS, "node": node,
+                                        "sessionid": session, "status": "completed"})
+        answer.addChild("note", {"type": "info" if status == "ok" else "error"},
+                        payload=[body])
+        form = answer.addChild("x", {"type": "result"}, namespace=NS_DATA)
+        form.addChild("title", payload=[node])
+        field = form.addChild("field", {"var": "result", "type": "text-multi",
+                                        "label": "Reply"})
+        for line in (body.split("\n") if body else [""]):
+            field.addChild("value", payload=[line])
+        form.addChild("field", {"var": "status", "type": "text-single",
+                                "label": "Status"}).addChild("value", payload=[status])
+        self._result(iq, answer)
+
+    def _expire_sessions(self):
+        cutoff = time.monotonic() - SESSION_LIFETIME
+        while self._sessions and next(iter(self._sessions.values()))[2] < cutoff:
+            self._sessions.popitem(last=False)
+
+    # -- XEP-0092 -------------------------------------------------------------------------
+
+    def _version(self, iq: Iq):
+        answer = Node("query", attrs={"xmlns": NS_VERSION})
+        answer.addChild("name", payload=[self.daemon.software_name()])
+        answer.addChild("version", payload=[__version__])
+        if getattr(self.daemon, "version_os", False):
+            answer.addChild("os", payload=["%s %s" % (platform.system(),
+                                                      platform.release())])
+        self._result(iq, answer)

@@ -1,0 +1,206 @@
+"""Standard XMPP surfaces (XEP-0030, 0050, 0092, 0199), driven by a raw xmpppy client
+building its own iq stanzas: an independent client, not netchat."""
+
+import threading
+import time
+
+import pytest
+import xmpp
+from xmpp.protocol import Protocol
+from xmpp.simplexml import Node
+
+import netchat
+from netchat.services import NS_COMMANDS, NS_DATA, NS_DISCO_INFO, NS_DISCO_ITEMS, \
+    NS_VERSION
+from helpers import Loop, wait_for
+from rawxmpp import close_raw, raw_client
+
+
+class Bot(netchat.Daemon):
+    def handleHello(self):
+        """Say hello back."""
+        return "hello to you too"
+
+    def handleEcho(self, *args):
+        """Echo the arguments."""
+        return " ".join(args)
+
+    def handleSecret(self):
+        return "the secret"
+
+    def handleSlow(self):
+        time.sleep(0.5)
+        return "slow done"
+
+    def handleFail(self):
+        raise RuntimeError("kaput")
+
+
+@pytest.fixture
+def bot(xmpp_account):
+    made = []
+
+    def make(**options):
+        account = xmpp_account("bot")
+        daemon = Bot(account.jid, password=account.password,
+                     connection_options=account.connection_options, **options)
+        daemon.loop = Loop(daemon)
+        made.append(daemon)
+        return daemon
+    yield make
+    for daemon in made:
+        daemon.loop.stop()
+        daemon.close()
+
+
+@pytest.fixture
+def client(prosody_server, xmpp_account):
+    made = []
+
+    def make(prefix="client"):
+        account = xmpp_account(prefix)
+        raw = raw_client(prosody_server, account.user, account.password)
+        raw.account = account
+        made.append(raw)
+        return raw
+    yield make
+    for raw in made:
+        close_raw(raw)
+
+
+def ask(raw, iq, timeout=10):
+    answer = raw.SendAndWaitForResponse(iq, timeout)
+    assert answer is not None, "no answer to %s" % iq
+    return answer
+
+
+def error_of(answer):
+    assert answer.getType() == "error", str(answer)
+    error = answer.getTag("error")
+    conditions = [c.getName() for c in error.getChildren() if c.getName() != "text"]
+    return error.getAttr("type"), conditions
+
+
+def command(to, node, action="execute", args=None, session=None):
+    attrs = {"xmlns": NS_COMMANDS, "node": node, "action": action}
+    if session:
+        attrs["sessionid"] = session
+    payload = []
+    if args is not None:
+        form = Node("x", attrs={"xmlns": NS_DATA, "type": "submit"})
+        form.addChild("field", {"var": "args"}).addChild("value", payload=[args])
+        payload.append(form)
+    return Protocol("iq", to=to, typ="set", payload=[Node("command", attrs=attrs,
+                                                          payload=payload)])
+
+
+def note_of(answer):
+    cmd = answer.getTag("command", namespace=NS_COMMANDS)
+    return cmd.getAttr("status"), cmd.getTag("note").getAttr("type"), \
+        cmd.getTag("note").getData()
+
+
+def test_disco_info_names_a_bot_and_its_features(bot, client):
+    daemon, raw = bot(), client()
+    answer = ask(raw, xmpp.Iq("get", NS_DISCO_INFO, to=daemon.jid))
+    query = answer.getTag("query", namespace=NS_DISCO_INFO)
+    identity = query.getTag("identity")
+    assert (identity.getAttr("category"), identity.getAttr("type")) == ("client", "bot")
+    features = {f.getAttr("var") for f in query.getTags("feature")}
+    assert {NS_COMMANDS, "urn:xmpp:ping", NS_VERSION, NS_DISCO_INFO} <= features
+
+
+def test_commands_are_listed_with_their_help_line(bot, client):
+    daemon, raw = bot(acl={"secret": ["nobody-at-all"]}), client()
+    iq = xmpp.Iq("get", NS_DISCO_ITEMS, to=daemon.jid)
+    iq.setQuerynode(NS_COMMANDS)
+    items = ask(raw, iq).getTag("query").getTags("item")
+    listed = {i.getAttr("node"): i.getAttr("name") for i in items}
+    assert listed["hello"] == "Say hello back." and listed["echo"] == "Echo the arguments."
+    assert "help" in listed and "slow" in listed
+    assert "secret" not in listed                       # not allowed: not listed
+    assert all(i.getAttr("jid") == daemon.jid for i in items)
+
+
+def test_execute_in_one_step_with_a_form(bot, client):
+    daemon, raw = bot(), client()
+    status, kind, text = note_of(ask(raw, command(daemon.jid, "echo", args="a 'b c'")))
+    assert (status, kind, text) == ("completed", "info", "a b c")
+    answer = ask(raw, command(daemon.jid, "hello", args=""))
+    assert note_of(answer) == ("completed", "info", "hello to you too")
+    values = [v.getData() for v in answer.getTag("command").getTag(
+        "x", namespace=NS_DATA).getTag("field", attrs={"var": "result"}).getTags("value")]
+    assert values == ["hello to you too"]
+
+
+def test_execute_without_a_form_asks_for_the_arguments(bot, client):
+    daemon, raw = bot(), client()
+    first = ask(raw, command(daemon.jid, "echo"))
+    cmd = first.getTag("command", namespace=NS_COMMANDS)
+    assert cmd.getAttr("status") == "executing"
+    field = cmd.getTag("x", namespace=NS_DATA).getTag("field")
+    assert field.getAttr("var") == "args" and field.getAttr("type") == "text-single"
+    session = cmd.getAttr("sessionid")
+    second = ask(raw, command(daemon.jid, "echo", "complete", "x y", session=session))
+    assert note_of(second) == ("completed", "info", "x y")
+    # the session is used up
+    assert error_of(ask(raw, command(daemon.jid, "echo", "complete", "z",
+                                     session=session)))[1] == ["bad-request", "bad-sessionid"]
+
+
+def test_a_failing_handler_completes_with_an_error_note(bot, client):
+    daemon, raw = bot(), client()
+    assert note_of(ask(raw, command(daemon.jid, "fail", args=""))) == (
+        "completed", "error", "error: RuntimeError: kaput")
+
+
+def test_errors_use_the_xep_conditions(bot, client):
+    daemon, raw = bot(acl={"secret": ["nobody-at-all"]}, max_args=2), client()
+    assert error_of(ask(raw, command(daemon.jid, "secret", args=""))) == \
+        ("auth", ["forbidden"])
+    assert error_of(ask(raw, command(daemon.jid, "no-such-command", args=""))) == \
+        ("cancel", ["item-not-found"])
+    assert error_of(ask(raw, command(daemon.jid, "echo", "bogus"))) == \
+        ("modify", ["bad-request", "malformed-action"])
+    assert error_of(ask(raw, command(daemon.jid, "echo", args="1 2 3"))) == \
+        ("modify", ["not-acceptable"])
+    assert error_of(ask(raw, command(daemon.jid, "echo", args="'open"))) == \
+        ("modify", ["bad-request"])
+
+
+def test_a_stranger_gets_nothing(bot, client):
+    daemon = bot(allow=["nobody-at-all"])
+    raw = client("stranger")
+    assert error_of(ask(raw, xmpp.Iq("get", NS_DISCO_INFO, to=daemon.jid)))[1] == \
+        ["service-unavailable"]
+    assert error_of(ask(raw, command(daemon.jid, "hello", args="")))[1] == \
+        ["service-unavailable"]
+
+
+def test_ping_and_version_are_answered(bot, client):
+    daemon, raw = bot(), client()
+    ping = Protocol("iq", to=daemon.jid, typ="get",
+                    payload=[Node("ping", attrs={"xmlns": "urn:xmpp:ping"})])
+    assert ask(raw, ping).getType() == "result"
+    version = ask(raw, xmpp.Iq("get", NS_VERSION, to=daemon.jid)).getTag("query")
+    assert version.getTagData("name") == "netchat"
+    assert version.getTagData("version") == netchat.__version__
+    assert version.getTag("os") is None                 # off unless asked for
+    daemon_os = bot(version_os=True)
+    assert ask(raw, xmpp.Iq("get", NS_VERSION, to=daemon_os.jid)).getTag(
+        "query").getTagData("os")
+
+
+def test_commands_run_on_the_worker_pool_and_a_full_one_says_so(bot, client):
+    daemon, raw = bot(threads=1, max_pending=0), client()
+    results = []
+    t = threading.Thread(target=lambda: results.append(
+        ask(raw, command(daemon.jid, "slow", args=""))))
+    # xmpppy is not thread-safe: a second raw client asks while the first waits
+    other = client("other")
+    t.start()
+    wait_for(lambda: daemon._pool.running, 5, message="the first command to run")
+    assert error_of(ask(other, command(daemon.jid, "slow", args=""))) == \
+        ("wait", ["resource-constraint"])
+    t.join(10)
+    assert note_of(results[0]) == ("completed", "info", "slow done")
