@@ -23,8 +23,8 @@ from xmpp.protocol import Message, Presence
 from .access import AccessPolicy
 from .attachments import AttachmentError, parse_attachments
 from .commands import ParseError, command_names, find_handler, help_for, parse_body
-from .errors import CommandError, ConnectError, Disconnected, NetChatError, Timeout
-from .jabber import Connection, bare_jid, normalize_jid, parse_user, user_id
+from .errors import CommandError, ConnectError, Disconnected, Timeout
+from .jabber import Connection, Reply, bare_jid, normalize_jid, parse_user, user_id
 from .pool import WorkerPool
 from .services import Services
 from .wire import ALLHERE_SUBJECT, delay_stamp, is_automatic, make_reply
@@ -792,7 +792,7 @@ class Daemon:
         return self.cxn.request(to, message, timeout, **options)
 
     def requestAll(self, nodes: Iterable[Any], message: str, timeout: float,
-                   attachments: Iterable[Any] = None, **options) -> Dict[Any, "Reply"]:
+                   attachments: Iterable[Any] = None, **options) -> Dict[Any, Reply]:
         """Ask every node at once; returns ``{node: Reply}`` with status ``ok``,
         ``error``, ``timeout`` or ``offline`` (see
         :meth:`netchat.jabber.Connection.requestAll`)."""

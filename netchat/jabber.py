@@ -24,7 +24,6 @@ disconnects and prints passwords in its debug output:
 
 import base64
 import collections
-import errno
 import itertools
 import logging
 import os
@@ -40,9 +39,9 @@ from xml.parsers.expat import ExpatError
 import scramp
 from xmpp import dispatcher
 from xmpp.client import Client, PlugIn
-from xmpp.protocol import (ERR_SERVICE_UNAVAILABLE, Error, Iq, Message, NS_BIND, NS_CLIENT, NS_REGISTER,
-                           NS_ROSTER, NS_SASL, NS_SESSION, NS_STREAMS, NS_TLS, Presence,
-                           Protocol)
+from xmpp.protocol import (ERR_SERVICE_UNAVAILABLE, NS_BIND, NS_CLIENT, NS_REGISTER,
+                           NS_ROSTER, NS_SASL, NS_SESSION, NS_STREAMS, NS_TLS, Error, Iq,
+                           Message, Presence, Protocol)
 from xmpp.simplexml import Node
 
 from .attachments import attachments_node
@@ -470,7 +469,19 @@ class Connection:
         finally:
             with self._cond:
                 self._want_loop -= 1
+                self._cond.notify_all()  # a loop thread yielding to us may go on
         self._holder, self._depth = threading.get_ident(), 1
+
+    def _yield_to_waiters(self):
+        """Before re-entering the loop, let a thread blocked in :meth:`_enter` (close,
+        connect, another process call) take the connection first: Python's locks are
+        not fair, and a loop thread calling ``process(None)`` again at once would
+        otherwise win every time and block in select with nobody to wake it."""
+        if self._holder == threading.get_ident():
+            return
+        with self._cond:
+            while self._want_loop and self._dead is None:
+                self._cond.wait(0.5)
 
     def _leave(self):
         self._depth -= 1
@@ -1471,6 +1482,7 @@ class Connection:
         """
         if self._dead is not None:
             return None
+        self._yield_to_waiters()
         self._enter()
         try:
             return self._pump(timeout, return_on_wake=timeout is None)

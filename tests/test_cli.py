@@ -12,7 +12,7 @@ from hypothesis import given, strategies as st
 import netchat
 from netchat.cli import join_message, load_attachment, quote_word
 from netchat.commands import parse_body
-from helpers import Loop, wait_for
+from helpers import wait_for
 
 
 
@@ -46,31 +46,8 @@ class Files(netchat.Daemon):
 
 
 @pytest.fixture
-def daemons(xmpp_account):
-    made = []
-
-    def make(n=1):
-        out = []
-        for _ in range(n):
-            account = xmpp_account("files")
-            daemon = Files(account.jid, password=account.password, saved={},
-                           connection_options=account.connection_options)
-            daemon.loop = Loop(daemon)
-            made.append(daemon)
-            out.append(daemon)
-        return out
-    yield make
-    for daemon in made:
-        daemon.loop.stop()
-        daemon.close()
-
-
-# -- jabber ---------------------------------------------------------------------------------
-
-def test_jabber_prints_the_reply_and_exits_0(daemons, xmpp_account):
-    (daemon,) = daemons()
-    result = jabber(xmpp_account("cli"), daemon.jid, "--", "hello")
-    assert (result.returncode, result.stdout, result.stderr) == (0, "hello to you too\n", "")
+def daemons(daemon_factory):
+    return lambda n=1: [daemon_factory(Files, "files", saved={}) for _ in range(n)]
 
 
 def test_jabber_keeps_quoted_words_together(daemons, xmpp_account):

@@ -512,3 +512,25 @@ def test_reply_marker_status_is_readable(pair):
         a.barrier(timeout=5)
     assert reply_status(got[0]) == "ok"
     assert got[0].getTag("reply", namespace=NS_NETCHAT) is not None
+
+
+def test_close_from_another_thread_while_the_loop_blocks_forever(xmpp_account):
+    # the loop thread re-enters process(None) at once; close() must still get in
+    account = xmpp_account()
+    for _ in range(20):
+        conn = connect(account)
+        results = []
+
+        def loop():
+            while True:
+                result = conn.process(None)
+                if result is None:
+                    results.append(result)
+                    return
+        t = threading.Thread(target=loop)
+        t.start()
+        t0 = time.monotonic()
+        conn.close()
+        t.join(5)
+        assert not t.is_alive() and results == [None]
+        assert time.monotonic() - t0 < 2

@@ -2,7 +2,6 @@
 
 import re
 import signal
-import sys
 import threading
 import time
 
@@ -10,8 +9,8 @@ import pytest
 from xmpp.protocol import Message
 
 import netchat
-from netchat.wire import NS_NETCHAT, reply_status
-from helpers import Loop, Recorder, connect, start_node, stop_process, wait_for
+from netchat.wire import reply_status
+from helpers import Recorder, connect, start_node, stop_process, wait_for
 
 
 class MyServer(netchat.Daemon):
@@ -58,25 +57,12 @@ def save_function(filename, file):
 
 
 @pytest.fixture
-def make_daemon(xmpp_account):
-    made = []
-
+def make_daemon(daemon_factory):
     def make(cls=MyServer, prefix="node", loop=True, **options):
-        account = xmpp_account(prefix)
-        options.setdefault("connection_options", account.connection_options)
-        daemon = cls(account.jid, password=account.password, saved={}, called=[],
-                     **options) if cls is MyServer else \
-            cls(account.jid, password=account.password, **options)
-        made.append(daemon)
-        if loop:
-            made.append(Loop(daemon))
-        return daemon
-    yield make
-    for thing in reversed(made):
-        if isinstance(thing, Loop):
-            thing.stop()
-        else:
-            thing.close()
+        if cls is MyServer:
+            options.update(saved={}, called=[])
+        return daemon_factory(cls, prefix, loop, **options)
+    return make
 
 
 @pytest.fixture
@@ -477,7 +463,7 @@ def test_run_without_retry_exits_1_with_one_line(xmpp_account):
         coord.close()
         server.kill()
         assert proc.wait(10) == 1
-        lines = [l for l in proc.stderr.read().splitlines() if l.strip()]
+        lines = [line for line in proc.stderr.read().splitlines() if line.strip()]
         assert len(lines) == 1, lines
         assert "Node:" in lines[0] and str(server.port) in lines[0]
     finally:

@@ -22,23 +22,10 @@ class Node(netchat.Daemon):
 
 
 @pytest.fixture
-def fleet(xmpp_account):
-    made = []
-
+def fleet(daemon_factory):
     def make(n, cls=Node, prefix="node"):
-        daemons = []
-        for i in range(n):
-            account = xmpp_account("%s%d-" % (prefix, i))
-            daemon = cls(account.jid, password=account.password,
-                         connection_options=account.connection_options)
-            daemon.loop = Loop(daemon)
-            daemons.append(daemon)
-            made.append(daemon)
-        return daemons
-    yield make
-    for daemon in made:
-        daemon.loop.stop()
-        daemon.close()
+        return [daemon_factory(cls, "%s%d-" % (prefix, i)) for i in range(n)]
+    return make
 
 
 def users(daemons):

@@ -38,20 +38,8 @@ class Slow(netchat.Daemon):
 
 
 @pytest.fixture
-def slow(xmpp_account):
-    made = []
-
-    def make(**options):
-        account = xmpp_account("slow")
-        daemon = Slow(account.jid, password=account.password,
-                      connection_options=account.connection_options, **options)
-        loop = Loop(daemon)
-        made.append((daemon, loop))
-        return daemon
-    yield make
-    for daemon, loop in made:
-        daemon.close(grace=1)
-        loop.stop()
+def slow(daemon_factory):
+    return lambda **options: daemon_factory(Slow, "slow", **options)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 hostile input)."""
 
 import logging
-import os
 import random
 import threading
 import time
@@ -12,7 +11,7 @@ import pytest
 import netchat
 from netchat.testing import ProsodyServer
 from netchat.wire import reply_status
-from helpers import Loop, Recorder, connect, start_node, stop_process, wait_for
+from helpers import Recorder, connect, start_node, stop_process, wait_for
 from rawxmpp import close_raw, raw_client
 
 
@@ -30,22 +29,10 @@ class Guarded(netchat.Daemon):
 
 
 @pytest.fixture
-def guarded(xmpp_account):
-    made = []
-
+def guarded(daemon_factory):
     def make(loop=True, account=None, **options):
-        account = account or xmpp_account("guarded")
-        daemon = Guarded(account.jid, password=account.password, ran=[],
-                         connection_options=account.connection_options, **options)
-        made.append(daemon)
-        if loop:
-            daemon.loop = Loop(daemon)
-        return daemon
-    yield make
-    for daemon in made:
-        if getattr(daemon, "loop", None):
-            daemon.loop.stop()
-        daemon.close()
+        return daemon_factory(Guarded, "guarded", loop, account, ran=[], **options)
+    return make
 
 
 @pytest.fixture

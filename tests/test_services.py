@@ -12,7 +12,7 @@ from xmpp.simplexml import Node
 import netchat
 from netchat.services import NS_COMMANDS, NS_DATA, NS_DISCO_INFO, NS_DISCO_ITEMS, \
     NS_VERSION
-from helpers import Loop, wait_for
+from helpers import wait_for
 from rawxmpp import close_raw, raw_client
 
 
@@ -37,20 +37,8 @@ class Bot(netchat.Daemon):
 
 
 @pytest.fixture
-def bot(xmpp_account):
-    made = []
-
-    def make(**options):
-        account = xmpp_account("bot")
-        daemon = Bot(account.jid, password=account.password,
-                     connection_options=account.connection_options, **options)
-        daemon.loop = Loop(daemon)
-        made.append(daemon)
-        return daemon
-    yield make
-    for daemon in made:
-        daemon.loop.stop()
-        daemon.close()
+def bot(daemon_factory):
+    return lambda **options: daemon_factory(Bot, "bot", **options)
 
 
 @pytest.fixture
