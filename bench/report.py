@@ -96,8 +96,7 @@ def _number(value: Optional[float]) -> str:
 
 
 def _cells(row: Row) -> List[str]:
-    ratio = "-" if row.ratio is None else "%.2fx %s" % (
-        row.ratio, "(higher better)" if row.better == "higher" else "")
+    ratio = "-" if row.ratio is None else "%.2fx" % row.ratio
     prosody = "-" if row.prosody_cpu is None else "%.2fs %3.0f%%" % (row.prosody_cpu,
                                                                      row.prosody_pct)
     target = row.target
@@ -105,8 +104,9 @@ def _cells(row: Row) -> List[str]:
         target += {True: "  ok", False: "  MISSED", None: "  ?"}[row.met]
     if row.note:
         target = (target + "  " if target else "") + row.note
-    return [row.scenario, row.metric, row.system, _number(row.value), row.unit,
-            ratio.strip(), prosody, target]
+    unit = row.unit + (" (more is better)" if row.better == "higher" else "")
+    return [row.scenario, row.metric, row.system, _number(row.value), unit, ratio,
+            prosody, target]
 
 
 def format_table(rows: List[Row]) -> str:
@@ -127,7 +127,16 @@ def format_table(rows: List[Row]) -> str:
                              for i, (cell, w) in enumerate(zip(line, widths))).rstrip())
         if index == 0:
             out.append("  ".join("-" * w for w in widths))
+    out.append("")
+    out.append(LEGEND)
     return "\n".join(out)
+
+
+LEGEND = """\
+vs raw: this row's value / raw xmpppy's value for the same metric, measured in the same
+run (for throughput more is better, for everything else less is better).
+prosody CPU: the server's CPU seconds while the row was measured, and as % of that wall
+time; near 100 % the server, not the client, is the bottleneck."""
 
 
 def write_json(path: str, rows: List[Row], meta: dict):

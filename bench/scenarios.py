@@ -45,8 +45,8 @@ class Sizes:
 
 FULL = Sizes(seq_requests=2000, seq_rounds=4, pipelined=5000, pipe_rounds=3, warmup=200,
              fanout_nodes=50, fanout_rounds=5, wuah_nodes=(50, 100, 200))
-QUICK = Sizes(seq_requests=300, seq_rounds=3, pipelined=1000, pipe_rounds=1, warmup=50,
-              fanout_nodes=10, fanout_rounds=3, wuah_nodes=(10, 20))
+QUICK = Sizes(seq_requests=1200, seq_rounds=4, pipelined=2000, pipe_rounds=1, warmup=100,
+              fanout_nodes=25, fanout_rounds=3, wuah_nodes=(25, 50))
 
 
 class Bench:
@@ -193,10 +193,13 @@ def pipelined(bench: Bench, pairs: List[Pair]):
 
 
 def cpu_per_request(bench: Bench, pairs: List[Pair]):
-    for side in ("peer", "requester"):
+    """CPU seconds per request of each process involved: the echo peer, the requester
+    (this process) and Prosody, which routes every request and reply."""
+    for side in ("peer", "requester", "prosody"):
         for phase in ("seq", "pipe"):
-            name = "%s side, %s" % ("echo" if side == "peer" else "requester",
-                                    "sequential" if phase == "seq" else "pipelined")
+            name = "%s, %s" % ({"peer": "echo side", "requester": "requester side",
+                                "prosody": "Prosody"}[side],
+                               "sequential" if phase == "seq" else "pipelined")
             for pair in pairs:
                 meters = getattr(pair, phase)
                 cpu = getattr(meters, side).cpu
