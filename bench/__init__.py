@@ -2,9 +2,10 @@
 
 Run from the repository root::
 
-    python -m bench               # full run, a few minutes
-    python -m bench --quick       # smoke run, about a minute
+    python -m bench               # full run, about 2 minutes on 2 cores
+    python -m bench --quick       # smoke run, about half a minute
     python -m bench --json out.json --only echo,wuah
+    python -m bench --no-nagle    # Prosody with network_settings = { nagle = false }
 
 What is measured, and how (all against one :class:`netchat.testing.ProsodyServer` on
 127.0.0.1 with verified TLS):
@@ -19,7 +20,9 @@ What is measured, and how (all against one :class:`netchat.testing.ProsodyServer
    (requests/s), same three systems.
 3. Fan-out: one coordinator, 50 daemon processes, one request each, time until every
    reply is in (median of several rounds); netchat (after ``waitUntilAllHere``)
-   beside raw xmpppy echo nodes.
+   beside raw xmpppy echo nodes. Prosody leaves Nagle's algorithm on by default, so
+   the replies streaming to the coordinator can wait for its delayed ACK (~40 ms);
+   ``--no-nagle`` shows the run without that.
 4. ``waitUntilAllHere`` for 50, 100 and 200 node processes: N-1 nodes run, the
    coordinator starts waiting, and once it has seen them the last node starts; the
    time from that node's login (its own ``time.time()`` after its constructor

@@ -22,7 +22,7 @@ from netchat.jabber import bare_jid
 
 from .procs import CpuMeter, Peer, PeerGroup, rss_bytes
 from .report import Row, percentile
-from .systems import REQUESTERS, NetchatRequester, RawRequester
+from .systems import NetchatRequester, RawRequester, requesters
 
 WUAH_TIMEOUT = 120.0
 
@@ -129,7 +129,7 @@ class Pair:
 def echo(bench: Bench):
     with PeerGroup() as group, contextlib.ExitStack() as stack:
         pairs = []
-        for cls in REQUESTERS:
+        for cls in requesters():
             config = bench.peer_config(cls.peer, bench.account("echo-" + cls.peer), "echo")
             [peer] = group.start({cls.peer: config})
             requester = cls(bench.server, bench.account("req-" + cls.peer))
