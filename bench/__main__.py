@@ -4,6 +4,7 @@ import argparse
 import datetime
 import os
 import platform
+import signal
 import sys
 import time
 import traceback
@@ -55,6 +56,8 @@ def versions() -> dict:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    # SIGTERM, like Ctrl-C, unwinds the with blocks: peers and Prosody are stopped
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     started = time.monotonic()
     failed = []
     extra = "network_settings = { nagle = false }" if args.no_nagle else ""

@@ -208,9 +208,10 @@ class PeerGroup:
     def __enter__(self) -> "PeerGroup":
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, *exc):
         self.stop()
-        if not exc[0]:  # keep the peers' logs when something failed
+        if exc_type is None or not issubclass(exc_type, Exception):
+            # kept only when something failed (not when interrupted)
             for name in os.listdir(self._logdir):
                 os.unlink(os.path.join(self._logdir, name))
             os.rmdir(self._logdir)

@@ -210,31 +210,45 @@ def cpu_per_request(bench: Bench, pairs: List[Pair]):
 
 # -- fan-out ------------------------------------------------------------------------------
 
-def fan_out(bench: Bench):
+@dataclass
+class Fleet:
+    """One system's side of the fan-out: its coordinator and the nodes it asks."""
+    requester: object
+    targets: List[str]
+    meter: CpuMeter
+    times: List[float] = field(default_factory=list)
+
+
+def start_fleet(bench: Bench, group: PeerGroup, stack: contextlib.ExitStack, cls,
+                prefix: str) -> Fleet:
     n = bench.sizes.fanout_nodes
+    accounts = bench.accounts(prefix, n)
+    bench.say("fan-out: starting %d %s nodes" % (n, cls.system))
+    group.start({a.user: bench.peer_config(cls.peer, a, "node") for a in accounts})
+    requester = cls(bench.server, bench.account(prefix + "-coord"))
+    stack.callback(requester.close)
+    # netchat: user ids, as its users write them; raw xmpppy: bare JIDs
+    targets = [a.user if cls is NetchatRequester else a.bare for a in accounts]
+    return Fleet(requester, targets, bench.prosody_meter())
+
+
+def fan_out(bench: Bench):
     with PeerGroup() as group, contextlib.ExitStack() as stack:
-        systems = []
-        for cls, prefix in ((RawRequester, "fan-raw"), (NetchatRequester, "fan-nc")):
-            accounts = bench.accounts(prefix, n)
-            bench.say("fan-out: starting %d %s nodes" % (n, cls.system))
-            group.start({a.user: bench.peer_config(cls.peer, a, "node") for a in accounts})
-            requester = cls(bench.server, bench.account(prefix + "-coord"))
-            stack.callback(requester.close)
-            # netchat: user ids, as a user writes them; raw xmpppy: bare JIDs
-            targets = [a.user if cls is NetchatRequester else a.bare for a in accounts]
-            systems.append((requester, targets, bench.prosody_meter(), []))
-        coordinator = systems[1][0].daemon
-        coordinator.waitUntilAllHere(systems[1][1], timeout=WUAH_TIMEOUT)
-        for requester, targets, _, _ in systems:
-            requester.burst(targets)  # warm up
-        for index in range(bench.sizes.fanout_rounds):
-            for requester, targets, meter, times in systems:
-                with meter:
-                    times.append(requester.burst(targets))
-        for requester, targets, meter, times in systems:
-            bench.add("fan-out", "%d daemons, all replies in (median)" % n,
-                      requester.system, statistics.median(times) * 1e3, "ms",
-                      prosody=meter, note="%d rounds, max %.1f ms"
+        raw = start_fleet(bench, group, stack, RawRequester, "fan-raw")
+        nc = start_fleet(bench, group, stack, NetchatRequester, "fan-nc")
+        nc.requester.daemon.waitUntilAllHere(nc.targets, timeout=WUAH_TIMEOUT)
+        fleets = (raw, nc)
+        for fleet in fleets:
+            fleet.requester.burst(fleet.targets)  # warm up
+        for _ in range(bench.sizes.fanout_rounds):  # interleaved
+            for fleet in fleets:
+                with fleet.meter:
+                    fleet.times.append(fleet.requester.burst(fleet.targets))
+        for fleet in fleets:
+            times = fleet.times
+            bench.add("fan-out", "%d daemons, all replies in (median)" % len(fleet.targets),
+                      fleet.requester.system, statistics.median(times) * 1e3, "ms",
+                      prosody=fleet.meter, note="%d rounds, max %.1f ms"
                       % (len(times), max(times) * 1e3), rounds_ms=[t * 1e3 for t in times])
 
 
@@ -280,10 +294,10 @@ def wait_until_all_here_once(bench: Bench, n: int):
         account = bench.account("wcoord")
         coordinator = WatchingCoordinator(account.jid + "/coord", password=account.password,
                                           connection_options=account.connection_options)
+        coordinator.watch({bare_jid(a.bare) for a in first})
+        starter = LastNodeStarter(bench, group, coordinator, last_peer)
+        meter = bench.prosody_meter()
         try:
-            coordinator.watch({bare_jid(a.bare) for a in first})
-            starter = LastNodeStarter(bench, group, coordinator, last_peer)
-            meter = bench.prosody_meter()
             starter.start()
             with meter:
                 began = time.time()
@@ -291,6 +305,7 @@ def wait_until_all_here_once(bench: Bench, n: int):
                 returned = time.time()
             starter.join()
         finally:
+            starter.cancel()
             coordinator.close()
     sweep = coordinator.all_but_last_at - began
     bench.add("waitUntilAllHere", "%d nodes: last login -> return" % n, "netchat",
@@ -307,11 +322,19 @@ class LastNodeStarter(threading.Thread):
         super().__init__(name="last-node", daemon=True)
         self.bench, self.group, self.coordinator, self.peer = bench, group, coordinator, peer
         self.error: Optional[BaseException] = None
+        self.cancelled = False
+
+    def cancel(self):
+        """Stop waiting (waitUntilAllHere failed): release nothing."""
+        self.cancelled = True
+        self.coordinator.all_but_last.set()
 
     def run(self):
         try:
             if not self.coordinator.all_but_last.wait(WUAH_TIMEOUT):
                 raise RuntimeError("the coordinator did not see the running nodes")
+            if self.cancelled:
+                return
             self.bench.say("releasing the last node")
             self.peer.release()
             self.group.wait_ready([self.peer])
