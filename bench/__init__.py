@@ -40,5 +40,6 @@ server, not the client, is the bottleneck.
 A ``threads`` row (handlers of 50 ms at threads = 1, 4, 16, 64 beside the ideal) is a
 hook for netchat's future worker pool: see :func:`bench.scenarios.threads`.
 
-Speed is measured here, never asserted in unit tests.
+Speed is measured here, never asserted in unit tests. Linux only (``/proc`` for CPU
+and RSS, ``prctl`` so that no peer outlives the benchmark).
 """

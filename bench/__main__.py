@@ -5,6 +5,7 @@ import datetime
 import os
 import platform
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -51,7 +52,17 @@ def versions() -> dict:
             found[name] = md.version(name)
         except md.PackageNotFoundError:
             found[name] = None
+    found["prosody"] = prosody_version()
     return found
+
+
+def prosody_version():
+    """The Debian package's version (``prosody --version`` can hang without a tty)."""
+    try:
+        return subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "prosody"],
+                              capture_output=True, text=True, timeout=10).stdout or None
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def main(argv=None) -> int:

@@ -1,6 +1,6 @@
 """The measuring side of each system, in the benchmark process.
 
-A requester sends ``echo N`` requests to peers (far sides in processes of their own,
+A requester sends ``echo x`` requests to peers (far sides in processes of their own,
 see :mod:`bench.peer`) and offers two measurements:
 
 ``sequential(to, n)``
