@@ -1,0 +1,138 @@
+"""The far side of a benchmark, in a process of its own (so it shares no GIL with the
+side that measures)::
+
+    python -m bench.peer '{"system": "netchat" | "raw" | "slixmpp", "user": "...",
+                          "password": "...", "resource": "...", "threads": 0,
+                          "server": {"domain": ..., "host": ..., "port": ..., "ca_file": ...}}'
+
+With ``"hold": true`` it waits for a line on stdin first. It logs in (verified TLS against the throwaway server's CA), prints
+``ready <time.time()> <full JID>`` and answers every message until it is terminated:
+
+netchat
+    a ``netchat.Daemon`` with ``handleEcho`` (and ``handleSleep`` for the thread-pool
+    benchmark) in the user's own loop ``while d.process(1) is not None: pass``.
+raw
+    the naive raw xmpppy echo: a message handler that sends back a reply with the same
+    body and thread (``Message.buildReply``), in ``while client.Process(1): pass``.
+slixmpp
+    a slixmpp (asyncio) bot replying with ``msg.reply(body).send()``.
+"""
+
+import asyncio
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from .procs import REPO
+
+
+def announce(jid: str):
+    """Tell the benchmark that this peer is logged in, and when."""
+    sys.stdout.write("ready %.6f %s\n" % (time.time(), jid))
+    sys.stdout.flush()
+
+
+def run_netchat(config: dict):
+    import netchat
+
+    class EchoNode(netchat.Daemon):
+        def handleEcho(self, *words):
+            return " ".join(words)
+
+        def handleSleep(self, seconds):
+            time.sleep(float(seconds))
+            return "slept"
+
+    server = config["server"]
+    options = dict(host=server["host"], port=server["port"], ca_file=server["ca_file"])
+    node = EchoNode("%s@%s/%s" % (config["user"], server["domain"], config["resource"]),
+                    password=config["password"], connection_options=options,
+                    threads=config.get("threads", 0), loglevel=config.get("loglevel"))
+    announce(node.jid)
+    while node.process(1) is not None:
+        pass
+
+
+def raw_server(config: dict):
+    """What tests/rawxmpp.py's ``raw_client`` needs to know about the server."""
+    from types import SimpleNamespace
+    return SimpleNamespace(**config["server"])
+
+
+def import_rawxmpp():
+    """tests/rawxmpp.py: plain xmpppy clients with verified TLS, shared with the tests."""
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    import rawxmpp
+    return rawxmpp
+
+
+def run_raw(config: dict):
+    rawxmpp = import_rawxmpp()
+    client = rawxmpp.raw_client(raw_server(config), config["user"], config["password"],
+                                config["resource"])
+
+    def echo(conn, msg):
+        if msg.getType() != "error" and msg.getBody() is not None:
+            conn.send(msg.buildReply(msg.getBody()))
+
+    client.RegisterHandler("message", echo)
+    announce(client.Bind.bound[-1])
+    while client.Process(1):
+        pass
+
+
+def run_slixmpp(config: dict):
+    asyncio.run(slixmpp_echo(config))
+
+
+def slixmpp_client(user: str, password: str, resource: str, server: dict):
+    """A slixmpp client for the throwaway server: STARTTLS only (no direct TLS, no
+    plain text), certificate verified against its CA, no DNS (host and port given to
+    ``connect``)."""
+    import slixmpp
+    xmpp = slixmpp.ClientXMPP("%s@%s/%s" % (user, server["domain"], resource), password)
+    xmpp.enable_direct_tls = False
+    xmpp.enable_plaintext = False
+    xmpp.ca_certs = Path(server["ca_file"])
+    return xmpp
+
+
+async def slixmpp_login(xmpp, server: dict, timeout: float = 30.0):
+    """Connect, wait for the session, send initial presence."""
+    started = asyncio.Event()
+    xmpp.add_event_handler("session_start", lambda _: started.set())
+    xmpp.connect(server["host"], server["port"])
+    await asyncio.wait_for(started.wait(), timeout)
+    xmpp.send_presence()
+
+
+async def slixmpp_echo(config: dict):
+    xmpp = slixmpp_client(config["user"], config["password"], config["resource"],
+                          config["server"])
+
+    def echo(msg):
+        if msg["type"] in ("normal", "chat") and msg["body"]:
+            msg.reply(msg["body"]).send()
+
+    xmpp.add_event_handler("message", echo)
+    gone = asyncio.Event()
+    xmpp.add_event_handler("disconnected", lambda _: gone.set())
+    await slixmpp_login(xmpp, config["server"])
+    announce(str(xmpp.boundjid))
+    await gone.wait()
+
+
+RUNNERS = {"netchat": run_netchat, "raw": run_raw, "slixmpp": run_slixmpp}
+
+
+def main():
+    config = json.loads(sys.argv[1])
+    if config.get("hold"):
+        sys.stdin.readline()  # started ahead of time: log in when told to
+    RUNNERS[config["system"]](config)
+
+
+if __name__ == "__main__":
+    main()
