@@ -32,9 +32,6 @@ def parse_args(argv):
                         help="run Prosody with network_settings = { nagle = false } "
                              "(its default leaves Nagle on: bursts of small stanzas "
                              "to one client can wait for that client's delayed ACK)")
-    parser.add_argument("--threads", action="store_true",
-                        help="measure the threads rows (meaningful once netchat has its "
-                             "worker pool; otherwise they show the ideal only)")
     args = parser.parse_args(argv)
     names = args.only.split(",") if args.only else list(SCENARIOS)
     unknown = set(names) - set(SCENARIOS)
@@ -73,7 +70,7 @@ def main(argv=None) -> int:
     failed = []
     extra = "network_settings = { nagle = false }" if args.no_nagle else ""
     with ProsodyServer(log_level="warn", extra_config=extra) as server:
-        bench = Bench(server, QUICK if args.quick else FULL, run_threads=args.threads)
+        bench = Bench(server, QUICK if args.quick else FULL)
         for name in args.scenarios:
             bench.say("scenario %s" % name)
             try:

@@ -49,7 +49,8 @@ def run_netchat(config: dict):
     options = dict(host=server["host"], port=server["port"], ca_file=server["ca_file"])
     node = EchoNode("%s@%s/%s" % (config["user"], server["domain"], config["resource"]),
                     password=config["password"], connection_options=options,
-                    threads=config.get("threads", 0), loglevel=config.get("loglevel"))
+                    threads=config.get("threads", 0), loglevel=config.get("loglevel"),
+                    max_pending=config.get("max_pending", 100000))
     announce(node.jid)
     while node.process(1) is not None:
         pass

@@ -65,6 +65,8 @@ TARGETS = [
            lambda r: None if r.value is None else r.value < 5.0),
     Target("waitUntilAllHere", "200 nodes: last login -> return", "netchat", "< 1 s",
            lambda r: None if r.value is None else r.value < 1.0),
+    Target("threads", "200 x 50 ms handler, threads=16", "netchat", "<= 1.3x ideal",
+           lambda r: None if r.value is None else r.extra["ratio_to_ideal"] <= 1.3),
 ]
 
 
