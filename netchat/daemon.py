@@ -27,7 +27,7 @@ from .errors import CommandError, ConnectError, Disconnected, Timeout
 from .jabber import Connection, Reply, bare_jid, normalize_jid, parse_user, user_id
 from .pool import WorkerPool
 from .services import Services
-from .wire import ALLHERE_SUBJECT, delay_stamp, is_automatic, make_reply
+from .wire import ALLHERE_SUBJECT, delay_stamp, is_automatic, reply_xml
 
 log = logging.getLogger(__name__)
 #: One line per request handled or refused: who, command, result.
@@ -623,7 +623,7 @@ class Daemon:
         if command is not None:
             self._audit(msg.getFrom(), command, status)
         try:
-            self.cxn.send_stanza(make_reply(msg, body, status), flush=False)
+            self.cxn._send_xml(reply_xml(msg, body, status), flush=False)
         except Disconnected as exc:
             log.warning("[%s] reply to %s lost: %s", self.jid, msg.getFrom(), exc)
             return False
