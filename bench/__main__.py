@@ -86,7 +86,8 @@ def main(argv=None) -> int:
         "quick" if args.quick else "full", duration, os.cpu_count(),
         "; FAILED: " + ", ".join(failed) if failed else ""))
     meta = {"date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "quick": args.quick, "no_nagle": args.no_nagle, "scenarios": args.scenarios, "failed": failed,
+            "quick": args.quick, "no_nagle": args.no_nagle, "scenarios": args.scenarios,
+            "failed": failed,
             "duration_s": duration, "cpus": os.cpu_count(),
             "load_average": os.getloadavg(), "versions": versions(),
             "sizes": vars(bench.sizes)}

@@ -5,7 +5,8 @@ side that measures)::
                           "password": "...", "resource": "...", "threads": 0,
                           "server": {"domain": ..., "host": ..., "port": ..., "ca_file": ...}}'
 
-With ``"hold": true`` it waits for a line on stdin first. It logs in (verified TLS against the throwaway server's CA), prints
+With ``"hold": true`` it waits for a line on stdin first. It logs in (verified TLS
+against the throwaway server's CA), prints
 ``ready <time.time()> <full JID>`` and answers every message until it is terminated:
 
 netchat

@@ -244,9 +244,9 @@ class _StreamBuilder(simplexml.NodeBuilder):
             ns = self._document_nsp.get(nsp, "http://www.gajim.org/xmlns/undeclared-root")
             try:
                 self.stream_header_received(ns, name, attrs)
-            except ValueError as e:
+            except ValueError:
                 self._document_attrs = None
-                raise ValueError(str(e))
+                raise
         if not self.last_is_data and self._ptr is not None and self._ptr.parent:
             self._ptr.parent.data.append("")
         self.last_is_data = 0

@@ -18,7 +18,6 @@
 import datetime
 import itertools
 import re
-import time
 import uuid
 from typing import Optional
 

@@ -516,18 +516,18 @@ def test_reply_marker_status_is_readable(pair):
 
 def test_close_from_another_thread_while_the_loop_blocks_forever(xmpp_account):
     # the loop thread re-enters process(None) at once; close() must still get in
+    def loop(conn, results):
+        while True:
+            result = conn.process(None)
+            if result is None:
+                results.append(result)
+                return
+
     account = xmpp_account()
     for _ in range(20):
         conn = connect(account)
         results = []
-
-        def loop():
-            while True:
-                result = conn.process(None)
-                if result is None:
-                    results.append(result)
-                    return
-        t = threading.Thread(target=loop)
+        t = threading.Thread(target=loop, args=(conn, results))
         t.start()
         t0 = time.monotonic()
         conn.close()
