@@ -15,7 +15,6 @@ arguments only); else a method ``handle`` + the command with its first letter
 upper-cased (``hello`` -> ``handleHello``, ``someThing`` -> ``handleSomeThing``).
 """
 
-import inspect
 import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -114,8 +113,7 @@ def help_for(obj: Any, commands: Dict[str, Any], help_texts: Dict[str, str],
     if callable(method):
         return str(method())
     handler = find_handler(obj, commands, name)
-    if handler is not None:
-        doc = inspect.getdoc(handler)
-        if doc:
-            return doc.strip().splitlines()[0]
+    doc = getattr(handler, "__doc__", None) if handler is not None else None
+    if doc and doc.strip():
+        return doc.strip().splitlines()[0].strip()
     return "%s args..." % name

@@ -8,8 +8,8 @@ disconnects and prints passwords in its debug output:
 - ``_Transport``: TCP with a connect deadline, TLS through an ``ssl.SSLContext`` that
   verifies the certificate and host name with SNI (STARTTLS or direct TLS, XEP-0368),
   non-blocking, large reads, data buffered inside the SSL object never left unread.
-- Stream negotiation: STARTTLS required, SASL SCRAM-SHA-1/256/512 (``scramp``, server
-  signature checked) or PLAIN over verified TLS only, never legacy auth; in-band
+- Stream negotiation: STARTTLS required, SASL SCRAM-SHA-1/256/512 (:mod:`netchat.scram`,
+  server signature checked) or PLAIN over verified TLS only, never legacy auth; in-band
   registration (XEP-0077) when the account does not exist; resource binding.
 - One thread at a time owns the connection (a lock): the thread inside
   :meth:`Connection.process`, or a thread waiting in :meth:`Connection.request` while
@@ -36,7 +36,6 @@ import uuid
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from xml.parsers.expat import ExpatError
 
-import scramp
 from xmpp import dispatcher, simplexml
 from xmpp.client import Client, PlugIn
 from xmpp.protocol import (ERR_SERVICE_UNAVAILABLE, NS_BIND, NS_CLIENT, NS_REGISTER,
@@ -46,6 +45,7 @@ from xmpp.protocol import NS_DELAY as NS_LEGACY_DELAY
 from xmpp.simplexml import Node, XML2Node
 
 from .attachments import attachments_node
+from .scram import MECHANISMS as SCRAM_MECHANISMS, ScramClient, ScramError
 from .errors import (AuthError, ConnectError, Disconnected, RemoteError, Timeout,
                      TLSError)
 from .wire import NS_NETCHAT, check_xml_text, message_xml, new_thread_id
@@ -58,8 +58,6 @@ NS_PING = "urn:xmpp:ping"
 NS_XMPP_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 NS_FEATURE_REGISTER = "http://jabber.org/features/iq-register"
 
-#: SASL mechanisms netchat uses, strongest first. PLAIN only over verified TLS.
-SCRAM_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "SCRAM-SHA-1")
 
 READ_SIZE = 65536           # bytes per recv()
 READ_LIMIT = 1 << 20        # bytes read per loop tick before parsing
@@ -831,19 +829,18 @@ class Connection:
         is_sasl = lambda n: n.getNamespace() == NS_SASL  # noqa: E731
         if scram:
             try:
-                client = scramp.ScramClient(scram, self.user, self._password)
-            except scramp.ScramException as exc:
+                client = ScramClient(scram, self.user, self._password)
+            except ScramError as exc:
                 raise AuthError("cannot authenticate %s: %s" % (self.bare_jid, exc)) from None
-            self.mechanism = client.mechanism_name
-            self._write_now(self._sasl_node("auth", client.get_client_first().encode(),
-                                            mechanism=client.mechanism_name))
+            self.mechanism = client.mechanism
+            self._write_now(self._sasl_node("auth", client.first().encode(),
+                                            mechanism=client.mechanism))
             answer = self._await(is_sasl, deadline, "the SASL challenge")
             if answer.getName() != "challenge":
                 return self._sasl_failure(answer)
             try:
-                client.set_server_first(base64.b64decode(answer.getData()).decode())
-                final = client.get_client_final()
-            except (scramp.ScramException, ValueError) as exc:
+                final = client.final(base64.b64decode(answer.getData()).decode())
+            except (ScramError, ValueError) as exc:
                 raise AuthError("SCRAM exchange with %s failed: %s" % (self.where, exc)) \
                     from None
             self._write_now(self._sasl_node("response", final.encode()))
@@ -857,8 +854,8 @@ class Connection:
             if answer.getName() != "success":
                 return self._sasl_failure(answer)
             try:
-                client.set_server_final(base64.b64decode(server_final).decode())
-            except (scramp.ScramException, ValueError):
+                client.verify(base64.b64decode(server_final).decode())
+            except (ScramError, ValueError):
                 raise AuthError("server %s did not prove it knows the password (bad SCRAM "
                                 "server signature): refusing the connection"
                                 % self.where) from None

@@ -22,7 +22,6 @@ xmpppy's own ``commands`` module is broken on Python 3; this one is written for 
 
 import collections
 import logging
-import platform
 import time
 import uuid
 from typing import TYPE_CHECKING, List, Optional
@@ -254,6 +253,7 @@ class Services:
         answer.addChild("name", payload=[self.daemon.software_name()])
         answer.addChild("version", payload=[__version__])
         if getattr(self.daemon, "version_os", False):
+            import platform
             answer.addChild("os", payload=["%s %s" % (platform.system(),
                                                       platform.release())])
         self._result(iq, answer)
