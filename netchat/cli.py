@@ -351,25 +351,24 @@ def _cmd_run(args) -> int:
 # -- netchat server ------------------------------------------------------------------------
 
 def _cmd_server(args) -> int:
-    from .testing import ProsodyServer
-    server = ProsodyServer(domain=args.domain).start()
+    from .testing import SERVERS
+    server = SERVERS[args.server](domain=args.domain).start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
-        print("Prosody for %s on %s port %d (STARTTLS), %d (direct TLS)"
-              % (server.domain, server.host, server.port, server.direct_tls_port))
+        print("%s for %s on %s port %d (STARTTLS), %d (direct TLS)"
+              % (server.name, server.domain, server.host, server.port,
+                 server.direct_tls_port))
         print("CA file:   %s" % server.ca_file)
         print("log:       %s" % server.log_path)
-        print("accounts:  netchat daemons and jabber register themselves, or:")
-        print("           prosodyctl --config %s register USER %s PASSWORD"
-              % (server.config_path, server.domain))
+        print("accounts:  netchat daemons and jabber register themselves")
         print("try:       netchat run netchat.demo:MyServer --jid node1@%s --host %s "
               "--port %d --ca-file %s" % (server.domain, server.host, server.port,
                                           server.ca_file))
         print("Ctrl-C stops the server and deletes its data.", flush=True)
         while not stop.wait(0.5):
             if not server.is_running():
-                print("netchat server: Prosody exited; see %s" % server.log_path,
+                print("netchat server: %s exited; see %s" % (server.name, server.log_path),
                       file=sys.stderr)
                 return 1
     except KeyboardInterrupt:
@@ -506,10 +505,12 @@ def _netchat_parser() -> argparse.ArgumentParser:
     _add_connection_arguments(p)
     p.set_defaults(func=_cmd_run)
 
-    p = sub.add_parser("server", help="run a throwaway local Prosody",
-                       description="Start a throwaway Prosody on 127.0.0.1 (free port, "
-                                   "temporary data, its own CA) until Ctrl-C.")
+    p = sub.add_parser("server", help="run a throwaway local Prosody (or ejabberd)",
+                       description="Start a throwaway XMPP server on 127.0.0.1 (free "
+                                   "ports, temporary data, its own CA) until Ctrl-C.")
     p.add_argument("--domain", default="localhost", help="XMPP domain (default localhost)")
+    p.add_argument("--server", choices=["prosody", "ejabberd"], default="prosody",
+                   help="which server (default prosody)")
     p.set_defaults(func=_cmd_server, verbose=False)
 
     p = sub.add_parser("demo", help="run the README demo",

@@ -169,11 +169,9 @@ class _Transport(PlugIn):
                 return b"".join(chunks), True
             chunks.append(chunk)
             total += len(chunk)
-            if isinstance(sock, ssl.SSLSocket) and not sock.pending() and \
-                    len(chunk) < READ_SIZE:
-                # a short read: the kernel buffer is probably empty; avoid one more
-                # recv() that would only raise WantRead
-                break
+            # keep reading until the socket has nothing more: a short TLS read is only
+            # one record, and some servers (ejabberd) send every stanza in its own
+            # record, so stopping there would handle one stanza per loop tick
         return b"".join(chunks), False
 
     def write_all(self, data: bytes, timeout: float):

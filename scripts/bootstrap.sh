@@ -1,6 +1,7 @@
 # Sourced by scripts/test and scripts/demo: makes sure Prosody and a virtual
 # environment with netchat are there. Installs only what is missing:
-#   - the Debian package 'prosody' (apt-get; sudo when not root),
+#   - the Debian packages 'prosody' and, for the tests, 'ejabberd' (apt-get; sudo
+#     when not root),
 #   - a virtual environment ($NETCHAT_VENV, default .venv) with netchat and its extras.
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -10,19 +11,22 @@ as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
-ensure_prosody() {
-    if command -v prosody >/dev/null 2>&1; then return; fi
+ensure_package() {  # $1: command that tells it is there, $2: Debian package
+    if command -v "$1" >/dev/null 2>&1; then return; fi
     if ! command -v apt-get >/dev/null 2>&1; then
-        echo "netchat: Prosody is missing and there is no apt-get here;" \
-             "install the 'prosody' package with your system's package manager" >&2
+        echo "netchat: $2 is missing and there is no apt-get here;" \
+             "install the '$2' package with your system's package manager" >&2
         exit 1
     fi
-    echo "netchat: installing Prosody (apt-get install prosody)..." >&2
-    as_root apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq prosody >/dev/null
-    # Debian starts a system-wide Prosody on port 5222; netchat's tests and demo start
-    # their own on free ports and do not use it.
+    echo "netchat: installing $2 (apt-get install $2)..." >&2
+    if [ -z "${apt_updated:-}" ]; then as_root apt-get update -qq; apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$2" >/dev/null
+    # Debian may start a system-wide server on port 5222; netchat's tests and demo
+    # start their own on free ports and do not use it.
 }
+
+ensure_prosody() { ensure_package prosody prosody; }
+ensure_ejabberd() { ensure_package erl ejabberd; }
 
 ensure_venv() {  # $1: extras, e.g. "test"
     local extras=${1:+[$1]}

@@ -274,7 +274,7 @@ def test_a_failing_callback_is_logged_and_the_loop_goes_on(make_daemon, coord, c
 
 # -- construction ----------------------------------------------------------------------------
 
-def test_user_forms_and_options(prosody_server, xmpp_account):
+def test_user_forms_and_options(xmpp_server, xmpp_account):
     account = xmpp_account()
     with pytest.raises(ValueError, match="scheme"):
         netchat.Daemon("yahoo://" + account.jid, password=account.password,
@@ -372,10 +372,18 @@ def test_wait_until_all_here_with_20_nodes_in_other_processes(xmpp_account):
                         connection_options=coord_account.connection_options)
     helper = connect(xmpp_account("helper"))
 
+    problems = []
+
     def meanwhile():
-        # one early node logs out and back in; ten more nodes start after the call
-        assert helper.request(accounts[0].jid, "bounce 1.5", timeout=5) == "bouncing"
-        procs.extend(start_node(a, wait_ready=False) for a in accounts[10:])
+        # once the coordinator has seen it, one early node logs out and back in; ten
+        # more nodes start after the call began
+        try:
+            wait_for(lambda: coord.cxn.is_available(accounts[0].bare), 15,
+                     message="the coordinator to see the first node")
+            assert helper.request(accounts[0].jid, "bounce 1.5", timeout=5) == "bouncing"
+            procs.extend(start_node(a, wait_ready=False) for a in accounts[10:])
+        except BaseException as exc:
+            problems.append(exc)
     t = threading.Thread(target=meanwhile)
     try:
         t0 = time.monotonic()
@@ -383,6 +391,7 @@ def test_wait_until_all_here_with_20_nodes_in_other_processes(xmpp_account):
         assert coord.waitUntilAllHere([a.user for a in accounts], timeout=30) is True
         elapsed = time.monotonic() - t0
         t.join(5)
+        assert problems == []
         assert accounts[0].bare in [j.split("/")[0] for j in coord.logouts]
         assert elapsed >= 1.5  # it waited for the bounced node to come back
         for account in accounts:
@@ -421,9 +430,8 @@ def test_wait_until_all_here_accepts_jids_and_greets(make_daemon):
 
 # -- run() -------------------------------------------------------------------------------------
 
-def test_run_with_retry_comes_back_after_a_server_restart(xmpp_account):
-    from netchat.testing import ProsodyServer
-    server = ProsodyServer().start()
+def test_run_with_retry_comes_back_after_a_server_restart(server_factory):
+    server = server_factory()
     node = server.account("node")
     coord_account = server.account("coord")
     proc = start_node(node, wait_ready=False, mode="run", retry=60)
@@ -442,7 +450,6 @@ def test_run_with_retry_comes_back_after_a_server_restart(xmpp_account):
         assert proc.poll() is None
     finally:
         stop_process(proc)
-        server.stop()
 
 
 def _answers(coord, account):
@@ -452,9 +459,8 @@ def _answers(coord, account):
         return False
 
 
-def test_run_without_retry_exits_1_with_one_line(xmpp_account):
-    from netchat.testing import ProsodyServer
-    server = ProsodyServer().start()
+def test_run_without_retry_exits_1_with_one_line(server_factory):
+    server = server_factory()
     node = server.account("node")
     proc = start_node(node, wait_ready=False, mode="run")
     try:
@@ -468,7 +474,6 @@ def test_run_without_retry_exits_1_with_one_line(xmpp_account):
         assert "Node:" in lines[0] and str(server.port) in lines[0]
     finally:
         stop_process(proc)
-        server.stop()
 
 
 def test_run_exits_0_on_sigterm(xmpp_account):

@@ -139,9 +139,9 @@ def test_no_thread_is_left_behind(xmpp_account, coord):
     assert set(threading.enumerate()) == before
 
 
-def test_failed_connect_starts_no_threads(prosody_server):
+def test_failed_connect_starts_no_threads(xmpp_server):
     before = set(threading.enumerate())
-    account = prosody_server.account()
+    account = xmpp_server.account()
     with pytest.raises(netchat.AuthError):
         Slow(account.jid, password="wrong", threads=4,
              connection_options=account.connection_options)

@@ -9,7 +9,6 @@ import time
 import pytest
 
 import netchat
-from netchat.testing import ProsodyServer
 from netchat.wire import reply_status
 from helpers import Recorder, connect, start_node, stop_process, wait_for
 from rawxmpp import close_raw, raw_client
@@ -214,47 +213,44 @@ def test_reconnect_sends_presence_again_and_answers_stored_requests(guarded, pee
     assert got[0].getBody() == "while away"
 
 
-def test_server_restart_during_200_requests(xmpp_account):
-    server = ProsodyServer().start()
-    try:
-        account, coord_account = server.account("node"), server.account("coord")
-        daemon = Guarded(account.jid, password=account.password, ran=[],
-                         connection_options=account.connection_options)
-        serving = threading.Thread(target=daemon.serve_forever, kwargs={"retry": 60})
-        serving.start()
-        coord = connect(coord_account)
-        outcomes = {}
-        restarted = threading.Event()
-        for i in range(200):
-            token = "t%03d" % i
-            if i == 60:
-                threading.Thread(target=lambda: (server.restart(), restarted.set())).start()
-            try:
-                outcomes[token] = coord.request(account.jid, "echo " + token, timeout=5)
-            except netchat.NetChatError as exc:
-                outcomes[token] = exc
-                if not coord.connected:
-                    wait_for(lambda: _reconnected(coord), 30, interval=0.2,
-                             message="the coordinator to reconnect")
-        assert restarted.wait(30)
-        answered = {t: r for t, r in outcomes.items() if isinstance(r, str)}
-        failed = {t: r for t, r in outcomes.items() if not isinstance(r, str)}
-        assert len(outcomes) == 200
-        assert all(body == token for token, body in answered.items())
-        assert all(isinstance(e, netchat.NetChatError) for e in failed.values())
-        executed = [args[0] for name, *args in daemon.ran if name == "echo"]
-        assert len(executed) == len(set(executed))      # none ran (or answered) twice
-        assert len(answered) >= 150
-        print("200 requests across a server restart: %d answered, %d errors (%s)" % (
-            len(answered), len(failed),
-            sorted({type(e).__name__ for e in failed.values()})))
-        assert coord.request(account.jid, "echo after", timeout=10) == "after"
-        daemon.close()
-        serving.join(10)
-        assert not serving.is_alive()
-        coord.close()
-    finally:
-        server.stop()
+def test_server_restart_during_200_requests(server_factory):
+    server = server_factory()
+    account, coord_account = server.account("node"), server.account("coord")
+    daemon = Guarded(account.jid, password=account.password, ran=[],
+                     connection_options=account.connection_options)
+    serving = threading.Thread(target=daemon.serve_forever, kwargs={"retry": 60})
+    serving.start()
+    coord = connect(coord_account)
+    outcomes = {}
+    restarted = threading.Event()
+    for i in range(200):
+        token = "t%03d" % i
+        if i == 60:
+            threading.Thread(target=lambda: (server.restart(), restarted.set())).start()
+        try:
+            outcomes[token] = coord.request(account.jid, "echo " + token, timeout=5)
+        except netchat.NetChatError as exc:
+            outcomes[token] = exc
+            if not coord.connected:
+                wait_for(lambda: _reconnected(coord), 30, interval=0.2,
+                         message="the coordinator to reconnect")
+    assert restarted.wait(30)
+    answered = {t: r for t, r in outcomes.items() if isinstance(r, str)}
+    failed = {t: r for t, r in outcomes.items() if not isinstance(r, str)}
+    assert len(outcomes) == 200
+    assert all(body == token for token, body in answered.items())
+    assert all(isinstance(e, netchat.NetChatError) for e in failed.values())
+    executed = [args[0] for name, *args in daemon.ran if name == "echo"]
+    assert len(executed) == len(set(executed))      # none ran (or answered) twice
+    assert len(answered) >= 150
+    print("200 requests across a server restart: %d answered, %d errors (%s)" % (
+        len(answered), len(failed),
+        sorted({type(e).__name__ for e in failed.values()})))
+    assert coord.request(account.jid, "echo after", timeout=10) == "after"
+    daemon.close()
+    serving.join(10)
+    assert not serving.is_alive()
+    coord.close()
 
 
 def _reconnected(conn):
@@ -323,11 +319,11 @@ def _rss_kib(pid):
 
 
 def test_a_flood_of_hostile_stanzas_leaves_the_daemon_answering(xmpp_account,
-                                                                 prosody_server):
+                                                                 xmpp_server):
     node = xmpp_account("target")
     proc = start_node(node)
     attacker = xmpp_account("attacker")
-    raw = raw_client(prosody_server, attacker.user, attacker.password)
+    raw = raw_client(xmpp_server, attacker.user, attacker.password)
     finals = []
     raw.RegisterHandler("message", lambda c, m: finals.append(m.getThread())
                         if m.getThread() == "tid-final" else None)

@@ -42,12 +42,12 @@ def bot(daemon_factory):
 
 
 @pytest.fixture
-def client(prosody_server, xmpp_account):
+def client(xmpp_server, xmpp_account):
     made = []
 
     def make(prefix="client"):
         account = xmpp_account(prefix)
-        raw = raw_client(prosody_server, account.user, account.password)
+        raw = raw_client(xmpp_server, account.user, account.password)
         raw.account = account
         made.append(raw)
         return raw
