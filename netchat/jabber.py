@@ -326,10 +326,6 @@ class Reply:
             self.status, self.body, self.elapsed,
             ", condition=%r" % self.condition if self.condition else "")
 
-    def __eq__(self, other):
-        return isinstance(other, Reply) and (self.status, self.body) == (other.status,
-                                                                          other.body)
-
 
 class _Transaction:
     """One request awaiting its reply (Perl: an entry of ``$self->{active}``)."""

@@ -111,14 +111,24 @@ def test_cert_names_make_a_server_whose_name_does_not_verify(server_factory):
             context.wrap_socket(raw, server_hostname=server.domain)
 
 
-def test_starttls_is_required(xmpp_server):
-    with socket.create_connection((xmpp_server.host, xmpp_server.port)) as s:
+def _stream_features(server, tls=False) -> bytes:
+    """The stream features the server offers: before TLS on its STARTTLS port, or
+    on its direct TLS port with ``tls``."""
+    port = server.direct_tls_port if tls else server.port
+    with socket.create_connection((server.host, port)) as raw:
+        s = ssl.create_default_context(cafile=server.ca_file).wrap_socket(
+            raw, server_hostname=server.domain) if tls else raw
         s.sendall(b"<?xml version='1.0'?><stream:stream to='localhost' "
                   b"xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'"
                   b" version='1.0'>")
         data = b""
         while b"</stream:features>" not in data:
             data += s.recv(4096)
+        return data
+
+
+def test_starttls_is_required(xmpp_server):
+    data = _stream_features(xmpp_server)
     starttls = data.split(b"<starttls")[1].split(b"</starttls>")[0]
     assert b"<required/>" in starttls or b"<required />" in starttls
 
@@ -211,15 +221,7 @@ def test_a_server_started_from_a_thread_outlives_the_thread(xmpp_server_class):
 
 def test_registration_and_mechanisms_options(server_factory):
     server = server_factory(registration=False, mechanisms=["PLAIN"])
-    with socket.create_connection((server.host, server.direct_tls_port)) as raw:
-        context = ssl.create_default_context(cafile=server.ca_file)
-        with context.wrap_socket(raw, server_hostname=server.domain) as s:
-            s.sendall(b"<?xml version='1.0'?><stream:stream to='localhost' "
-                      b"xmlns='jabber:client' xmlns:stream="
-                      b"'http://etherx.jabber.org/streams' version='1.0'>")
-            data = b""
-            while b"</stream:features>" not in data:
-                data += s.recv(4096)
+    data = _stream_features(server, tls=True)
     assert b"<mechanism>PLAIN</mechanism>" in data
     assert b"SCRAM" not in data
     assert b"iq-register" not in data
