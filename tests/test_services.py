@@ -25,6 +25,10 @@ class Bot(netchat.Daemon):
         """Echo the arguments."""
         return " ".join(args)
 
+    def handleSave(self, filename, *rest):
+        """Save FILENAME (an attachment, over chat)."""
+        return "saved %s%s" % (filename, " (no attachment)" if not rest else "")
+
     def handleSecret(self):
         return "the secret"
 
@@ -114,6 +118,8 @@ def test_execute_in_one_step_with_a_form(bot, client):
     daemon, raw = bot(), client()
     status, kind, text = note_of(ask(raw, command(daemon.jid, "echo", args="a 'b c'")))
     assert (status, kind, text) == ("completed", "info", "a b c")
+    assert note_of(ask(raw, command(daemon.jid, "save", args="notes.txt"))) == (
+        "completed", "info", "saved notes.txt (no attachment)")
     answer = ask(raw, command(daemon.jid, "hello", args=""))
     assert note_of(answer) == ("completed", "info", "hello to you too")
     values = [v.getData() for v in answer.getTag("command").getTag(
