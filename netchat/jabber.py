@@ -1349,15 +1349,20 @@ class Connection:
 
     def start_transaction(self, thread: str, onReply: Optional[Callable] = None, *,
                           to: Any = None, onError: Optional[Callable] = None,
-                          _waiting: bool = False) -> _Transaction:
+                          _waiting: bool = False, _msg_id: Optional[str] = None
+                          ) -> _Transaction:
         """Open a transaction: a message with this ``thread`` is a reply to it.
 
         ``onReply(msg, thread)`` is called on the loop thread when the reply comes;
-        without it the reply goes to the handler's ``onReply``.
+        without it the reply goes to the handler's ``onReply``. (``_msg_id``: the id
+        of the request, to match an error stanza answering it.)
         """
         tx = _Transaction(thread, to, onReply, onError, _waiting)
+        tx.msg_id = _msg_id
         with self._cond:
             self._active[thread] = tx
+            if _msg_id is not None:
+                self._by_id[_msg_id] = thread
         return tx
 
     def end_transaction(self, thread: str) -> Optional[Callable]:
@@ -1399,11 +1404,8 @@ class Connection:
         to = self.expand_jid(to)
         xml = self.message_xml(to, message, subject if subject is not None
                                else self.REQUEST_SUBJECT, thread, attachments, type, msg_id)
-        tx = _Transaction(thread, to, onReply, onError, waiting)
-        tx.msg_id = msg_id
-        with self._cond:
-            self._active[thread] = tx
-            self._by_id[msg_id] = thread
+        tx = self.start_transaction(thread, onReply, to=to, onError=onError,
+                                    _waiting=waiting, _msg_id=msg_id)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> %s request thr=%s: %.200s", self.jid, to, thread, message)
         try:
