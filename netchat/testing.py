@@ -209,6 +209,9 @@ class ThrowawayServer:
         to test clients' refusal of it.
     :param registration: allow in-band registration (default).
     :param mechanisms: the SASL mechanisms to offer (default: the server's own).
+    :param extra_domains: more XMPP domains the server hosts (the certificate names
+        them too), so that tests can have peers on a domain other than ``domain``.
+        Accounts there register in-band: see :meth:`account`.
 
     After :meth:`start`: :attr:`port` (STARTTLS), :attr:`direct_tls_port` (XEP-0368),
     :attr:`ca_file`, :attr:`log_path`, :attr:`connection_options`.
@@ -225,10 +228,12 @@ class ThrowawayServer:
     def __init__(self, domain: str = "localhost", host: str = "127.0.0.1",
                  cert_names: Optional[List[str]] = None, log_level: str = "info",
                  extra_config: str = "", tls: bool = True, registration: bool = True,
-                 mechanisms: Optional[List[str]] = None):
+                 mechanisms: Optional[List[str]] = None,
+                 extra_domains: Optional[List[str]] = None):
         self.domain = domain
         self.host = host
-        self.cert_names = list(cert_names or [domain])
+        self.extra_domains = list(extra_domains or [])
+        self.cert_names = list(cert_names or [domain] + self.extra_domains)
         self.log_level = log_level
         self.extra_config = extra_config
         self.tls = tls
@@ -480,13 +485,17 @@ class ThrowawayServer:
         return "%s%d-%s" % (prefix, next(self._counter), uuid.uuid4().hex[:6])
 
     def account(self, prefix: str = "user", password: Optional[str] = None,
-                register: bool = True, resource: Optional[str] = None) -> Account:
-        """A fresh account on this server (registered unless ``register`` is false)."""
+                register: bool = True, resource: Optional[str] = None,
+                domain: Optional[str] = None) -> Account:
+        """A fresh account on this server (registered unless ``register`` is false).
+        On one of the ``extra_domains``, the account is not registered here: a
+        connection registers it in-band (its default)."""
         user = self.unique_user(prefix)
         password = password or uuid.uuid4().hex
-        if register:
+        if register and domain in (None, self.domain):
             self.register(user, password)
-        jid = self.jid(user) + ("/" + resource if resource else "")
+        jid = "%s@%s" % (user, domain) if domain else self.jid(user)
+        jid += "/" + resource if resource else ""
         return Account(user=user, jid=jid, password=password,
                        connection_options=self.connection_options)
 
@@ -562,10 +571,10 @@ class ProsodyServer(ThrowawayServer):
             else "",
             tls,
             self.extra_config,
-            "VirtualHost %s" % _lua(self.domain),
-            "  " + tls,
-            "",
         ]
+        for domain in [self.domain] + self.extra_domains:
+            lines += ["VirtualHost %s" % _lua(domain), "  " + tls]
+        lines.append("")
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines))
 
@@ -823,7 +832,7 @@ class EjabberdServer(ThrowawayServer):
             modules.append(("mod_register", ["  mod_register:", "    access: register",
                                              "    ip_access: trusted_network"]))
         blocks = [
-            ("hosts", ["  - %s" % _yaml(self.domain)]),
+            ("hosts", ["  - %s" % _yaml(d) for d in [self.domain] + self.extra_domains]),
             ("loglevel", self.log_level),
             ("log_rotate_count", "0"),
             ("log_rotate_size", "infinity"),
