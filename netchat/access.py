@@ -73,12 +73,17 @@ class AccessPolicy:
         self.acl = {command: JidPatterns(patterns, domain)
                     for command, patterns in (acl or {}).items()}
 
-    def may_run(self, jid, command: str) -> bool:
-        """May ``jid`` run ``command``? The command's ``acl`` entry, else ``allow``."""
+    def may_run(self, jid, command: str, aliases: Iterable[str] = ()) -> bool:
+        """May ``jid`` run ``command`` (its canonical name)? The command's ``acl``
+        entry; else the entries of its ``aliases`` (other names of the same handler),
+        all of which must allow ``jid``; else ``allow``."""
         patterns = self.acl.get(command)
-        if patterns is None:
-            patterns = self.allow
-        return jid in patterns
+        if patterns is not None:
+            return jid in patterns
+        related = [self.acl[alias] for alias in aliases if alias in self.acl]
+        if related:
+            return all(jid in patterns for patterns in related)
+        return jid in self.allow
 
     def may_command(self, jid) -> bool:
         """May ``jid`` run anything at all (``allow``, or any ``acl`` entry)?"""

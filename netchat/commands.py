@@ -9,16 +9,23 @@ gave one (``a' 'b``). A quote inside a word is part of the word, as in Perl. An
 unterminated quote is an error (:class:`ParseError`) instead of Perl's silently
 truncated argument.
 
-Handlers (:func:`find_handler`), as in Net::Chat::Daemon: ``help``; else the
-``commands`` map (a string names a method of the daemon, a callable is called with the
-arguments only); else a method ``handle`` + the command with its first letter
-upper-cased (``hello`` -> ``handleHello``, ``someThing`` -> ``handleSomeThing``).
+Handlers (:func:`resolve`), as in Net::Chat::Daemon: ``help``; else the ``commands``
+map (a string names a method of the daemon, a callable is called with the arguments
+only); else a method ``handle`` + the command with its first letter upper-cased
+(``hello`` -> ``handleHello``, ``someThing`` -> ``handleSomeThing``). Only an ASCII
+letter is upper-cased: ``Save`` reaches ``handleSave`` (as in Perl) but ``\u017fave``
+(a long s, which Python upper-cases to ``S``) does not.
+
+Every spelling that reaches a handler has one *canonical name*, the name access
+control, audit lines and ad-hoc command nodes use: a ``commands`` key as written, else
+the ``handleXxx`` suffix with its first letter lower-cased (``Save`` -> ``save``).
 """
 
 import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-__all__ = ["ParseError", "parse_body", "find_handler", "command_names", "help_for"]
+__all__ = ["ParseError", "parse_body", "resolve", "find_handler", "command_names",
+           "help_for", "same_handler"]
 
 _HANDLER_METHOD = re.compile(r"handle([A-Z]\w*)$")
 _WORDS = re.compile(r"\S+")
@@ -66,30 +73,55 @@ def parse_body(body: str) -> Tuple[Optional[str], List[str]]:
 
 
 def _ucfirst(name: str) -> str:
-    return name[:1].upper() + name[1:]
+    """Upper-case the first letter when it is an ASCII letter (never a Unicode case
+    mapping: ``\u017f`` would become ``S``, ``\ufb00`` two letters)."""
+    first = name[:1]
+    if "a" <= first <= "z":
+        return first.upper() + name[1:]
+    return name
 
 
-def find_handler(obj: Any, commands: Dict[str, Any], name: str) -> Optional[Callable]:
-    """The callable that runs command ``name`` on ``obj`` (None when there is none).
+def _lcfirst(name: str) -> str:
+    first = name[:1]
+    if "A" <= first <= "Z":
+        return first.lower() + name[1:]
+    return name
 
-    ``help`` maps to ``obj.showHelp``.
-    """
+
+def resolve(obj: Any, commands: Dict[str, Any], name: str
+            ) -> Optional[Tuple[str, Callable]]:
+    """``(canonical name, handler)`` of command ``name`` on ``obj``, or None when no
+    handler answers it. ``help`` maps to ``obj.showHelp``."""
     if not name:
         return None
     if name == "help":
-        return obj.showHelp
+        return name, obj.showHelp
     target = commands.get(name)
     if isinstance(target, str):
         method = getattr(obj, target, None)
-        return method if callable(method) else None
+        return (name, method) if callable(method) else None
     if callable(target):
-        return target
-    if not name[:1].isalpha():
+        return name, target
+    method_name = "handle" + _ucfirst(name)
+    match = _HANDLER_METHOD.match(method_name)
+    if match is None:
         return None
-    method = getattr(obj, "handle" + _ucfirst(name), None)
-    if callable(method) and _HANDLER_METHOD.match("handle" + _ucfirst(name)):
-        return method
-    return None
+    method = getattr(obj, method_name, None)
+    if not callable(method):
+        return None
+    return _lcfirst(match.group(1)), method
+
+
+def find_handler(obj: Any, commands: Dict[str, Any], name: str) -> Optional[Callable]:
+    """The callable that runs command ``name`` on ``obj`` (None when there is none)."""
+    found = resolve(obj, commands, name)
+    return found[1] if found is not None else None
+
+
+def same_handler(a: Callable, b: Callable) -> bool:
+    """True when two handlers run the same code (bound methods compare by function)."""
+    return getattr(a, "__func__", a) is getattr(b, "__func__", b) and \
+        getattr(a, "__self__", None) is getattr(b, "__self__", None)
 
 
 def command_names(obj: Any, commands: Dict[str, Any]) -> List[str]:
@@ -99,7 +131,7 @@ def command_names(obj: Any, commands: Dict[str, Any]) -> List[str]:
     for attr in dir(type(obj)):
         match = _HANDLER_METHOD.match(attr)
         if match and callable(getattr(type(obj), attr, None)):
-            names.add(match.group(1)[:1].lower() + match.group(1)[1:])
+            names.add(_lcfirst(match.group(1)))
     return sorted(names)
 
 

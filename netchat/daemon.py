@@ -16,15 +16,17 @@ import sys
 import threading
 import time
 import traceback
+import unicodedata
 from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from xmpp.protocol import Message, Presence
 
 from .access import AccessPolicy
 from .attachments import AttachmentError, parse_attachments
-from .commands import ParseError, command_names, find_handler, help_for, parse_body
+from .commands import (ParseError, command_names, find_handler, help_for, parse_body,
+                       resolve, same_handler)
 from .errors import CommandError, ConnectError, Disconnected, Timeout
-from .jabber import Connection, Reply, bare_jid, normalize_jid, parse_user, user_id
+from .jabber import Connection, Reply, bare_jid, normalize_jid, parse_user
 from .pool import WorkerPool
 from .services import Services
 from .wire import ALLHERE_SUBJECT, delay_stamp, is_automatic, reply_xml
@@ -46,11 +48,19 @@ RETRY_GAP = 1.5      # first pause between reconnection attempts (Perl's $RETRY_
 RETRY_GAP_MAX = 3.5    # so a daemon is back within ~5 s of its server's return
 NUDGE_INTERVAL = 0.5  # Perl's $PATIENCE in waitUntilAllHere
 PRESENCE_ANSWERED_MAX = 10000  # peers remembered as answered, before forgetting them all
+#: Subscription requests approved per session: each approval adds an entry to the
+#: daemon's roster on the server (a write the server pays for); past this they are
+#: declined, and the peer still sees the daemon through directed presence.
+SUBSCRIPTIONS_MAX = 200
 
 #: Default caps on what one request may carry.
 MAX_BODY = 64 * 1024          # characters
 MAX_ARGS = 256                # words and attachments
 MAX_ATTACHMENT = 1024 * 1024  # bytes (decoded) per attachment
+#: Largest reply stanza, in bytes of UTF-8 XML: under the 256 KiB (262,144 bytes) that
+#: Prosody and ejabberd's usual configuration allow a client's stanza.
+MAX_REPLY = 250000
+AUDIT_FIELD_MAX = 100         # characters of a command name in an audit line
 
 
 def _perl_loglevel(level: int) -> int:
@@ -94,6 +104,9 @@ class Daemon:
     :param max_age: seconds; a request the server stored while the daemon was away
         (it carries a delay stamp) that is older is answered "expired" and not run.
         Default None: run it, as the Perl module did.
+    :param max_reply: largest reply stanza in bytes (UTF-8 XML as sent, default
+        250,000: servers close the stream of a client sending a stanza over their limit,
+        256 KiB by default for Prosody). A longer result is answered ``too-large``.
 
     Other keyword options are stored on the object as attributes, as in Perl.
     The constructor connects; failure raises :class:`~netchat.ConnectError` (or its
@@ -114,6 +127,13 @@ class Daemon:
     MSG_TOO_LARGE = "too large: %s is over the limit of %s"
     #: Reply to a stored request older than ``max_age`` (age, max_age).
     MSG_EXPIRED = "expired: this request waited %.0fs on the server (max_age %gs)"
+    #: Reply when a handler's result does not fit in a reply (size, max_reply).
+    MSG_REPLY_TOO_LARGE = ("too large: the reply would be %d bytes, over the limit of %d "
+                           "(max_reply); the command ran")
+    #: Subscription requests approved per session (see :data:`SUBSCRIPTIONS_MAX`).
+    SUBSCRIPTIONS_MAX = SUBSCRIPTIONS_MAX
+    #: Reply when a handler's result cannot be turned into text (the exception).
+    MSG_NO_TEXT = "error: the command ran, but its result cannot be turned into text: %s"
 
     def __init__(self, user: str, password: Optional[str] = None, *,
                  connection_options: Optional[Dict[str, Any]] = None,
@@ -124,7 +144,8 @@ class Daemon:
                  shutdown_grace: float = 10.0, allow: Any = None,
                  acl: Optional[Dict[str, Any]] = None, max_body: int = MAX_BODY,
                  max_args: int = MAX_ARGS, max_attachment: int = MAX_ATTACHMENT,
-                 max_age: Optional[float] = None, **options: Any):
+                 max_age: Optional[float] = None, max_reply: int = MAX_REPLY,
+                 **options: Any):
         self.user = parse_user(user)
         for name, value in options.items():
             if hasattr(type(self), name) or name.startswith("_"):
@@ -143,6 +164,7 @@ class Daemon:
         self.max_body, self.max_args = int(max_body), int(max_args)
         self.max_attachment = int(max_attachment)
         self.max_age = max_age
+        self.max_reply = int(max_reply)
         self.loglevel = loglevel
         if loglevel is not None:
             self._configure_logging(loglevel)
@@ -162,6 +184,7 @@ class Daemon:
         self._local = threading.local()
         self._presence_sent: set = set()
         self._master_seen = False
+        self._subscriptions_approved = 0
         self._sync = None  # waitUntilAllHere's state while it runs
         self._pool: Optional[WorkerPool] = None
         self._accepting = True
@@ -169,7 +192,11 @@ class Daemon:
         self._exit_request: Optional[BaseException] = None
 
         #: The connection (Perl: ``$self->{cxn}``).
-        self.cxn = Connection(self.user, password, handler=self, **cxn_options)
+        # the parser keeps no more text of one element than the largest body or
+        # (base64, possibly line-wrapped) attachment a request may carry
+        text_limit = max(self.max_body, (self.max_attachment * 4 // 3 + 4) * 78 // 76 + 64)
+        self.cxn = Connection(self.user, password, handler=self, text_limit=text_limit,
+                              **cxn_options)
         #: Who may do what (``allow`` and ``acl``).
         self.access = AccessPolicy(self.cxn.domain, allow, acl, master)
         self._services = Services(self)
@@ -350,17 +377,24 @@ class Daemon:
         """Stop taking requests, give running handlers up to ``grace`` seconds
         (default ``shutdown_grace``) while their replies go out, then disconnect
         (unavailable presence, end of stream). Requests still queued are answered
-        "busy". No worker thread is left behind. Calling it again does nothing."""
+        "busy". Calling it again does nothing.
+
+        It returns within about ``grace`` plus a second, whatever the handlers do.
+        Python cannot stop a thread: a handler still running after ``grace`` is left
+        to finish on its own (its worker is a daemon thread; with ``threads=0``, the
+        thread in :meth:`process`, which returns None afterwards), and its reply is
+        dropped with a log line, because the connection is closed by then."""
         if self._closed:
             return
         self._closed = True
         self._accepting = False
+        grace = self.shutdown_grace if grace is None else grace
         if self._pool is not None:
-            grace = self.shutdown_grace if grace is None else grace
             leftover = self._pool.shutdown(grace, pump=self._pump_while_closing)
             for job in leftover:
                 job.respond(self.MSG_SHUTTING_DOWN, "busy")
-        self.cxn.close()
+            grace = 1.0  # the loop thread only needs to leave select
+        self.cxn.close(grace=grace)
 
     def _pump_while_closing(self, seconds: float):
         return self.cxn.process(seconds) if self.cxn.connected else None
@@ -424,6 +458,7 @@ class Daemon:
 
     def _nc_connected(self, conn: Connection):
         self._presence_sent = set()
+        self._subscriptions_approved = 0
         if self.master is not None:
             master = self._master_jid()
             self.cxn.send_presence(master)
@@ -457,11 +492,7 @@ class Daemon:
         elif typ == "unavailable":
             self._run_callbacks("unavailable", presence)
         elif typ == "subscribe":
-            approve = self._may_see_presence(sender)
-            self.cxn.send_presence(bare_jid(sender), "subscribed" if approve
-                                   else "unsubscribed")
-            log.info("%s subscription request from %s", "approved" if approve else
-                     "refused", bare_jid(sender))
+            self._answer_subscription(sender)
         elif typ == "error":
             self._run_callbacks("error", presence)
 
@@ -471,6 +502,28 @@ class Daemon:
         if not self.access.may_command(iq.getFrom()):
             return False
         return self._services.handle(iq)
+
+    def _answer_subscription(self, sender):
+        """Approve a subscription request from a peer that may see our presence, up
+        to :data:`SUBSCRIPTIONS_MAX` per session (each approval grows the roster the
+        server keeps for us); decline the others. A peer that may see our presence is
+        also answered with directed presence, which is all a coordinator needs."""
+        allowed = self._may_see_presence(sender)
+        limit = self.SUBSCRIPTIONS_MAX
+        approve = allowed and self._subscriptions_approved < limit
+        if approve:
+            self._subscriptions_approved += 1
+        elif allowed and self._subscriptions_approved == limit:
+            log.warning("[%s] %d subscriptions approved this session: declining the "
+                        "next ones (directed presence still answers them)", self.jid,
+                        limit)
+            self._subscriptions_approved += 1
+        self.cxn.send_presence(bare_jid(sender), "subscribed" if approve
+                               else "unsubscribed")
+        log.info("%s subscription request from %s", "approved" if approve else
+                 "declined" if allowed else "refused", bare_jid(sender))
+        if allowed and not approve:
+            self._answer_presence(sender)
 
     def _answer_presence(self, sender):
         """Answer directed presence with directed presence, once per peer and session
@@ -530,48 +583,84 @@ class Daemon:
             return None  # a chat state or receipt: nothing to run
         sender = msg.getFrom()
         log.debug("[%s] from(%s): %.200s", self.jid, sender, body)
-        refusal = self._refuse_sender(sender, len(body))
+        refusal = self._refuse_sender(sender, len(body), getattr(msg, "truncated", None))
         if refusal is not None:
-            return self._reply(msg, refusal[1], refusal[0], command="-")
+            return self._reply(msg, refusal[1], refusal[0], command=self._first_word(body))
         if self.max_age is not None:
             stamp = delay_stamp(msg)
             if stamp is not None:
                 age = (datetime.datetime.now(datetime.timezone.utc) - stamp).total_seconds()
                 if age > self.max_age:
                     return self._reply(msg, self.MSG_EXPIRED % (age, self.max_age),
-                                       "expired", command="-")
+                                       "expired", command=self._first_word(body))
         try:
             command, args = parse_body(body)
         except ParseError as exc:
-            return self._reply(msg, "error: %s" % exc, "error", command="-")
+            return self._reply(msg, "error: %s" % exc, "error",
+                               command=self._first_word(body))
         if command is None:
-            return self._reply(msg, self.MSG_EMPTY_REQUEST, "unknown")
-        if not self.access.may_run(sender, command):
-            return self._reply(msg, self.MSG_DENIED, "denied", command=command)
+            return self._reply(msg, self.MSG_EMPTY_REQUEST, "unknown", command="-")
+        found = self.command_for(command)
+        name = found[0] if found is not None else command
+        if not self.may_run(sender, name):
+            return self._reply(msg, self.MSG_DENIED, "denied", command=name)
         try:
             attachments = parse_attachments(msg)
         except AttachmentError as exc:
-            return self._reply(msg, "error: %s" % exc, "error", command=command)
-        refusal = self._refuse_command(sender, command, len(args), attachments)
+            return self._reply(msg, "error: %s" % exc, "error", command=name)
+        refusal = self._refuse_command(sender, name, len(args), attachments)
         if refusal is not None:
-            return self._reply(msg, refusal[1], refusal[0], command=command)
+            return self._reply(msg, refusal[1], refusal[0], command=name)
         args.extend(attachments)
-        return self._dispatch(command, args, msg, lambda text, status: self._reply(
-            msg, text, status, command=command))
+        return self._dispatch(name, args, msg, lambda text, status: self._reply(
+            msg, text, status, command=name))
 
-    def _refuse_sender(self, sender, size: int) -> Optional[tuple]:
+    def command_for(self, name: str) -> Optional[tuple]:
+        """``(canonical name, handler)`` of the command a request names, or None when
+        nothing handles it. Every spelling that reaches a handler (``Save`` reaches
+        ``handleSave``) has one canonical name (``save``): the one ``acl``, audit lines
+        and ad-hoc command nodes use (see :mod:`netchat.commands`)."""
+        return resolve(self, self.commands, name)
+
+    def may_run(self, jid, name: str) -> bool:
+        """May ``jid`` run command ``name`` (any spelling)? Decided on the handler that
+        would run: the ``acl`` entry of its canonical name; else the entries of every
+        other name of that same handler (all must allow ``jid``); else ``allow``."""
+        found = self.command_for(name)
+        if found is None:
+            return self.access.may_run(jid, name)
+        canonical, handler = found
+        aliases = []
+        if canonical not in self.access.acl:
+            for other in self.access.acl:
+                match = self.command_for(other)
+                if match is not None and same_handler(match[1], handler):
+                    aliases.append(other)
+        return self.access.may_run(jid, canonical, aliases)
+
+    @staticmethod
+    def _first_word(body: str) -> str:
+        """The command of a request that was refused before it was parsed."""
+        words = body.split(None, 1)
+        return words[0] if words else "-"
+
+    def _refuse_sender(self, sender, size: int, truncated: Optional[str] = None
+                       ) -> Optional[tuple]:
         """(status, text) when ``sender`` may not command us or sent too much."""
         if not self.access.may_command(sender):
             return "denied", self.MSG_DENIED
-        if size > self.max_body:
+        if size > self.max_body or truncated == "body":
             return "too-large", self.MSG_TOO_LARGE % (
                 "the request", "%d characters" % self.max_body)
+        if truncated:
+            return "too-large", self.MSG_TOO_LARGE % (
+                "an attachment", "%d bytes" % self.max_attachment)
         return None
 
     def _refuse_command(self, sender, command: str, nargs: int,
                         attachments: list) -> Optional[tuple]:
         """(status, text) when ``sender`` may not run ``command`` with these arguments."""
-        if not self.access.may_run(sender, command):
+        if not self.may_run(sender, command):
             return "denied", self.MSG_DENIED
         if nargs + len(attachments) > self.max_args:
             return "too-large", self.MSG_TOO_LARGE % (
@@ -598,43 +687,71 @@ class Daemon:
         return respond(*self._call_handler(handler, command, args, request))
 
     def _call_handler(self, handler: Callable, command: str, args: list, msg):
+        """Run a handler: ``(reply text, status)``, whatever it returns or raises."""
         self._local.message = msg
         try:
             result = handler(*args)
         except CommandError as exc:
-            return str(exc), "error"
+            return self._text_of(exc, "error")
         except (SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:
             log.error("[%s] command %r from %s failed:\n%s", self.jid, command,
                       msg.getFrom(), traceback.format_exc().rstrip())
-            return "error: %s: %s" % (type(exc).__name__, exc), "error"
+            return self._text_of(exc, "error", "error: %s: " % type(exc).__name__)
         finally:
             self._local.message = None
         if result is None:
             return "", "ok"
-        if isinstance(result, bytes):
-            return result.decode("utf-8", "backslashreplace"), "ok"
-        return str(result), "ok"
+        return self._text_of(result, "ok")
+
+    def _text_of(self, value: Any, status: str, prefix: str = "") -> tuple:
+        """``(prefix + value as text, status)``; an error reply when ``value`` cannot
+        become text (its ``__str__`` raises or returns something else)."""
+        try:
+            if isinstance(value, bytes):
+                text = value.decode("utf-8", "backslashreplace")
+            else:
+                text = str(value)
+                if not isinstance(text, str):
+                    raise TypeError("__str__ returned %s" % type(text).__name__)
+            return prefix + text, status
+        except Exception as exc:
+            log.error("[%s] a result of type %s cannot become text: %r", self.jid,
+                      type(value).__name__, exc)
+            return self.MSG_NO_TEXT % ("%s: %s" % (type(exc).__name__, exc)), "error"
 
     def _reply(self, msg: Message, body: str, status: str,
                command: Optional[str] = None) -> bool:
-        """Send the reply to ``msg`` (any thread); with ``command``, audit it."""
+        """Send the reply to ``msg`` (any thread), a ``too-large`` one when it would be
+        over ``max_reply``; with ``command``, audit it."""
+        xml = reply_xml(msg, body, status)
+        data = None
+        if len(xml) * 4 > self.max_reply:  # else it fits whatever its characters
+            data = xml.encode("utf-8")
+            if len(data) > self.max_reply:
+                log.warning("[%s] a reply of %d bytes to %s is over max_reply (%d)",
+                            self.jid, len(data), msg.getFrom(), self.max_reply)
+                status = "too-large"
+                xml, data = reply_xml(msg, self.MSG_REPLY_TOO_LARGE % (
+                    len(data), self.max_reply), status), None
         if command is not None:
             self._audit(msg.getFrom(), command, status)
         try:
-            self.cxn._send_xml(reply_xml(msg, body, status), flush=False)
+            self.cxn.send_xml(data if data is not None else xml, flush=False)
         except Disconnected as exc:
             log.warning("[%s] reply to %s lost: %s", self.jid, msg.getFrom(), exc)
             return False
         return True
 
     def _audit(self, sender, command: str, status: str, via: str = "chat"):
-        """One line on the ``netchat.audit`` logger: who, command, result."""
+        """One line on the ``netchat.audit`` logger: who, command, result. What a peer
+        chose (the command, the resource) is escaped: no control or invisible
+        character, no space, no forged ``key=value``."""
         level = logging.WARNING if status == "denied" else logging.INFO
         if audit.isEnabledFor(level):
-            audit.log(level, "%s from=%s command=%s result=%s via=%s", self.jid, sender,
-                      command, status, via)
+            audit.log(level, "%s from=%s command=%s result=%s via=%s", self.jid,
+                      audit_field(str(sender)), audit_field(command), status, via)
 
     def software_name(self) -> str:
         """The name this daemon gives in service discovery and software version."""
@@ -664,11 +781,10 @@ class Daemon:
         return self.cxn.expand_jid(self.master)
 
     def _is_master(self, jid) -> bool:
-        master = str(self.master)
-        if "@" in master:
-            master = normalize_jid(master)
-            return (normalize_jid(jid) if "/" in master else bare_jid(jid)) == master
-        return user_id(jid) == master.lower()
+        """Is ``jid`` the master? A master given without ``@`` is a user on the
+        daemon's own domain; with ``/`` only that resource counts."""
+        master = normalize_jid(self._master_jid())
+        return (normalize_jid(jid) if "/" in master else bare_jid(jid)) == master
 
     def checkMaster(self, sid, presence: Presence):
         """Exit (status 0) when the master, once seen available, has gone away."""
@@ -827,6 +943,29 @@ class Daemon:
         return self.cxn.end_transaction(thread)
 
 
+def audit_field(value: str, limit: int = AUDIT_FIELD_MAX) -> str:
+    """``value`` as one word of an audit line: as it is when it holds only visible,
+    unambiguous characters; else in double quotes, with ``"``, ``\\`` and ``=`` escaped and
+    every control, format, separator (space included) or unassigned character written
+    as ``\\xNN``/``\\uNNNN``. Longer than ``limit`` characters: cut, ending in ``...``."""
+    cut = len(value) > limit
+    if cut:
+        value = value[:limit]
+    out, plain = [], value != ""
+    for char in value:
+        if char in '"\\=':
+            out.append("\\" + char)
+            plain = False
+        elif unicodedata.category(char)[0] in "CZ":
+            out.append(char.encode("unicode_escape").decode("ascii") if char != " "
+                       else "\\x20")
+            plain = False
+        else:
+            out.append(char)
+    text = "".join(out) + ("..." if cut else "")
+    return text if plain else '"%s"' % text
+
+
 class _Job:
     """One request for the worker pool: run the handler, respond with the outcome."""
     __slots__ = ("daemon", "handler", "command", "args", "request", "respond")
@@ -837,5 +976,13 @@ class _Job:
         self.args, self.request, self.respond = args, request, respond
 
     def __call__(self):
-        self.respond(*self.daemon._call_handler(self.handler, self.command, self.args,
-                                                self.request))
+        text, status = self.daemon._call_handler(self.handler, self.command, self.args,
+                                                 self.request)
+        try:
+            self.respond(text, status)
+        except Disconnected as exc:
+            log.warning("reply to %s lost: %s", self.request.getFrom(), exc)
+        except Exception:  # a reply is always sent: say what went wrong instead
+            log.exception("replying to %r from %s failed", self.command,
+                          self.request.getFrom())
+            self.respond("error: the reply could not be sent", "error")

@@ -33,7 +33,7 @@ import ssl
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 from xml.parsers.expat import ExpatError
 
 from xmpp import dispatcher, simplexml
@@ -45,6 +45,7 @@ from xmpp.protocol import NS_DELAY as NS_LEGACY_DELAY
 from xmpp.simplexml import Node, XML2Node
 
 from .attachments import attachments_node
+from .presence import PresenceTable
 from .scram import MECHANISMS as SCRAM_MECHANISMS, ScramClient, ScramError
 from .errors import (AuthError, ConnectError, Disconnected, RemoteError, Timeout,
                      TLSError)
@@ -63,7 +64,6 @@ READ_SIZE = 65536           # bytes per recv()
 READ_LIMIT = 1 << 20        # bytes read per loop tick before parsing
 FLUSH_AT = 1 << 16          # queued bytes that force a write while dispatching
 WRITE_TIMEOUT = 30.0        # seconds a write may block before the link counts as dead
-PRESENCE_MAX = 10000        # bare JIDs whose presence is remembered (oldest forgotten)
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 
 
@@ -259,11 +259,27 @@ class _StreamBuilder(simplexml.NodeBuilder):
         if depth == 1:
             self.stream_footer_received()
 
+    #: Most characters of text one element of a message may hold (None: no limit);
+    #: past it the rest of the element's text is dropped as it arrives and the message
+    #: is marked ``truncated`` (the name of the element), so that an oversized part
+    #: costs little memory and can be refused.
+    text_limit: Optional[int] = None
+
     def handle_cdata(self, data):
+        ptr = self._ptr
+        if not ptr:
+            return
+        if self.text_limit is not None and self._mini_dom is not None and \
+                self._mini_dom.name == "message":
+            size = getattr(ptr, "text_size", 0) + len(data)
+            ptr.text_size = size
+            if size > self.text_limit:
+                self._mini_dom.truncated = ptr.getName()
+                return
         if self.last_is_data:
             if self.data_buffer:
                 self.data_buffer.append(data)
-        elif self._ptr:
+        else:
             self.data_buffer = [data]
             self.last_is_data = 1
 
@@ -286,6 +302,7 @@ class Dispatcher(dispatcher.Dispatcher):
     def StreamInit(self):
         """Send the stream header (as xmpppy does) with netchat's quiet parser."""
         self.Stream = _StreamBuilder()
+        self.Stream.text_limit = self._netchat.text_limit
         self.Stream._dispatch_depth = 2
         self.Stream.dispatch = self.dispatch
         self.Stream.stream_header_received = self._check_stream_start
@@ -368,6 +385,9 @@ class _Handler:
         pass
 
     def _nc_iq(self, conn: "Connection", iq: Iq) -> bool:
+        if is_ping(iq):  # a bare connection answers anyone's ping
+            conn.send_stanza(make_iq("result", to=iq.getFrom(), id=iq.getID()))
+            return True
         return False
 
     def _nc_connected(self, conn: "Connection"):
@@ -400,6 +420,14 @@ def make_iq(typ: str, child: Optional[Node] = None, to: Any = None,
     payload in a ``<query/>``)."""
     attrs = {"id": id} if id else {}
     return Protocol("iq", to=to, typ=typ, attrs=attrs, payload=[child] if child else [])
+
+
+def is_ping(iq: Node) -> bool:
+    """True for an XEP-0199 ping (an iq get holding ``<ping xmlns='urn:xmpp:ping'/>``)."""
+    if iq.getType() != "get":
+        return False
+    children = iq.getChildren()
+    return bool(children) and children[0].getNamespace() == NS_PING
 
 
 def _excerpt(msg, limit: int = 200) -> str:
@@ -443,6 +471,10 @@ class Connection:
         link (default 60; 0 or None: never).
     :param ping_timeout: seconds to wait for anything after a ping before the link
         counts as dead (default 20).
+    :param text_limit: most characters of text one element of an incoming message may
+        hold (default None: no limit). The parser drops the rest as it arrives and
+        marks the stanza: ``stanza.truncated`` names the element (a Daemon answers such
+        a request ``too-large``).
     :param handler: receives incoming traffic (a :class:`netchat.Daemon` passes itself).
 
     Nothing happens on the network until :meth:`connect`.
@@ -459,7 +491,7 @@ class Connection:
                  direct_tls: bool = False, require_tls: bool = True,
                  register: bool = True, connect_timeout: float = 30.0,
                  ping_interval: Optional[float] = 60.0, ping_timeout: float = 20.0,
-                 handler: Any = None):
+                 text_limit: Optional[int] = None, handler: Any = None):
         jid = parse_user(jid)
         bare, _, jid_resource = jid.partition("/")
         if "@" not in bare or not bare.split("@", 1)[0] or not bare.split("@", 1)[1]:
@@ -478,6 +510,7 @@ class Connection:
         self.connect_timeout = connect_timeout
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
+        self.text_limit = text_limit
         self.handler = handler if handler is not None else _Handler()
 
         #: The full JID the server bound (after :meth:`connect`).
@@ -505,7 +538,7 @@ class Connection:
         self._ping_id: Optional[str] = None
         self._ping_sent = 0.0
         self.pings_sent = 0
-        self._presence: Dict[str, set] = {}
+        self._presence = PresenceTable()
 
         # the owner lock: reentrant by hand so that the last release can notify waiters
         self._lock = threading.Lock()
@@ -518,6 +551,7 @@ class Connection:
         self._by_id: Dict[str, str] = {}
         self._iq_waiting: Dict[str, _Transaction] = {}
         self._interrupted = False
+        self._release_owed = False
         self._wake_r: Optional[socket.socket] = None
         self._wake_w: Optional[socket.socket] = None
 
@@ -560,19 +594,23 @@ class Connection:
             return True
         return False
 
-    def _enter(self):
+    def _enter(self, timeout: Optional[float] = None) -> bool:
+        """Become the owner, waiting up to ``timeout`` seconds (None: as long as it
+        takes); False when the owner did not let go in time."""
         if self._try_enter():
-            return
+            return True
         with self._cond:
             self._want_loop += 1
         try:
             self._wake()  # ask the current owner to return from select
-            self._lock.acquire()
+            got = self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout))
         finally:
             with self._cond:
                 self._want_loop -= 1
                 self._cond.notify_all()  # a loop thread yielding to us may go on
-        self._holder, self._depth = threading.get_ident(), 1
+        if got:
+            self._holder, self._depth = threading.get_ident(), 1
+        return got
 
     def _yield_to_waiters(self):
         """Before re-entering the loop, let a thread blocked in :meth:`_enter` (close,
@@ -589,6 +627,9 @@ class Connection:
         self._depth -= 1
         if self._depth:
             return
+        if self._release_owed:  # close() gave up waiting for us: finish its work
+            self._release_owed = False
+            self._release()
         while True:
             self._holder = None
             self._lock.release()
@@ -1081,9 +1122,7 @@ class Connection:
         if name != "message":
             return False
         with self._cond:
-            if stanza.getThread() in self._active:
-                return True
-            return stanza.getType() == "error" and stanza.getID() in self._by_id
+            return self._claimed(stanza) is not None
 
     def _dispatch_urgent(self):
         pending = list(self._inbox)
@@ -1128,8 +1167,9 @@ class Connection:
         tx = None
         if thread:
             with self._cond:
-                tx = self._active.pop(thread, None)
+                tx = self._claimed(msg)
                 if tx is not None:
+                    del self._active[thread]
                     self._by_id.pop(tx.msg_id, None)
                     tx.reply, tx.done, tx.finished = msg, True, time.monotonic()
                     self._cond.notify_all()
@@ -1142,15 +1182,48 @@ class Connection:
         else:
             self.handler._nc_reply(self, msg, thread)
 
+    def _claimed(self, msg: Message) -> Optional[_Transaction]:
+        """The open transaction ``msg`` answers (under ``_cond``): a reply by thread,
+        an error stanza by id then thread, and only from the JID the request went to
+        (a bare target: any of its resources). Anything else is not an answer."""
+        tx = None
+        if msg.getType() == "error" and msg.getID():
+            thread = self._by_id.get(msg.getID())
+            tx = self._active.get(thread) if thread is not None else None
+        if tx is None and msg.getThread():
+            tx = self._active.get(msg.getThread())
+        if tx is None or not self._answers(tx.to, msg.getFrom()):
+            return None
+        return tx
+
+    def _answers(self, to: Any, sender: Any) -> bool:
+        """May ``sender`` answer a stanza sent ``to``? The same JID; any resource of a
+        bare ``to``; the server (or no ``from``) for what was sent to the server; anyone
+        for a transaction opened without a target (``start_transaction`` without
+        ``to``, as in Perl)."""
+        if to is None:
+            return True
+        if bare_jid(to) == self.domain:
+            return self._from_server(sender)
+        if sender is None:
+            return False
+        to = normalize_jid(to)
+        return (normalize_jid(sender) if "/" in to else bare_jid(sender)) == to
+
+    def _from_server(self, sender: Any) -> bool:
+        """Did the server (or our own account) send this? No ``from`` means the
+        server, as RFC 6120 says."""
+        if sender is None or not str(sender):
+            return True
+        return bare_jid(sender) in (self.domain, self.bare_jid.lower())
+
     def _fail_transaction(self, msg: Message) -> Optional[_Transaction]:
-        """Match an error stanza to the request it answers (by id, then thread)."""
+        """Match an error stanza to the request it answers (see :meth:`_claimed`)."""
         with self._cond:
-            thread = self._by_id.pop(msg.getID(), None) if msg.getID() else None
-            if thread is None and msg.getThread() in self._active:
-                thread = msg.getThread()
-            tx = self._active.pop(thread, None) if thread else None
+            tx = self._claimed(msg)
             if tx is None:
                 return None
+            del self._active[tx.thread]
             self._by_id.pop(tx.msg_id, None)
             condition, text = _condition(msg)
             tx.error = RemoteError("request to %s failed: %s%s" % (
@@ -1168,17 +1241,8 @@ class Connection:
             return  # our own presence, reflected by the server
         typ = presence.getType() or "available"
         if typ in ("available", "unavailable"):
-            # bare JID -> its available resources; an empty set: known to be offline.
-            # Bounded: the oldest entries are forgotten past PRESENCE_MAX.
             bare, _, resource = sender.partition("/")
-            resources = self._presence.pop(bare, set())
-            if typ == "available":
-                resources.add(resource)
-            else:
-                resources.discard(resource)
-            self._presence[bare] = resources
-            if len(self._presence) > PRESENCE_MAX:
-                del self._presence[next(iter(self._presence))]
+            self._presence.update(bare, resource, typ == "available")
             with self._cond:  # requestAll may be waiting for a presence change
                 self._cond.notify_all()
         self.handler._nc_presence(self, presence)
@@ -1186,12 +1250,15 @@ class Connection:
     def _route_iq(self, iq: Iq):
         typ = iq.getType()
         if typ in ("result", "error"):
-            if iq.getID() == self._ping_id:
+            if iq.getID() == self._ping_id and self._from_server(iq.getFrom()):
                 self._ping_id = None
                 return
             with self._cond:
-                tx = self._iq_waiting.pop(iq.getID(), None)
+                tx = self._iq_waiting.get(iq.getID())
+                if tx is not None and not self._answers(tx.to, iq.getFrom()):
+                    tx = None  # a forged answer: the id is not the sender's to use
                 if tx is not None:
+                    del self._iq_waiting[iq.getID()]
                     tx.reply, tx.done = iq, True
                     if typ == "error":
                         condition, text = _condition(iq)
@@ -1207,11 +1274,9 @@ class Connection:
         child = iq.getChildren()[0] if iq.getChildren() else None
         namespace = child.getNamespace() if child is not None else ""
         sender = iq.getFrom()
-        if typ == "get" and namespace == NS_PING:
-            self.send_stanza(make_iq("result", to=sender, id=iq.getID()))
-            return
-        if typ == "set" and namespace == NS_ROSTER and (
-                sender is None or bare_jid(sender) in (self.bare_jid.lower(), self.domain)):
+        from_server = self._from_server(sender)
+        if from_server and ((typ == "get" and namespace == NS_PING) or
+                            (typ == "set" and namespace == NS_ROSTER)):
             self.send_stanza(make_iq("result", to=sender, id=iq.getID()))
             return
         if self.handler._nc_iq(self, iq):
@@ -1331,11 +1396,14 @@ class Connection:
         self._send_xml(xml)
         return msg_id
 
-    def _send_xml(self, xml: str, flush: bool = True):
-        """Send a stanza written as XML text (any thread); see :meth:`send_stanza`."""
+    def send_xml(self, xml: Union[str, bytes], flush: bool = True):
+        """Send a stanza written as XML text, or as its UTF-8 bytes (any thread); see
+        :meth:`send_stanza`. The text is sent as it is: the caller makes it valid."""
         if self._dead is not None:
             raise Disconnected("not connected to %s (%s)" % (self.where, self._dead))
-        self._send_bytes(xml.encode("utf-8"), flush)
+        self._send_bytes(xml.encode("utf-8") if isinstance(xml, str) else xml, flush)
+
+    _send_xml = send_xml
 
     def send_presence(self, to: Any = None, type: Optional[str] = None):
         """Send presence: broadcast when ``to`` is None, else directed to ``to``."""
@@ -1354,7 +1422,9 @@ class Connection:
         """Open a transaction: a message with this ``thread`` is a reply to it.
 
         ``onReply(msg, thread)`` is called on the loop thread when the reply comes;
-        without it the reply goes to the handler's ``onReply``. (``_msg_id``: the id
+        without it the reply goes to the handler's ``onReply``. With ``to`` (the JID
+        the request goes to) only that JID (any resource of a bare JID) can answer;
+        without it, anyone who knows the thread can, as in Perl. (``_msg_id``: the id
         of the request, to match an error stanza answering it.)
         """
         tx = _Transaction(thread, to, onReply, onError, _waiting)
@@ -1622,16 +1692,11 @@ class Connection:
         unavailable; None when no presence of it was seen."""
         jid = normalize_jid(self.expand_jid(jid))
         bare, slash, resource = jid.partition("/")
-        resources = self._presence.get(bare)
-        if resources is None:
-            return None
-        return resource in resources if slash else bool(resources)
+        return self._presence.is_available(bare, resource if slash else None)
 
     def available_jids(self) -> List[str]:
         """Full JIDs currently seen available (from presence this connection received)."""
-        return sorted("%s/%s" % (bare, res) if res else bare
-                      for bare, resources in list(self._presence.items())
-                      for res in list(resources))
+        return self._presence.available()
 
     # -- ending ----------------------------------------------------------------------------
 
@@ -1650,6 +1715,10 @@ class Connection:
             log.warning("dropped %d unsent stanza(s)", len(self._outq))
             self._outq.clear()
             self._outq_bytes = 0
+        self._fail_open(reason)
+
+    def _fail_open(self, reason: str):
+        """Fail every open transaction and iq wait with :class:`Disconnected`."""
         with self._cond:
             failed = list(self._active.values()) + list(self._iq_waiting.values())
             self._active.clear()
@@ -1670,14 +1739,24 @@ class Connection:
         self._presence.clear()
         self._client = None
 
-    def close(self, timeout: float = 1.0):
+    def close(self, timeout: float = 1.0, grace: Optional[float] = 10.0):
         """Say goodbye (unavailable presence, end of stream) and close the socket.
 
         Waits up to ``timeout`` seconds for the server to end its stream. Open requests
         fail with :class:`~netchat.errors.Disconnected`. Calling it again does nothing.
+
+        From another thread than the one in :meth:`process`, it first waits up to
+        ``grace`` seconds (None: as long as it takes) for that thread to let go of the
+        connection, which it cannot do while it runs a handler inline. After that the
+        link is cut under it: the connection counts as closed at once (sending raises
+        :class:`~netchat.errors.Disconnected`, so the handler's reply is lost), no
+        goodbye is sent, and the socket is released when that thread leaves
+        :meth:`process`, which then returns None.
         """
         self._closing = True
-        self._enter()
+        if not self._enter(grace):
+            self._cut("closed while the thread in process() was busy")
+            return
         try:
             if self._dead is None:
                 try:
@@ -1699,12 +1778,38 @@ class Connection:
                                 self._client.Dispatcher.Stream.Parse(data)
                 except (OSError, ExpatError, ValueError, AttributeError):
                     pass
-            self._teardown("closed")
-            for sock in (self._wake_r, self._wake_w):
-                if sock is not None:
-                    sock.close()
-            self._wake_r = self._wake_w = None
+            self._release()
         finally:
+            self._leave()
+
+    def _release(self):
+        """Close the socket and the wake-up pair (owner only)."""
+        self._teardown("closed")
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._wake_r = self._wake_w = None
+
+    def _cut(self, reason: str):
+        """Close from outside while another thread owns the connection: mark it dead,
+        fail what waits, shut the socket down (its owner's next read or write fails at
+        once) and leave releasing it to the owner."""
+        with self._cond:
+            if self._dead is not None:
+                return
+            self._dead = reason
+        log.warning("connection %s to %s: %s", self.jid, self.where, reason)
+        self._release_owed = True
+        self._fail_open(reason)
+        transport = self._transport
+        sock = transport.sock if transport is not None else None
+        if sock is not None:
+            try:  # the plain socket's shutdown: leaves the TLS object to its owner
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._wake()
+        if self._try_enter():  # the owner let go meanwhile: release it ourselves
             self._leave()
 
     disconnect = close

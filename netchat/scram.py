@@ -42,7 +42,9 @@ def saslprep(text: str) -> str:
                   stringprep.in_table_c8, stringprep.in_table_c9)
     for c in text:
         if any(table(c) for table in prohibited):
-            raise ScramError("SASLprep: prohibited character U+%04X" % ord(c))
+            raise ScramError("SASLprep: the user name or password holds a prohibited "
+                             "character (a control, space or private-use character; "
+                             "not shown)")
     if any(stringprep.in_table_d1(c) for c in text):
         if any(stringprep.in_table_d2(c) for c in text):
             raise ScramError("SASLprep: mixed right-to-left and left-to-right text")

@@ -15,7 +15,7 @@
   (the worker pool is full).
 - XEP-0092 software version: ``netchat`` and its version; the operating system only
   when the daemon's ``version_os`` option is true.
-- XEP-0199 ping is answered by the connection itself.
+- XEP-0199 ping (the server's own pings are answered by the connection).
 
 xmpppy's own ``commands`` module is broken on Python 3; this one is written for netchat.
 """
@@ -83,6 +83,8 @@ class Services:
             self._command(iq, query)
         elif namespace == NS_VERSION and typ == "get":
             self._version(iq)
+        elif namespace == NS_PING and typ == "get":
+            self._result(iq)
         else:
             return False
         return True
@@ -142,7 +144,7 @@ class Services:
     def _allowed_commands(self, jid) -> List[str]:
         daemon = self.daemon
         return [name for name in command_names(daemon, daemon.commands)
-                if daemon.access.may_run(jid, name)]
+                if daemon.may_run(jid, name)]
 
     def _title(self, name: str) -> str:
         try:
@@ -177,7 +179,7 @@ class Services:
                 "status": "canceled"}))
         form = command.getTag("x", namespace=NS_DATA)
         if form is None:
-            if not daemon.access.may_run(sender, node):
+            if not daemon.may_run(sender, node):
                 return self._refused(iq, node, "denied", daemon.MSG_DENIED)
             return self._ask_for_arguments(iq, node)
         text = ""
@@ -197,10 +199,10 @@ class Services:
         session = session or uuid.uuid4().hex
 
         def respond(body: str, status: str):
-            daemon._audit(sender, node, status, via="ad-hoc")
             if status in _REFUSALS:
-                return self._refused(iq, node, status, body, audit=False)
-            self._completed(iq, node, session, body, status)
+                return self._refused(iq, node, status, body)
+            status = self._completed(iq, node, session, body, status)
+            daemon._audit(sender, node, status, via="ad-hoc")
         daemon._dispatch(node, words, iq, respond)
 
     def _refused(self, iq: Iq, node: str, status: str, text: str, audit: bool = True):
@@ -226,7 +228,9 @@ class Services:
                                 "label": "Arguments"})
         self._result(iq, answer)
 
-    def _completed(self, iq: Iq, node: str, session: str, body: str, status: str):
+    def _completed(self, iq: Iq, node: str, session: str, body: str, status: str) -> str:
+        """Send the result (``too-large`` instead when over ``max_reply``); returns the
+        status sent."""
         answer = Node("command", attrs={"xmlns": NS_COMMANDS, "node": node,
                                         "sessionid": session, "status": "completed"})
         answer.addChild("note", {"type": "info" if status == "ok" else "error"},
@@ -239,7 +243,16 @@ class Services:
             field.addChild("value", payload=[line])
         form.addChild("field", {"var": "status", "type": "text-single",
                                 "label": "Status"}).addChild("value", payload=[status])
-        self._result(iq, answer)
+        result = make_iq("result", answer, to=iq.getFrom(), id=iq.getID())
+        size = len(str(result).encode("utf-8"))
+        if size > self.daemon.max_reply:
+            log.warning("[%s] an ad-hoc result of %d bytes to %s is over max_reply (%d)",
+                        self.daemon.jid, size, iq.getFrom(), self.daemon.max_reply)
+            self._error(iq, "modify", "not-acceptable",
+                        self.daemon.MSG_REPLY_TOO_LARGE % (size, self.daemon.max_reply))
+            return "too-large"
+        self.daemon.cxn.send_stanza(result)
+        return status
 
     def _expire_sessions(self):
         cutoff = time.monotonic() - SESSION_LIFETIME

@@ -7,7 +7,7 @@
 - A message is *automatic* (never run as a command, never answered) when it is an error
   stanza, carries the reply marker, has a subject beginning ``re: `` or has the subject
   ``allhere``.
-- Thread ids begin with ``tid-``.
+- Thread ids begin with ``tid-`` (netchat's carry 96 random bits).
 - Text XML cannot carry (control characters, lone surrogates, U+FFFE/U+FFFF) is
   rejected (:func:`check_xml_text`) or escaped (:func:`escape_invalid_xml`), never sent:
   a single such character makes the server close the stream. A carriage return in a
@@ -16,9 +16,8 @@
 """
 
 import datetime
-import itertools
 import re
-import uuid
+import secrets
 from typing import Optional
 
 from xmpp.protocol import Message, NS_DELAY as NS_LEGACY_DELAY
@@ -35,8 +34,6 @@ ALLHERE_SUBJECT = "allhere"
 
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _RE_PREFIX = re.compile(r"re:\s+", re.IGNORECASE)
-_thread_counter = itertools.count(1)
-_process_tag = uuid.uuid4().hex[:12]
 
 
 def check_xml_text(text: str, what: str = "text") -> str:
@@ -64,9 +61,10 @@ def escape_invalid_xml(text: str) -> str:
 
 
 def new_thread_id() -> str:
-    """A ``tid-`` thread id, unique across processes (a random per-process tag and a
-    counter), short because it travels in every request and reply."""
-    return "tid-%s.%x" % (_process_tag, next(_thread_counter))
+    """A ``tid-`` thread id with 96 random bits: unique across processes and not to be
+    guessed from the ones seen before (16 characters after ``tid-``: it travels in
+    every request and reply)."""
+    return "tid-" + secrets.token_urlsafe(12)
 
 
 def reply_subject(request: Message) -> Optional[str]:
