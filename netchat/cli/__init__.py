@@ -19,10 +19,10 @@ from typing import List, Optional
 
 from .. import __version__
 from ..errors import NetChatError
-from .common import EXIT_FAILED, EXIT_USAGE, UsageError, add_connection_arguments
+from .common import EXIT_FAILED, EXIT_USAGE, UsageError
 from .demo import cmd_demo, cmd_server
 from .jabber_tool import jabber_main, join_message, load_attachment, quote_word
-from .run import cmd_run, load_daemon_class
+from .run import add_run_parser, load_daemon_class
 
 __all__ = ["jabber_main", "netchat_main", "join_message", "load_attachment", "quote_word",
            "load_daemon_class", "UsageError"]
@@ -34,24 +34,7 @@ def _netchat_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version="netchat " + __version__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run a Daemon subclass",
-                       description="Run a netchat.Daemon subclass, logging to stderr. "
-                                   "SIGTERM and Ctrl-C stop it cleanly (exit 0); a lost "
-                                   "connection ends it with exit 1 unless --retry.")
-    p.add_argument("daemon", metavar="MODULE:CLASS",
-                   help="the Daemon subclass, e.g. netchat.demo:MyServer or "
-                        "path/to/nodes.py:MyServer")
-    p.add_argument("--jid", required=True, help="the daemon's JID, user@domain[/resource]")
-    p.add_argument("--retry", type=float, metavar="SECONDS",
-                   help="reconnect for up to SECONDS per outage (0: forever)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="run handlers on this many worker threads (default 0: inline)")
-    p.add_argument("--master", metavar="JID", help="exit when this JID goes away")
-    p.add_argument("-o", "--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra option for the daemon's constructor (repeatable)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    add_connection_arguments(p)
-    p.set_defaults(func=cmd_run)
+    add_run_parser(sub)
 
     p = sub.add_parser("server", help="run a throwaway local Prosody (or ejabberd)",
                        description="Start a throwaway XMPP server on 127.0.0.1 (free "
