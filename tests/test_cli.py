@@ -229,3 +229,21 @@ def test_load_attachment_text_or_bytes(tmp_path):
     assert load_attachment(str(tmp_path / "t.txt")).data == "héllo"
     assert load_attachment(str(tmp_path / "b.bin")).data == b"\xff\x00"
     assert load_attachment(str(tmp_path / "c.txt")).data == b"ctrl \x01"
+
+
+def test_jabber_registers_a_new_account_only_with_register_and_says_so(daemons,
+                                                                        xmpp_account):
+    (daemon,) = daemons()
+    known = xmpp_account("cli")
+
+    class New:  # an account nobody registered (a typo in -u)
+        jid = "typo-%d@%s" % (os.getpid(), known.jid.split("@")[1].split("/")[0])
+        connection_options = known.connection_options
+    result = jabber(New, daemon.jid, "--", "hello", password="pw-of-typo")
+    assert result.returncode == 3, result.stderr
+    assert "not-authorized" in result.stderr and "--register" in result.stderr
+    result = jabber(New, daemon.jid, "--", "hello", password="pw-of-typo")
+    assert result.returncode == 3  # still not there: nothing was created
+    result = jabber(New, "--register", daemon.jid, "--", "hello", password="pw-of-typo")
+    assert result.returncode == 0 and result.stdout == "hello to you too\n"
+    assert "registered a new account %s" % New.jid in result.stderr

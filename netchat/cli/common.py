@@ -55,7 +55,10 @@ def have_terminal() -> bool:
         return False
 
 
-def add_connection_arguments(parser: argparse.ArgumentParser):
+def add_connection_arguments(parser: argparse.ArgumentParser, register: bool = True):
+    """The server and password options; ``register``: whether in-band registration of
+    a missing account is on unless turned off (daemons, as in Perl) or off unless asked
+    for (``jabber``)."""
     group = parser.add_argument_group("server")
     group.add_argument("-H", "--host", help="server to connect to (default: the JID's "
                        "domain)")
@@ -66,8 +69,18 @@ def add_connection_arguments(parser: argparse.ArgumentParser):
                        help="do not verify the server's certificate (testing only)")
     group.add_argument("--direct-tls", action="store_true",
                        help="TLS from the first byte (XEP-0368) instead of STARTTLS")
-    group.add_argument("--no-register", action="store_true",
-                       help="do not register the account when it does not exist")
+    if register:  # daemons: as in Perl
+        group.add_argument("--no-register", dest="register", action="store_false",
+                           default=None, help="do not register the account when it "
+                           "does not exist (default: register it, logged)")
+        group.add_argument("--register", dest="register", action="store_true",
+                           help=argparse.SUPPRESS)
+    else:  # jabber: a typo in -u must not create an account
+        group.add_argument("--register", dest="register", action="store_true",
+                           default=False, help="register the account in-band when it "
+                           "does not exist (logged)")
+        group.add_argument("--no-register", dest="register", action="store_false",
+                           help=argparse.SUPPRESS)  # the default
     group = parser.add_argument_group("password (first found)")
     group.add_argument("--password", help=argparse.SUPPRESS)
     group.add_argument("--password-file", metavar="FILE",
@@ -87,6 +100,6 @@ def connection_options(args) -> dict:
         options["verify"] = False
     if args.direct_tls:
         options["direct_tls"] = True
-    if args.no_register:
-        options["register"] = False
+    if args.register is not None:
+        options["register"] = args.register
     return options

@@ -25,7 +25,7 @@ def cmd_server(args) -> int:
                  server.direct_tls_port))
         print("CA file:   %s" % server.ca_file)
         print("log:       %s" % server.log_path)
-        print("accounts:  netchat daemons and jabber register themselves")
+        print("accounts:  netchat daemons register themselves; jabber with --register")
         print("try:       netchat run netchat.demo:MyServer --jid node1@%s --host %s "
               "--port %d --ca-file %s" % (server.domain, server.host, server.port,
                                           server.ca_file))

@@ -7,7 +7,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from ..attachments import Attachment
-from ..errors import ConnectError, Timeout
+from ..errors import AuthError, ConnectError, Timeout
 from ..wire import check_xml_text
 from .common import (EXIT_CONNECT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError,
                      add_connection_arguments, connection_options, read_password,
@@ -75,7 +75,7 @@ def _jabber_parser() -> argparse.ArgumentParser:
                         help="send and exit without waiting for replies")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log the conversation and show tracebacks")
-    add_connection_arguments(parser)
+    add_connection_arguments(parser, register=False)
     return parser
 
 
@@ -98,7 +98,10 @@ def jabber_main(argv: Optional[List[str]] = None) -> int:
     except ConnectError as exc:
         if args.verbose:
             log.exception("connection failed")
-        print("jabber: %s" % exc, file=sys.stderr)
+        hint = ""
+        if isinstance(exc, AuthError) and not args.register and "not-authorized" in str(exc):
+            hint = " (a new account? --register creates it)"
+        print("jabber: %s%s" % (exc, hint), file=sys.stderr)
         return EXIT_CONNECT
     except KeyboardInterrupt:
         print("jabber: interrupted", file=sys.stderr)
