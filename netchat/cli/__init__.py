@@ -19,7 +19,7 @@ from typing import List, Optional
 
 from .. import __version__
 from ..errors import NetChatError
-from .common import EXIT_FAILED, EXIT_USAGE, UsageError
+from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from .demo import cmd_demo, cmd_server
 from .jabber_tool import jabber_main, join_message, load_attachment, quote_word
 from .run import add_run_parser, load_daemon_class
@@ -70,7 +70,7 @@ def netchat_main(argv: Optional[List[str]] = None) -> int:
         print("netchat %s: %s" % (args.command, exc), file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
-        return EXIT_FAILED
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import sys
 
 # exit statuses of `jabber`
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
 log = logging.getLogger("netchat.cli")
 
@@ -67,6 +68,9 @@ def add_connection_arguments(parser: argparse.ArgumentParser, register: bool = T
                        "with (default: the system's store)")
     group.add_argument("--insecure", action="store_true",
                        help="do not verify the server's certificate (testing only)")
+    group.add_argument("--connect-timeout", type=float, metavar="SECONDS",
+                       help="give up connecting (TCP, TLS, login) after SECONDS "
+                       "(default 30)")
     group.add_argument("--direct-tls", action="store_true",
                        help="TLS from the first byte (XEP-0368) instead of STARTTLS")
     if register:  # daemons: as in Perl
@@ -82,10 +86,13 @@ def add_connection_arguments(parser: argparse.ArgumentParser, register: bool = T
         group.add_argument("--no-register", dest="register", action="store_false",
                            help=argparse.SUPPRESS)  # the default
     group = parser.add_argument_group("password (first found)")
-    group.add_argument("--password", help=argparse.SUPPRESS)
+    group.add_argument("--password", help="the password itself: other users of this "
+                       "machine can read it (ps, /proc); use it for throwaway accounts "
+                       "only")
     group.add_argument("--password-file", metavar="FILE",
-                       help="read the password from the first line of FILE; else "
-                       "$NETCHAT_PASSWORD; else a prompt on the terminal")
+                       help="read the password from the first line of FILE (used "
+                       "when $NETCHAT_PASSWORD is not set); else a prompt on the "
+                       "terminal")
 
 
 def connection_options(args) -> dict:
@@ -95,7 +102,17 @@ def connection_options(args) -> dict:
     if args.port:
         options["port"] = args.port
     if args.ca_file:
+        try:
+            with open(args.ca_file, "rb"):
+                pass
+        except OSError as exc:
+            raise UsageError("cannot read the CA file %s: %s" % (args.ca_file,
+                                                                 exc.strerror)) from None
         options["ca_file"] = args.ca_file
+    if args.connect_timeout is not None:
+        if args.connect_timeout <= 0:
+            raise UsageError("--connect-timeout must be above 0")
+        options["connect_timeout"] = args.connect_timeout
     if args.insecure:
         options["verify"] = False
     if args.direct_tls:

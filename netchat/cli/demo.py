@@ -49,6 +49,15 @@ def _tool(name: str) -> List[str]:
     return [sys.executable, "-m", "netchat", name]
 
 
+def _read(path: str) -> str:
+    """The file's text, '' when it is missing."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except FileNotFoundError:
+        return ""
+
+
 def cmd_demo(args) -> int:
     from ..daemon import Daemon
     from ..testing import ProsodyServer
@@ -72,10 +81,11 @@ def cmd_demo(args) -> int:
             ["-o", "repository=" + repository]
         print("$ netchat run netchat.demo:MyServer --jid %s/node1 ... -o repository=%s"
               % (node, repository))
-        daemon_log = open(os.path.join(workdir, "daemon.log"), "w")
-        daemon_proc = subprocess.Popen(daemon_cmd, stdin=subprocess.DEVNULL,
-                                       stdout=daemon_log, stderr=subprocess.STDOUT,
-                                       env=dict(os.environ, NETCHAT_PASSWORD=node_password))
+        log_path = os.path.join(workdir, "daemon.log")
+        with open(log_path, "w") as daemon_log:  # the child keeps its own copy
+            daemon_proc = subprocess.Popen(
+                daemon_cmd, stdin=subprocess.DEVNULL, stdout=daemon_log,
+                stderr=subprocess.STDOUT, env=dict(os.environ, NETCHAT_PASSWORD=node_password))
         coordinator = Daemon(user + "/demo", password=user_password,
                              connection_options=server.connection_options)
         try:
@@ -86,8 +96,7 @@ def cmd_demo(args) -> int:
                     break
                 except Timeout:
                     if daemon_proc.poll() is not None or time.monotonic() > deadline:
-                        daemon_log.flush()
-                        with open(daemon_log.name) as f:
+                        with open(log_path) as f:
                             print(f.read(), file=sys.stderr)
                         raise RuntimeError("the daemon did not come online") from None
         finally:
@@ -120,12 +129,12 @@ def cmd_demo(args) -> int:
                 failures += 1
                 print("  ^ expected %r (exit 0), got exit %d" % (expected, proc.returncode))
         saved = os.path.join(repository, "notes.txt")
-        if not os.path.exists(saved) or open(saved).read() != "remember the milk\n":
+        if _read(saved) != "remember the milk\n":
             failures += 1
             print("the saved notes.txt is missing or different")
         else:
             print("\n%s holds: %s" % (saved.replace(workdir + os.sep, ""),
-                                      open(saved).read().strip()))
+                                      _read(saved).strip()))
         print("\nall replies right" if not failures else "\n%d step(s) went wrong (daemon "
               "log: %s)" % (failures, os.path.join(workdir, "daemon.log")))
         return 0 if not failures else 1

@@ -6,10 +6,12 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
+from .. import __version__
 from ..attachments import Attachment
-from ..errors import AuthError, ConnectError, Timeout
+from ..errors import AuthError, ConnectError, Disconnected, Timeout
 from ..wire import check_xml_text
-from .common import (EXIT_CONNECT, EXIT_FAILED, EXIT_OK, EXIT_USAGE, UsageError,
+from .common import (EXIT_CONNECT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
+                     UsageError,
                      add_connection_arguments, connection_options, read_password,
                      setup_logging)
 
@@ -59,7 +61,8 @@ def _jabber_parser() -> argparse.ArgumentParser:
                "spaces, quoting words that hold spaces or quotes, so 'save \"my "
                "file\"' stays two arguments. Exit status: 0 every TO replied; 1 some "
                "timed out, were offline or answered with an error (named on stderr); "
-               "2 usage; 3 connection or authentication failure.")
+               "2 usage; 3 connection or authentication failure, or the server closed the "
+               "connection; 130 interrupted (Ctrl-C).")
     parser.add_argument("targets", nargs="*", metavar="TO", help=argparse.SUPPRESS)
     parser.add_argument("-u", "--user", dest="user_jid",
                         default=os.environ.get("NETCHAT_USER"),
@@ -75,6 +78,8 @@ def _jabber_parser() -> argparse.ArgumentParser:
                         help="send and exit without waiting for replies")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log the conversation and show tracebacks")
+    parser.add_argument("--version", action="version", version="jabber (netchat %s)"
+                        % __version__)
     add_connection_arguments(parser, register=False)
     return parser
 
@@ -103,9 +108,12 @@ def jabber_main(argv: Optional[List[str]] = None) -> int:
             hint = " (a new account? --register creates it)"
         print("jabber: %s%s" % (exc, hint), file=sys.stderr)
         return EXIT_CONNECT
+    except Disconnected as exc:
+        print("jabber: %s" % exc, file=sys.stderr)
+        return EXIT_CONNECT
     except KeyboardInterrupt:
         print("jabber: interrupted", file=sys.stderr)
-        return EXIT_FAILED
+        return EXIT_INTERRUPTED
     except Exception as exc:
         if args.verbose:
             raise
@@ -157,6 +165,17 @@ def _jabber(args, words, parser) -> int:
         conn.close()
 
 
+#: Error conditions a server answers a message to an account that does not exist with.
+NO_SUCH_ACCOUNT = ("service-unavailable", "item-not-found", "recipient-unavailable")
+
+
+def describe_error(condition: str) -> str:
+    """An error stanza's condition, for people."""
+    if condition in NO_SUCH_ACCOUNT:
+        return "no such account (%s)" % condition
+    return condition
+
+
 def _ask_one(conn, to, message, args, attachments) -> int:
     from ..wire import reply_status
     replies = []
@@ -168,9 +187,11 @@ def _ask_one(conn, to, message, args, attachments) -> int:
     except Timeout:
         print("jabber: %s: no reply within %gs" % (to, args.timeout), file=sys.stderr)
         return EXIT_FAILED
+    if not replies:  # the link died and took the request with it
+        raise Disconnected("%s: no reply: the server closed the connection" % to)
     reply = replies[0]
     if reply.getType() == "error":
-        print("jabber: %s: %s" % (to, reply.getError()), file=sys.stderr)
+        print("jabber: %s: %s" % (to, describe_error(reply.getError())), file=sys.stderr)
         return EXIT_FAILED
     status = reply_status(reply) or "ok"
     if status != "ok":
@@ -194,6 +215,8 @@ def _ask_many(conn, targets, message, args, attachments) -> int:
             detail = "no reply within %gs" % args.timeout
         elif reply.status == "offline":
             detail = "offline"
+        elif reply.condition in NO_SUCH_ACCOUNT:
+            detail = describe_error(reply.condition)
         else:
             detail = "%s (%s)" % (reply.body, reply.condition or "error")
         print("jabber: %s: %s" % (to, detail), file=sys.stderr)

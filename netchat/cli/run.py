@@ -3,6 +3,7 @@ file."""
 
 import argparse
 import difflib
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -19,6 +20,8 @@ try:
     import tomllib
 except ImportError:  # Python < 3.11
     import tomli as tomllib
+
+log = logging.getLogger("netchat.cli")
 
 #: Constructor options that have a flag (or a table) of their own in ``netchat run``.
 OWN_FLAGS = {"threads": "--threads", "master": "--master", "password": "--password-file",
@@ -41,16 +44,25 @@ def load_daemon_class(spec: str):
             raise UsageError("no such file: %s" % module_name)
         spec_ = importlib.util.spec_from_file_location(
             os.path.splitext(os.path.basename(path))[0], path)
-        module = importlib.util.module_from_spec(spec_)
         sys.path.insert(0, os.path.dirname(path))
-        spec_.loader.exec_module(module)
+
+        def load():
+            module = importlib.util.module_from_spec(spec_)
+            spec_.loader.exec_module(module)
+            return module
     else:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise UsageError("cannot import %s: %s" % (module_name, exc)) from None
+        load = functools.partial(importlib.import_module, module_name)
+    try:
+        module = load()
+    except Exception as exc:  # whatever the module's own code raised, one line
+        log.debug("importing %s failed", module_name, exc_info=True)
+        if isinstance(exc, ModuleNotFoundError) and exc.name == module_name:
+            detail = str(exc)
+        else:
+            detail = "%s: %s" % (type(exc).__name__, exc)
+        raise UsageError("cannot import %s: %s" % (module_name, detail)) from None
     cls = getattr(module, class_name, None)
     from ..daemon import Daemon
     if not (isinstance(cls, type) and issubclass(cls, Daemon)):
