@@ -227,14 +227,15 @@ class Daemon:
         N seconds per outage, and also when the first connection fails; ``retry=0``
         retries forever. A refused login (:class:`~netchat.AuthError`: wrong password,
         refused registration) is never retried: status 1 at once. SIGTERM and Ctrl-C
-        close the daemon cleanly and exit with status 0. Unless logging is configured
-        (or ``loglevel`` given), the library's own log lines are silenced and ``run``
-        prints one line per event on stderr.
+        close the daemon cleanly and exit with status 0. Unless logging is configured,
+        the ``netchat`` loggers write to stderr at ``loglevel`` (default -1: warnings
+        and errors, handler tracebacks included), and ``run`` prints one line per
+        event on stderr.
         """
         name = cls.__name__
         if options.get("loglevel") is None and not logging.getLogger().handlers \
                 and not logging.getLogger("netchat").handlers:
-            logging.getLogger("netchat").addHandler(logging.NullHandler())
+            cls._configure_logging(-1)  # warnings and errors on stderr, as Perl printed
 
         def say(message: str):
             print("%s: %s" % (name, message), file=sys.stderr, flush=True)
