@@ -40,7 +40,8 @@ class Attachment(dict):
     ``data`` is ``str`` for text and ``bytes`` for binary data (sent base64-encoded);
     ``type`` is ``data`` unless the sender said otherwise (``file``, ...); ``name`` is
     the file name, when the sender gave one. Other keys sent by a peer are kept as they
-    came. Build one to send with ``Attachment(data, name="notes.txt")``.
+    came. Build one to send with ``Attachment(data, name="notes.txt")`` (the data
+    first). ``str()`` of a text attachment is its text.
     """
 
     def __init__(self, data: Union[str, bytes] = "", name: Optional[str] = None,
@@ -74,6 +75,11 @@ class Attachment(dict):
         """The data as text (bytes are decoded as UTF-8, undecodable bytes replaced)."""
         data = self.data
         return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+
+    def __str__(self):
+        """A text attachment's text (so ``print(att, file=f)`` writes its content, as
+        ``print $fh $file`` did in Perl); the repr for bytes."""
+        return self.data if isinstance(self.data, str) else repr(self)
 
     def __repr__(self):
         data = self.data

@@ -25,7 +25,7 @@ from .access import AccessPolicy
 from .attachments import AttachmentError, parse_attachments
 from .commands import (ParseError, command_names, find_handler, help_for, parse_body,
                        resolve, same_handler)
-from .errors import CommandError, ConnectError, Disconnected, Timeout
+from .errors import AuthError, CommandError, ConnectError, Disconnected, Timeout
 from .jabber import Connection, Reply, bare_jid, normalize_jid, parse_user
 from .pool import WorkerPool
 from .services import Services
@@ -252,14 +252,17 @@ class Daemon:
         status 1 and a one-line error on stderr. ``retry=N`` reconnects (a fresh
         connection each time, pauses from 1.5 s growing to 3.5 s, jittered) for up to
         N seconds per outage, and also when the first connection fails; ``retry=0``
-        retries forever. SIGTERM and Ctrl-C close the daemon cleanly and exit with
-        status 0. Unless logging is configured (or ``loglevel`` given), the library's
-        own log lines are silenced and ``run`` prints one line per event on stderr.
+        retries forever. A refused login (:class:`~netchat.AuthError`: wrong password,
+        refused registration) is never retried: status 1 at once. SIGTERM and Ctrl-C
+        close the daemon cleanly and exit with status 0. Unless logging is configured,
+        the ``netchat`` loggers write to stderr at ``loglevel`` (default -1: warnings
+        and errors, handler tracebacks included), and ``run`` prints one line per
+        event on stderr.
         """
         name = cls.__name__
         if options.get("loglevel") is None and not logging.getLogger().handlers \
                 and not logging.getLogger("netchat").handlers:
-            logging.getLogger("netchat").addHandler(logging.NullHandler())
+            cls._configure_logging(-1)  # warnings and errors on stderr, as Perl printed
 
         def say(message: str):
             print("%s: %s" % (name, message), file=sys.stderr, flush=True)
@@ -276,17 +279,19 @@ class Daemon:
         server = None
         try:
             try:
-                server = cls(user, **options)
-            except ConnectError as exc:
-                if retry is None:
-                    fail(str(exc))
-                say("%s; retrying" % exc)
-                server = cls._backoff(retry, lambda: cls(user, **options))
-                if server is None:
-                    fail("could not connect within %ss" % retry)
-            try:
+                try:
+                    server = cls(user, **options)
+                except ConnectError as exc:
+                    if retry is None or isinstance(exc, AuthError):
+                        raise
+                    say("%s; retrying" % exc)
+                    server = cls._backoff(retry, lambda: cls(user, **options))
+                    if server is None:
+                        fail("could not connect within %ss" % retry)
                 server.serve_forever(retry, report=say)
-            except Disconnected as exc:
+            except AuthError as exc:
+                fail("%s (not retried: check the account and its password)" % exc)
+            except (ConnectError, Disconnected) as exc:
                 fail(str(exc))
             sys.exit(0)  # closed by a handler or another thread
         except KeyboardInterrupt:
@@ -309,6 +314,8 @@ class Daemon:
             gap = min(gap * 2, RETRY_GAP_MAX)
             try:
                 return attempt()
+            except AuthError:
+                raise  # a refused password stays refused: never hammer the server
             except ConnectError as exc:
                 log.warning("connection attempt failed: %s", exc)
 
@@ -318,8 +325,9 @@ class Daemon:
 
         Without ``retry`` a lost link raises :class:`~netchat.Disconnected`; with
         ``retry=N`` a fresh connection is tried (pauses 1.5 s to 3.5 s, jittered) for
-        up to N seconds per outage (0: forever) before raising. ``report(line)`` hears
-        about each outage (default: the log).
+        up to N seconds per outage (0: forever) before raising. A refused login on
+        reconnecting raises :class:`~netchat.AuthError` at once (never retried).
+        ``report(line)`` hears about each outage (default: the log).
         """
         report = report or log.warning
         while not self._closed:

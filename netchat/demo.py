@@ -19,11 +19,10 @@ class MyServer(netchat.Daemon):
     directory).
     """
 
-    def __init__(self, user, **options):
+    def __init__(self, user, repository=None, **options):
         options.setdefault("commands", {"callMethod": "someMethod", "save": "handleSave"})
         super().__init__(user, **options)
-        if getattr(self, "repository", None) is None:
-            self.repository = tempfile.mkdtemp(prefix="netchat-demo-repository-")
+        self.repository = repository or tempfile.mkdtemp(prefix="netchat-demo-repository-")
 
     def handleHello(self):
         return "hello to you too"

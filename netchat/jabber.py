@@ -757,7 +757,9 @@ class Connection:
         if failure == "not-authorized" and self.register:
             refused = self._register_account(features, deadline)
             if refused is None:
-                log.info("registered account %s on %s", self.bare_jid, self.where)
+                log.warning("registered account %s on %s: a new account, by in-band "
+                            "registration (register=False turns it off)", self.bare_jid,
+                            self.where)
                 failure = self._authenticate(features, deadline)
             else:
                 raise AuthError("authentication of %s on %s failed (not-authorized); "

@@ -31,7 +31,9 @@ to your ``conftest.py`` and use the fixtures:
 Against ejabberd, only tests that use a server fixture run (the others need no
 server), and not those marked ``prosody_only``.
 When the server is not installed the fixtures skip the test with the command to
-install it, except under CI (``CI`` set to ``true``), where that is an error.
+install it, and the session ends with a summary line saying how many live tests did
+not run. With ``--require-xmpp-server``, ``NETCHAT_REQUIRE_SERVER=1`` or under CI
+(``CI`` set to ``true``) a missing server is an error instead.
 """
 
 import atexit
@@ -1012,8 +1014,21 @@ if pytest is not None:
             default=os.environ.get("NETCHAT_TEST_SERVER", "prosody"),
             help="the XMPP server the live tests run against (default: prosody, or "
                  "$NETCHAT_TEST_SERVER)")
+        parser.addoption(
+            "--require-xmpp-server", action="store_true",
+            default=_truthy(os.environ.get("NETCHAT_REQUIRE_SERVER")),
+            help="fail the live tests when the server is not installed instead of "
+                 "skipping them (also: NETCHAT_REQUIRE_SERVER=1, CI=true)")
+
+    _skipped: List[str] = []  # why servers could not start (tests were skipped)
+
+    def _truthy(value: Optional[str]) -> bool:
+        return (value or "").lower() in ("1", "true", "yes")
 
     def pytest_configure(config):
+        global _require_server
+        _require_server = config.getoption("--require-xmpp-server") or _in_ci()
+        _skipped.clear()
         config.addinivalue_line("markers", "prosody_only: a test of Prosody itself or of "
                                 "its behaviour; deselected with --xmpp-server=ejabberd")
 
@@ -1031,16 +1046,29 @@ if pytest is not None:
     def pytest_report_header(config):
         return "netchat live tests against: %s" % config.getoption("--xmpp-server")
 
+    def pytest_terminal_summary(terminalreporter):
+        if not _skipped:
+            return
+        count = sum(1 for report in terminalreporter.stats.get("skipped", ())
+                    if any(why in str(report.longrepr) for why in _skipped))
+        terminalreporter.write_line(
+            "netchat: %d live test(s) SKIPPED (did not run): %s. --require-xmpp-server "
+            "(or NETCHAT_REQUIRE_SERVER=1) makes this a failure."
+            % (count, _skipped[-1]), red=True, bold=True)
+
     def _in_ci() -> bool:
-        return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+        return _truthy(os.environ.get("CI"))
+
+    _require_server = False
 
     def _start_or_skip(server: ThrowawayServer) -> ThrowawayServer:
         try:
             return server.start()
         except ServerNotInstalled as exc:
-            if _in_ci():
-                pytest.fail("%s (CI=true: live tests must not be skipped)" % exc,
-                            pytrace=False)
+            if _require_server:
+                pytest.fail("%s (a server is required: live tests must not be "
+                            "skipped)" % exc, pytrace=False)
+            _skipped.append(str(exc))
             pytest.skip(str(exc))
 
     @pytest.fixture(scope="session")

@@ -90,6 +90,9 @@ def test_jabber_error_reply_and_timeout_exit_1_named_on_stderr(daemons, xmpp_acc
     assert "%s: no reply within 0.5s" % daemon.jid in result.stderr
     result = jabber(xmpp_account("cli"), "nobody-at-all", "--", "hello")
     assert result.returncode == 1 and "service-unavailable" in result.stderr
+    assert "nobody-at-all: no such account (service-unavailable)" in result.stderr
+    result = jabber(xmpp_account("cli"), "nobody-at-all", daemon.jid, "--", "hello")
+    assert "nobody-at-all: no such account (service-unavailable)\n" in result.stderr
 
 
 def test_jabber_fan_out_with_one_daemon_stopped(daemons, xmpp_account):
@@ -152,10 +155,13 @@ def test_help_is_complete(command):
                             capture_output=True, text=True)
     assert result.returncode == 0
     for word in {"jabber": ["TO", "--attach", "--timeout", "--no-wait", "--ca-file",
-                            "--insecure", "--subject", "--resource", "Exit status"],
+                            "--insecure", "--subject", "--resource", "Exit status",
+                            "--password", "ps", "--register", "--connect-timeout",
+                            "130"],
                  "netchat": ["run", "server", "demo"],
                  "run": ["MODULE:CLASS", "--jid", "--retry", "--threads", "--master",
-                         "--password-file", "--host", "--port", "--ca-file"],
+                         "--password-file", "--password", "ps", "--config",
+                         "--connect-timeout", "--host", "--port", "--ca-file"],
                  "server": ["--domain"], "demo": ["transcript"]}[command[-1]]:
         assert word in result.stdout, word
 
@@ -199,10 +205,12 @@ def test_netchat_run_reports_a_bad_class_on_one_line():
 
 # -- netchat demo ---------------------------------------------------------------------------
 
-def test_netchat_demo_exits_0():
+def test_netchat_demo_exits_0_without_resource_warnings():
     result = subprocess.run([sys.executable, "-m", "netchat", "demo"], capture_output=True,
-                            text=True, stdin=subprocess.DEVNULL, timeout=120)
+                            text=True, stdin=subprocess.DEVNULL, timeout=120,
+                            env=dict(os.environ, PYTHONDEVMODE="1"))  # children too
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "Warning" not in result.stdout + result.stderr
     assert "all replies right" in result.stdout
     assert "hello to you too" in result.stdout
 
@@ -229,3 +237,33 @@ def test_load_attachment_text_or_bytes(tmp_path):
     assert load_attachment(str(tmp_path / "t.txt")).data == "héllo"
     assert load_attachment(str(tmp_path / "b.bin")).data == b"\xff\x00"
     assert load_attachment(str(tmp_path / "c.txt")).data == b"ctrl \x01"
+
+
+def test_jabber_registers_a_new_account_only_with_register_and_says_so(daemons,
+                                                                        xmpp_account):
+    (daemon,) = daemons()
+    known = xmpp_account("cli")
+
+    class New:  # an account nobody registered (a typo in -u)
+        jid = "typo-%d@%s" % (os.getpid(), known.jid.split("@")[1].split("/")[0])
+        connection_options = known.connection_options
+    result = jabber(New, daemon.jid, "--", "hello", password="pw-of-typo")
+    assert result.returncode == 3, result.stderr
+    assert "not-authorized" in result.stderr and "--register" in result.stderr
+    result = jabber(New, daemon.jid, "--", "hello", password="pw-of-typo")
+    assert result.returncode == 3  # still not there: nothing was created
+    result = jabber(New, "--register", daemon.jid, "--", "hello", password="pw-of-typo")
+    assert result.returncode == 0 and result.stdout == "hello to you too\n"
+    assert "registered account %s" % New.jid in result.stderr
+    assert "a new account" in result.stderr
+
+
+def test_jabber_says_when_the_server_drops_the_connection(daemons, xmpp_account):
+    (daemon,) = daemons()
+    big = "args " + "x" * 400000  # over the server's stanza size limit (256 KiB)
+    result = jabber(xmpp_account("cli"), daemon.jid, "--", "-", stdin=big)
+    assert result.returncode == 3, result.stderr
+    assert "Error" not in result.stderr and "Traceback" not in result.stderr
+    assert "too big" in result.stderr  # the server's reason, logged as it happens
+    assert result.stderr.splitlines()[-1] == \
+        "jabber: %s: no reply: the server closed the connection" % daemon.jid

@@ -469,7 +469,8 @@ def test_run_without_retry_exits_1_with_one_line(server_factory):
         coord.close()
         server.kill()
         assert proc.wait(10) == 1
-        lines = [line for line in proc.stderr.read().splitlines() if line.strip()]
+        lines = [line for line in proc.stderr.read().splitlines() if line.strip()
+                 and not line[:1].isdigit()]  # log lines begin with their time
         assert len(lines) == 1, lines
         assert "Node:" in lines[0] and str(server.port) in lines[0]
     finally:

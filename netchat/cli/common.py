@@ -1,0 +1,122 @@
+"""What the command-line tools share: exit statuses, usage errors, logging, the
+password and the connection options."""
+
+import argparse
+import getpass
+import logging
+import os
+import sys
+
+# exit statuses of `jabber`
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
+
+log = logging.getLogger("netchat.cli")
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported on one line, exit status 2."""
+
+
+# -- shared helpers ------------------------------------------------------------------------
+
+def setup_logging(verbose: bool, default=logging.WARNING):
+    logging.basicConfig(level=logging.DEBUG if verbose else default, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def read_password(prog: str, args) -> str:
+    """The password: --password (warned), NETCHAT_PASSWORD, --password-file, a prompt."""
+    if getattr(args, "password", None) is not None:
+        print("%s: warning: a password on the command line is visible to other users "
+              "(use NETCHAT_PASSWORD or --password-file)" % prog, file=sys.stderr)
+        return args.password
+    if os.environ.get("NETCHAT_PASSWORD") is not None:
+        return os.environ["NETCHAT_PASSWORD"]
+    if args.password_file:
+        try:
+            with open(args.password_file) as f:
+                return f.readline().rstrip("\r\n")
+        except OSError as exc:
+            raise UsageError("cannot read the password file: %s" % exc) from None
+    if have_terminal():
+        try:
+            return getpass.getpass("password for %s: " % args.user_jid)
+        except (EOFError, OSError):
+            pass
+    raise UsageError("no password: set NETCHAT_PASSWORD, use --password-file, or run "
+                     "on a terminal")
+
+
+def have_terminal() -> bool:
+    try:
+        with open("/dev/tty"):
+            return True
+    except OSError:
+        return False
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser, register: bool = True):
+    """The server and password options; ``register``: whether in-band registration of
+    a missing account is on unless turned off (daemons, as in Perl) or off unless asked
+    for (``jabber``)."""
+    group = parser.add_argument_group("server")
+    group.add_argument("-H", "--host", help="server to connect to (default: the JID's "
+                       "domain)")
+    group.add_argument("--port", type=int, help="server port (default 5222)")
+    group.add_argument("--ca-file", help="CA certificates (PEM) to verify the server "
+                       "with (default: the system's store)")
+    group.add_argument("--insecure", action="store_true",
+                       help="do not verify the server's certificate (testing only)")
+    group.add_argument("--connect-timeout", type=float, metavar="SECONDS",
+                       help="give up connecting (TCP, TLS, login) after SECONDS "
+                       "(default 30)")
+    group.add_argument("--direct-tls", action="store_true",
+                       help="TLS from the first byte (XEP-0368) instead of STARTTLS")
+    if register:  # daemons: as in Perl
+        group.add_argument("--no-register", dest="register", action="store_false",
+                           default=None, help="do not register the account when it "
+                           "does not exist (default: register it, logged)")
+        group.add_argument("--register", dest="register", action="store_true",
+                           help=argparse.SUPPRESS)
+    else:  # jabber: a typo in -u must not create an account
+        group.add_argument("--register", dest="register", action="store_true",
+                           default=False, help="register the account in-band when it "
+                           "does not exist (logged)")
+        group.add_argument("--no-register", dest="register", action="store_false",
+                           help=argparse.SUPPRESS)  # the default
+    group = parser.add_argument_group("password (first found)")
+    group.add_argument("--password", help="the password itself: other users of this "
+                       "machine can read it (ps, /proc); use it for throwaway accounts "
+                       "only")
+    group.add_argument("--password-file", metavar="FILE",
+                       help="read the password from the first line of FILE (used "
+                       "when $NETCHAT_PASSWORD is not set); else a prompt on the "
+                       "terminal")
+
+
+def connection_options(args) -> dict:
+    options = {}
+    if args.host:
+        options["host"] = args.host
+    if args.port:
+        options["port"] = args.port
+    if args.ca_file:
+        try:
+            with open(args.ca_file, "rb"):
+                pass
+        except OSError as exc:
+            raise UsageError("cannot read the CA file %s: %s" % (args.ca_file,
+                                                                 exc.strerror)) from None
+        options["ca_file"] = args.ca_file
+    if args.connect_timeout is not None:
+        if args.connect_timeout <= 0:
+            raise UsageError("--connect-timeout must be above 0")
+        options["connect_timeout"] = args.connect_timeout
+    if args.insecure:
+        options["verify"] = False
+    if args.direct_tls:
+        options["direct_tls"] = True
+    if args.register is not None:
+        options["register"] = args.register
+    return options

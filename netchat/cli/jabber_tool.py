@@ -1,0 +1,223 @@
+"""``jabber``: send a request to daemons and print the replies."""
+
+import argparse
+import logging
+import os
+import sys
+from typing import List, Optional, Sequence
+
+from .. import __version__
+from ..attachments import Attachment
+from ..errors import AuthError, ConnectError, Disconnected, Timeout
+from ..wire import check_xml_text
+from .common import (EXIT_CONNECT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
+                     UsageError,
+                     add_connection_arguments, connection_options, read_password,
+                     setup_logging)
+
+log = logging.getLogger("netchat.cli")
+
+
+def quote_word(word: str) -> str:
+    """Quote one word for netchat's body parser (so it stays one argument)."""
+    if word and not any(c.isspace() or c in "'\"" for c in word):
+        return word
+    return "'%s'" % word.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def join_message(words: Sequence[str]) -> str:
+    """The message for the words after ``--``: one word as it is, several joined with
+    the ones holding spaces or quotes quoted."""
+    if len(words) == 1:
+        return words[0]
+    return " ".join(quote_word(w) for w in words)
+
+
+def load_attachment(path: str) -> Attachment:
+    """A file as an attachment: text as it is, anything else as bytes (base64)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise UsageError("cannot read attachment %s: %s" % (path, exc.strerror)) from None
+    name = os.path.basename(path)
+    try:
+        text = data.decode("utf-8")
+        check_xml_text(text)
+        return Attachment(text, name=name)
+    except (UnicodeDecodeError, ValueError):
+        return Attachment(data, name=name)
+
+
+def _jabber_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jabber",
+        usage="jabber [options] TO [TO...] -- MESSAGE...\n"
+              "       jabber [options] TO [TO...] -- -      (message from stdin)",
+        description="Send MESSAGE as a request to each TO (a JID, or a user id on the "
+                    "sender's server) and print the replies: the reply alone for one "
+                    "TO, 'TO: reply' lines for several.",
+        epilog="One word after -- is sent as it is; several words are joined with "
+               "spaces, quoting words that hold spaces or quotes, so 'save \"my "
+               "file\"' stays two arguments. Exit status: 0 every TO replied; 1 some "
+               "timed out, were offline or answered with an error (named on stderr); "
+               "2 usage; 3 connection or authentication failure, or the server closed the "
+               "connection; 130 interrupted (Ctrl-C).")
+    parser.add_argument("targets", nargs="*", metavar="TO", help=argparse.SUPPRESS)
+    parser.add_argument("-u", "--user", dest="user_jid",
+                        default=os.environ.get("NETCHAT_USER"),
+                        help="your JID, user@domain (default: $NETCHAT_USER)")
+    parser.add_argument("-r", "--resource", help="your resource (default: jabber-PID)")
+    parser.add_argument("-s", "--subject", help="subject of the request")
+    parser.add_argument("-a", "--attach", metavar="FILE", action="append", default=[],
+                        help="attach FILE (repeatable): text as it is, binary files "
+                             "base64-encoded, with the file's name")
+    parser.add_argument("-t", "--timeout", type=float, default=30.0,
+                        help="seconds to wait for the replies (default 30)")
+    parser.add_argument("--no-wait", action="store_true",
+                        help="send and exit without waiting for replies")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log the conversation and show tracebacks")
+    parser.add_argument("--version", action="version", version="jabber (netchat %s)"
+                        % __version__)
+    add_connection_arguments(parser, register=False)
+    return parser
+
+
+def jabber_main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _jabber_parser()
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, words = argv[:cut], argv[cut + 1:]
+    else:
+        words = None
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return _jabber(args, words, parser)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print("jabber: %s" % exc, file=sys.stderr)
+        return EXIT_USAGE
+    except ConnectError as exc:
+        if args.verbose:
+            log.exception("connection failed")
+        hint = ""
+        if isinstance(exc, AuthError) and not args.register and "not-authorized" in str(exc):
+            hint = " (a new account? --register creates it)"
+        print("jabber: %s%s" % (exc, hint), file=sys.stderr)
+        return EXIT_CONNECT
+    except Disconnected as exc:
+        print("jabber: %s" % exc, file=sys.stderr)
+        return EXIT_CONNECT
+    except KeyboardInterrupt:
+        print("jabber: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print("jabber: %s: %s" % (type(exc).__name__, exc), file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _jabber(args, words, parser) -> int:
+    from ..jabber import Connection
+    targets = list(args.targets)
+    if words is None:
+        if targets and targets[-1] == "-":
+            targets, words = targets[:-1], ["-"]
+        else:
+            raise UsageError("put the message after --, or - to read it from stdin")
+    if not targets:
+        raise UsageError("say whom to send to (TO)")
+    if not args.user_jid:
+        raise UsageError("say who you are: -u user@domain or $NETCHAT_USER")
+    if words == ["-"]:
+        message = sys.stdin.read().rstrip("\n")
+    elif words:
+        message = join_message(words)
+    else:
+        raise UsageError("the message is empty")
+    try:
+        check_xml_text(message, "the message")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    attachments = [load_attachment(path) for path in args.attach]
+    password = read_password("jabber", args)
+    options = connection_options(args)
+    options["resource"] = args.resource or "jabber-%d" % os.getpid()
+    options["ping_interval"] = 0
+    try:
+        conn = Connection(args.user_jid, password, **options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    conn.connect()
+    try:
+        if args.no_wait:
+            for to in targets:
+                conn.post(to, message, subject=args.subject, attachments=attachments)
+            return EXIT_OK
+        if len(targets) == 1:
+            return _ask_one(conn, targets[0], message, args, attachments)
+        return _ask_many(conn, targets, message, args, attachments)
+    finally:
+        conn.close()
+
+
+#: Error conditions a server answers a message to an account that does not exist with.
+NO_SUCH_ACCOUNT = ("service-unavailable", "item-not-found", "recipient-unavailable")
+
+
+def describe_error(condition: str) -> str:
+    """An error stanza's condition, for people."""
+    if condition in NO_SUCH_ACCOUNT:
+        return "no such account (%s)" % condition
+    return condition
+
+
+def _ask_one(conn, to, message, args, attachments) -> int:
+    from ..wire import reply_status
+    replies = []
+    try:
+        conn.send_request(to, message, onReply=lambda m, t: replies.append(m),
+                          subject=args.subject, attachments=attachments,
+                          onError=lambda m, t: replies.append(m))
+        conn.barrier(args.timeout)
+    except Timeout:
+        print("jabber: %s: no reply within %gs" % (to, args.timeout), file=sys.stderr)
+        return EXIT_FAILED
+    if not replies:  # the link died and took the request with it
+        raise Disconnected("%s: no reply: the server closed the connection" % to)
+    reply = replies[0]
+    if reply.getType() == "error":
+        print("jabber: %s: %s" % (to, describe_error(reply.getError())), file=sys.stderr)
+        return EXIT_FAILED
+    status = reply_status(reply) or "ok"
+    if status != "ok":
+        print("jabber: %s: %s (%s)" % (to, reply.getBody() or "", status), file=sys.stderr)
+        return EXIT_FAILED
+    print(reply.getBody() or "")
+    return EXIT_OK
+
+
+def _ask_many(conn, targets, message, args, attachments) -> int:
+    replies = conn.requestAll(targets, message, args.timeout, attachments=attachments,
+                              subject=args.subject)
+    failed = 0
+    for to in targets:
+        reply = replies[to]
+        if reply.status == "ok":
+            print("%s: %s" % (to, reply.body))
+            continue
+        failed += 1
+        if reply.status == "timeout":
+            detail = "no reply within %gs" % args.timeout
+        elif reply.status == "offline":
+            detail = "offline"
+        elif reply.condition in NO_SUCH_ACCOUNT:
+            detail = describe_error(reply.condition)
+        else:
+            detail = "%s (%s)" % (reply.body, reply.condition or "error")
+        print("jabber: %s: %s" % (to, detail), file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
