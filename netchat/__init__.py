@@ -9,8 +9,12 @@ from .attachments import Attachment, AttachmentError
 from .daemon import Daemon
 from .errors import (AuthError, CommandError, ConnectError, Disconnected, NetChatError,
                      RemoteError, Timeout, TLSError)
-from .jabber import Connection, Reply
+from .connection import Connection
+from .handler import ConnectionHandler
+from .loop import BackgroundLoop
+from .transactions import Reply
 
-__all__ = ["Daemon", "Connection", "Reply", "Attachment", "AttachmentError", "NetChatError",
-           "ConnectError", "AuthError", "TLSError", "Timeout", "Disconnected",
-           "RemoteError", "CommandError", "__version__"]
+__all__ = ["Daemon", "Connection", "ConnectionHandler", "BackgroundLoop", "Reply",
+           "Attachment", "AttachmentError", "NetChatError", "ConnectError", "AuthError",
+           "TLSError", "Timeout", "Disconnected", "RemoteError", "CommandError",
+           "__version__"]

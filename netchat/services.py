@@ -31,7 +31,7 @@ from xmpp.simplexml import Node
 
 from . import __version__
 from .commands import ParseError, command_names, parse_body
-from .jabber import NS_PING, NS_XMPP_STANZAS, make_iq
+from .xmpp.parser import NS_PING, NS_XMPP_STANZAS, make_iq
 
 if TYPE_CHECKING:  # pragma: no cover
     from .daemon import Daemon
@@ -186,28 +186,28 @@ class Services:
         for field in form.getTags("field"):
             if field.getAttr("var") == "args":
                 text = " ".join(v.getData() for v in field.getTags("value"))
-        refusal = daemon._refuse_sender(sender, len(text))
+        refusal = daemon.requests.admit_sender(sender, len(text))
         if refusal is not None:
-            return self._refused(iq, node, *refusal)
+            return self._refused(iq, node, refusal.status, refusal.text)
         try:
             _, words = parse_body("x " + text)
         except ParseError as exc:
             return self._error(iq, "modify", "bad-request", str(exc))
-        refusal = daemon._refuse_command(sender, node, len(words), [])
+        refusal = daemon.requests.admit_command(sender, node, len(words), [])
         if refusal is not None:
-            return self._refused(iq, node, *refusal)
+            return self._refused(iq, node, refusal.status, refusal.text)
         session = session or uuid.uuid4().hex
 
         def respond(body: str, status: str):
             if status in _REFUSALS:
                 return self._refused(iq, node, status, body)
             status = self._completed(iq, node, session, body, status)
-            daemon._audit(sender, node, status, via="ad-hoc")
-        daemon._dispatch(node, words, iq, respond)
+            daemon.requests.audit(sender, node, status, via="ad-hoc")
+        daemon.requests.dispatch(node, words, iq, respond)
 
     def _refused(self, iq: Iq, node: str, status: str, text: str, audit: bool = True):
         if audit:
-            self.daemon._audit(iq.getFrom(), node, status, via="ad-hoc")
+            self.daemon.requests.audit(iq.getFrom(), node, status, via="ad-hoc")
         typ, condition = _REFUSALS.get(status, ("modify", "bad-request"))
         self._error(iq, typ, condition, text)
 

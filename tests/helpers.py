@@ -7,14 +7,14 @@ import sys
 import threading
 import time
 
-from netchat.jabber import Connection, _Handler
+from netchat import Connection, ConnectionHandler
 from netchat.testing import wait_for
 from netchat.wire import make_reply
 
 __all__ = ["Recorder", "Echo", "Loop", "connect", "wait_for", "start_node", "stop_process"]
 
 
-class Recorder(_Handler):
+class Recorder(ConnectionHandler):
     """Keeps everything a Connection hands to its handler."""
 
     def __init__(self):
@@ -24,19 +24,19 @@ class Recorder(_Handler):
         self.presences = []
         self.iqs = []
 
-    def _nc_message(self, conn, msg):
+    def on_message(self, conn, msg):
         self.messages.append(msg)
 
-    def _nc_reply(self, conn, msg, thread):
+    def on_reply(self, conn, msg, thread):
         self.replies.append((msg, thread))
 
-    def _nc_error(self, conn, msg, transaction):
+    def on_error(self, conn, msg, transaction):
         self.errors.append((msg, transaction))
 
-    def _nc_presence(self, conn, presence):
+    def on_presence(self, conn, presence):
         self.presences.append(presence)
 
-    def _nc_iq(self, conn, iq):
+    def on_iq(self, conn, iq):
         self.iqs.append(iq)
         return False
 
@@ -48,8 +48,8 @@ class Echo(Recorder):
         super().__init__()
         self.delay = delay
 
-    def _nc_message(self, conn, msg):
-        super()._nc_message(conn, msg)
+    def on_message(self, conn, msg):
+        super().on_message(conn, msg)
         if self.delay:
             time.sleep(self.delay)
         conn.send_stanza(make_reply(msg, "echo: " + (msg.getBody() or "")), flush=False)

@@ -48,7 +48,7 @@ def test_connect_verifies_tls_and_uses_scram(xmpp_account):
         assert conn.jid.startswith(account.bare + "/")
         assert conn.mechanism == "SCRAM-SHA-1"
         assert conn.tls_version in ("TLSv1.2", "TLSv1.3")
-        assert conn._transport.sock.getpeercert()["subjectAltName"] == (("DNS", "localhost"),)
+        assert conn.stream.transport.sock.getpeercert()["subjectAltName"] == (("DNS", "localhost"),)
     finally:
         conn.close()
     assert not conn.connected
@@ -272,7 +272,7 @@ def test_server_shutdown_ends_the_stream(server):
     conn = connect(srv.account())
     srv.kill(signal.SIGTERM)  # servers end their streams politely on SIGTERM
     assert wait_for(lambda: conn.process(0.2) is None, 5, message="disconnect")
-    assert "closed" in conn._dead or "system-shutdown" in conn._dead
+    assert "closed" in conn.dead or "system-shutdown" in conn.dead
 
 
 def test_stream_error_conflict_disconnects(xmpp_account):
@@ -281,7 +281,7 @@ def test_stream_error_conflict_disconnects(xmpp_account):
     second = connect(account)
     try:
         assert wait_for(lambda: first.process(0.2) is None, 5, message="conflict")
-        assert "conflict" in first._dead
+        assert "conflict" in first.dead
         assert second.connected
     finally:
         first.close()
@@ -296,7 +296,7 @@ def test_silently_dead_link_found_by_ping(server):
         t0 = time.monotonic()
         assert wait_for(lambda: conn.process(0.1) is None, 5, message="ping timeout")
         assert 0.5 <= time.monotonic() - t0 < 3
-        assert "ping" in conn._dead
+        assert "ping" in conn.dead
     finally:
         os.kill(srv.pid, signal.SIGCONT)
 
@@ -389,7 +389,7 @@ def test_echo_reply_escapes_what_xml_cannot_carry(pair, xmpp_account):
     from netchat.wire import make_reply
 
     class Bad(Recorder):
-        def _nc_message(self, conn, msg):
+        def on_message(self, conn, msg):
             conn.send_stanza(make_reply(msg, "nul\x00 esc\x1b"))
     a, b = pair(handler_b=Bad())
     with Loop(b):
@@ -482,7 +482,7 @@ def test_handler_may_call_request_inside_the_loop(pair, xmpp_account):
     c = connect(xmpp_account("c"), Recorder())
 
     class Relay(Recorder):
-        def _nc_message(self, conn, msg):
+        def on_message(self, conn, msg):
             inner = conn.request(b.jid, "inner", timeout=5)
             from netchat.wire import make_reply
             conn.send_stanza(make_reply(msg, "relayed " + inner))

@@ -96,7 +96,7 @@ def test_close_with_work_in_flight_delivers_every_reply(slow, coord):
     replies = collect(coord, daemon, ["sleep 0.3 w%d" % i for i in range(8)])
     # all 8 accepted: 4 running, 4 waiting (a request arriving after close() began
     # would rightly be answered "busy")
-    wait_for(lambda: daemon.started + daemon._pool.pending >= 8, 5,
+    wait_for(lambda: daemon.started + daemon.pool.pending >= 8, 5,
              message="all requests accepted")
     daemon.close(grace=10)
     coord.barrier(timeout=10)
@@ -117,7 +117,7 @@ def test_requests_after_close_begins_are_answered_busy(xmpp_account, coord):
                  message="the first handler")
         closer = threading.Thread(target=daemon.close)
         closer.start()
-        wait_for(lambda: not daemon._accepting, 5, message="close to begin")
+        wait_for(lambda: not daemon.accepting, 5, message="close to begin")
         late = collect(coord, daemon, ["hello"])
         coord.barrier(timeout=10)
         assert [m.getBody() for m in replies.values()] == ["slept 0.6 first"]

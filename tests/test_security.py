@@ -198,7 +198,7 @@ def test_reconnect_sends_presence_again_and_answers_stored_requests(guarded, pee
     coord.send_presence(daemon.jid)
     wait_for(lambda: daemon.process(0.1) is not None and coord.process(0.05) is not None
              and coord.is_available(daemon.jid), 5, message="the daemon's presence")
-    daemon.cxn._mark_dead("simulated outage")      # as if the link had dropped
+    daemon.cxn.stream.mark_dead("simulated outage")      # as if the link had dropped
     wait_for(lambda: coord.process(0.1) is not None and not
              coord.is_available(daemon.jid), 5, message="the daemon to look offline")
     got = []

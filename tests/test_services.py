@@ -193,7 +193,7 @@ def test_commands_run_on_the_worker_pool_and_a_full_one_says_so(bot, client):
     # xmpppy is not thread-safe: a second raw client asks while the first waits
     other = client("other")
     t.start()
-    wait_for(lambda: daemon._pool.running, 5, message="the first command to run")
+    wait_for(lambda: daemon.pool.running, 5, message="the first command to run")
     assert error_of(ask(other, command(daemon.jid, "slow", args=""))) == \
         ("wait", ["resource-constraint"])
     t.join(10)

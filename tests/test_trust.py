@@ -12,7 +12,8 @@ from xmpp.simplexml import Node
 
 import netchat
 from netchat import Attachment, RemoteError
-from netchat.jabber import Connection, make_iq
+from netchat import Connection
+from netchat.xmpp.parser import make_iq
 from netchat.presence import PresenceTable
 from netchat.wire import make_reply, new_thread_id, reply_status
 from helpers import Loop, Recorder, connect, wait_for
@@ -133,8 +134,8 @@ def test_a_master_of_the_same_name_on_another_domain_cannot_stop_the_daemon(
         # in order on the same stream: answered means the presence was handled
         assert foreign.request(daemon.jid, "hello", timeout=10) == "hello to you too"
         assert daemon.cxn.connected and daemon.loop.thread.is_alive()
-        assert not daemon._is_master(foreign_jid)
-        assert daemon._is_master("%s@%s/any" % (name, server.domain))
+        assert not daemon.is_master(foreign_jid)
+        assert daemon.is_master("%s@%s/any" % (name, server.domain))
     finally:
         foreign.close()
 
@@ -271,8 +272,8 @@ def test_audit_lines_name_the_command_and_cannot_be_forged(guarded, peer, caplog
 def test_presence_from_one_jid_with_50000_resources_stays_bounded():
     conn = Connection("watcher@example.org", "x")
     for i in range(50000):
-        conn._route_presence(Presence(frm="flood@example.org/r%d" % i))
-    table = conn._presence
+        conn.router.route_presence(Presence(frm="flood@example.org/r%d" % i))
+    table = conn.presence
     assert table.resources <= table.per_jid
     assert conn.is_available("flood@example.org")
     assert conn.is_available("flood@example.org/r49999")   # the newest are kept
@@ -330,7 +331,7 @@ def test_close_from_another_thread_returns_while_a_handler_is_blocked(guarded, p
     if threads == 0:  # the loop thread leaves process() with None, socket released
         wait_for(lambda: not daemon.loop.thread.is_alive(), 10)
         assert daemon.loop.results[-1] is None
-        wait_for(lambda: daemon.cxn._transport is None, 5, message="the socket released")
+        wait_for(lambda: daemon.cxn.stream.transport is None, 5, message="the socket released")
     wait_for(lambda: any("reply to %s" % user.jid in r.getMessage() and "lost" in
                          r.getMessage() for r in caplog.records), 5,
              message="the reply dropped with a log line")

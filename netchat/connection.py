@@ -1,0 +1,404 @@
+"""The XMPP connection: netchat's port of Net::Chat::Jabber (the facade).
+
+A :class:`Connection` puts the layers together: a :class:`~netchat.xmpp.stream.Stream`
+(socket, parser, owner lock, pump), :func:`~netchat.xmpp.negotiate.negotiate` (TLS,
+SASL, registration, binding), a :class:`~netchat.router.Router` that sends each
+stanza where it belongs, a :class:`~netchat.transactions.TransactionTable` of requests
+awaiting replies, a :class:`~netchat.presence.PresenceTable` and the user's
+:class:`~netchat.handler.ConnectionHandler`. It owns the commands: post, request,
+requestAll, barrier, iq, presence, process, close.
+"""
+
+import logging
+import os
+import ssl
+import time
+from typing import Any, Callable, Iterable, List, Optional, Union
+
+from xmpp.protocol import Presence
+from xmpp.simplexml import Node
+
+from .attachments import attachments_node
+from .errors import Disconnected
+from .handler import ConnectionHandler
+from .jid import bare_jid, expand_jid, normalize_jid, parse_user
+from .loop import BackgroundLoop
+from .presence import PresenceTable
+from .router import Router
+from .transactions import RequestCommands, TransactionTable
+from .wire import check_xml_text, message_xml
+from .xmpp.negotiate import Account, negotiate
+from .xmpp.stream import Stream
+
+log = logging.getLogger("netchat.jabber")
+
+__all__ = ["Connection"]
+
+
+class Connection(RequestCommands):
+    """A client connection to an XMPP server (Perl: Net::Chat::Jabber).
+
+    :param jid: ``user@domain[/resource]`` (``jabber://`` and ``xmpp://`` accepted).
+    :param password: the account's password; never logged.
+    :param host: the server to connect to (default: the JID's domain).
+    :param port: default 5222 (5223 with ``direct_tls``).
+    :param resource: the resource to bind (default: the JID's, else ``netchat-PID``).
+    :param ca_file: PEM file of CA certificates to verify the server with; with
+        ``ca_path``, a directory of them. Default: the system's CA store.
+    :param verify: verify the server's certificate and host name (default True);
+        False is for experiments only and logs a warning.
+    :param direct_tls: TLS from the first byte (XEP-0368) instead of STARTTLS.
+    :param require_tls: refuse a server that offers no TLS (default True). With False,
+        such a server is accepted with a warning, and only SCRAM may authenticate.
+    :param register: register the account in-band when it does not exist (default
+        True, as in Perl). Only over verified TLS; logged as a warning.
+    :param connect_timeout: seconds for the whole connection set-up (default 30).
+    :param ping_interval: seconds without traffic before an XEP-0199 ping checks the
+        link (default 60; 0 or None: never).
+    :param ping_timeout: seconds to wait for anything after a ping before the link
+        counts as dead (default 20).
+    :param text_limit: most characters of text one element of an incoming message may
+        hold (default None: no limit). The parser drops the rest as it arrives and
+        marks the stanza: ``stanza.truncated`` names the element (a Daemon answers such
+        a request ``too-large``).
+    :param handler: a :class:`~netchat.handler.ConnectionHandler`: receives incoming
+        traffic that no transaction claims (a :class:`netchat.Daemon` brings its own).
+
+    Nothing happens on the network until :meth:`connect`.
+    """
+
+    #: Subject of requests: none, to keep them small (Perl sent
+    #: ``Net::Chat::Jabber request``; its nodes only echo it back as ``re: ...``).
+    REQUEST_SUBJECT: Optional[str] = None
+
+    def __init__(self, jid: str, password: Optional[str] = None, *,
+                 host: Optional[str] = None, port: Optional[int] = None,
+                 resource: Optional[str] = None, ca_file: Optional[str] = None,
+                 ca_path: Optional[str] = None, verify: bool = True,
+                 direct_tls: bool = False, require_tls: bool = True,
+                 register: bool = True, connect_timeout: float = 30.0,
+                 ping_interval: Optional[float] = 60.0, ping_timeout: float = 20.0,
+                 text_limit: Optional[int] = None,
+                 handler: Optional[ConnectionHandler] = None):
+        jid = parse_user(jid)
+        bare, _, jid_resource = jid.partition("/")
+        if "@" not in bare or not bare.split("@", 1)[0] or not bare.split("@", 1)[1]:
+            raise ValueError("%r is not a user JID (user@domain[/resource])" % jid)
+        self.user, self.domain = bare.split("@", 1)
+        self.domain = self.domain.lower()
+        self.resource = resource or jid_resource or "netchat-%d" % os.getpid()
+        self._password = password if password is not None else ""
+        self.host = host or self.domain
+        self.port = int(port or (5223 if direct_tls else 5222))
+        self.ca_file, self.ca_path = ca_file, ca_path
+        self.verify = verify
+        self.direct_tls = direct_tls
+        self.require_tls = require_tls
+        self.register = register
+        self.connect_timeout = connect_timeout
+        self.text_limit = text_limit
+        self.handler = handler if handler is not None else ConnectionHandler()
+        #: The full JID the server bound (after :meth:`connect`).
+        self.jid: Optional[str] = None
+        #: The SASL mechanism used.
+        self.mechanism: Optional[str] = None
+        #: The socket, parser and owner lock (see :mod:`netchat.xmpp.stream`).
+        self.stream = Stream(self.where, self._dispatch, self._on_dead, text_limit,
+                             ping_interval, ping_timeout)
+        #: Requests awaiting replies (see :mod:`netchat.transactions`).
+        self.transactions = TransactionTable(self.stream.cond)
+        #: Who is online, from the presence this connection received.
+        self.presence = PresenceTable()
+        self.router = Router(self)
+        self._ids = 0
+        self._loop: Optional[BackgroundLoop] = None
+
+    # -- properties ------------------------------------------------------------------
+
+    @property
+    def bare_jid(self) -> str:
+        return "%s@%s" % (self.user, self.domain)
+
+    @property
+    def where(self) -> str:
+        return "%s:%d" % (self.host, self.port)
+
+    @property
+    def connected(self) -> bool:
+        """True while the stream is up (as far as anyone can know without I/O)."""
+        return self.stream.dead is None
+
+    @property
+    def dead(self) -> Optional[str]:
+        """Why the link is down (None while it is up)."""
+        return self.stream.dead
+
+    @property
+    def stream_id(self) -> Optional[str]:
+        """The id of the current stream (the ``sid`` callbacks receive)."""
+        return self.stream.stream_id
+
+    @property
+    def tls_version(self) -> Optional[str]:
+        return self.stream.tls_version
+
+    @property
+    def pings_sent(self) -> int:
+        """Keepalive pings sent so far."""
+        return self.stream.pings_sent
+
+    def __repr__(self):
+        return "<Connection %s to %s%s>" % (self.jid or self.bare_jid, self.where,
+                                           "" if self.connected else " (%s)" % self.dead)
+
+    def __enter__(self) -> "Connection":
+        if not self.connected:
+            self.connect()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- connecting --------------------------------------------------------------------
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        if not self.verify:
+            log.warning("TLS certificate verification is OFF for %s (verify=False): "
+                        "anyone on the path can read and change this connection",
+                        self.where)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        else:
+            context = ssl.create_default_context(cafile=self.ca_file, capath=self.ca_path)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        return context
+
+    def connect(self) -> "Connection":
+        """Connect, secure, authenticate (registering if needed), bind, send presence.
+
+        Raises :class:`~netchat.errors.ConnectError`, :class:`~netchat.errors.TLSError`
+        or :class:`~netchat.errors.AuthError` with a message naming host, port and
+        cause. Returns the connection.
+        """
+        stream = self.stream
+        stream.enter()
+        try:
+            deadline = time.monotonic() + self.connect_timeout
+            context = self._ssl_context()
+            account = Account(self.user, self.domain, self._password, self.resource,
+                              self.require_tls, self.register)
+            self.presence.clear()
+            try:
+                features = stream.open(self.host, self.port, self.domain, deadline,
+                                       context if self.direct_tls else None, self.verify)
+                outcome = negotiate(stream, account, features, deadline,
+                                    None if self.direct_tls else context, self.verify)
+            except BaseException:
+                stream.release_socket("connect failed")
+                raise
+            self.jid, self.mechanism = outcome.jid, outcome.mechanism
+            stream.up()
+            log.info("connected to %s as %s (%s, %s)", self.where, self.jid,
+                     self.tls_version or "no TLS", self.mechanism)
+        finally:
+            stream.leave()
+        try:
+            self.handler.on_connected(self)
+        except Exception:
+            log.exception("error in the connected hook for %s", self.jid)
+        return self
+
+    reconnect = connect
+
+    def _dispatch(self):
+        self.router.dispatch_inbox()
+
+    def _on_dead(self, reason: str):
+        self.transactions.fail_all(reason, self.where)
+
+    # -- sending -------------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        """A fresh stanza id."""
+        self._ids += 1
+        return "nc%x" % self._ids
+
+    def send_stanza(self, stanza: Node, flush: bool = True):
+        """Send any xmpppy stanza, from any thread.
+
+        Raises :class:`~netchat.errors.Disconnected` when the connection is down.
+        With ``flush=False`` a stanza sent while handling incoming ones is written
+        together with the other answers to the same batch.
+        """
+        if stanza.getNamespace() == "jabber:client":
+            stanza.setNamespace("")  # the stream's default namespace; no xmlns needed
+        self.send_xml(str(stanza), flush)
+
+    def send_xml(self, xml: Union[str, bytes], flush: bool = True):
+        """Send a stanza written as XML text, or as its UTF-8 bytes (any thread); see
+        :meth:`send_stanza`. The text is sent as it is: the caller makes it valid."""
+        if self.stream.dead is not None:
+            raise Disconnected("not connected to %s (%s)" % (self.where, self.stream.dead))
+        self.stream.send_bytes(xml.encode("utf-8") if isinstance(xml, str) else xml, flush)
+
+    def expand_jid(self, to: Any) -> str:
+        """A JID for ``to``: a bare user id (no ``@``) is taken to be on our domain."""
+        return expand_jid(to, self.domain)
+
+    def message_xml(self, to: Any, message: str, subject: Optional[str] = None,
+                    thread: Optional[str] = None, attachments: Iterable[Any] = None,
+                    type: Optional[str] = None, id: Optional[str] = None) -> str:
+        """The message :meth:`post` sends, as XML text (checked: text that XML cannot
+        carry raises ``ValueError``)."""
+        to = self.expand_jid(to)
+        check_xml_text(to, "recipient")
+        body = check_xml_text(str(message if message is not None else ""), "message body")
+        if subject is not None:
+            subject = check_xml_text(str(subject), "subject")
+        if thread is not None:
+            thread = check_xml_text(str(thread), "thread")
+        node = attachments_node(attachments or ())
+        return message_xml(to, body, subject, thread, type or None, id or self.new_id(),
+                           extra=str(node) if node is not None else "")
+
+    def post(self, to: Any, message: str, subject: Optional[str] = None,
+             thread: Optional[str] = None, attachments: Iterable[Any] = None,
+             type: Optional[str] = None) -> str:
+        """Send ``message`` to ``to``; returns the stanza id. Any thread may call it.
+
+        ``attachments``: strings, bytes (sent base64-encoded), :class:`Attachment`
+        objects or dicts, in the Perl module's format. Text that XML cannot carry
+        raises ``ValueError`` before anything is sent.
+        """
+        msg_id = self.new_id()
+        xml = self.message_xml(to, message, subject, thread, attachments, type, msg_id)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s -> %s%s: %.200s", self.jid, self.expand_jid(to),
+                      " thr=%s" % thread if thread else "", message)
+        self.send_xml(xml)
+        return msg_id
+
+    def send_presence(self, to: Any = None, type: Optional[str] = None):
+        """Send presence: broadcast when ``to`` is None, else directed to ``to``."""
+        self.send_stanza(Presence(to=self.expand_jid(to) if to else None, typ=type))
+
+    def subscribe(self, jid: Any):
+        """Ask to see ``jid``'s presence (a subscription request)."""
+        self.send_presence(bare_jid(self.expand_jid(jid)), "subscribe")
+
+    def wait_until(self, done: Callable[[], bool], deadline: Optional[float]) -> bool:
+        """Pump (or wait while the loop thread pumps) until ``done()``; False on the
+        ``deadline`` (``time.monotonic()`` seconds, None: none) or a dead link."""
+        stream = self.stream
+        while True:
+            if done():
+                return True
+            if stream.dead is not None:
+                return done()
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return done()
+            generation = stream.generation
+            # the owner (a handler waiting on a reply) must pump; other threads leave
+            # the connection to a thread that asked for it in process()
+            if (stream.is_owner() or not stream.want_loop) and stream.try_enter():
+                try:
+                    stream.pump(remaining, return_on_wake=True)
+                finally:
+                    stream.leave()
+                continue
+            with stream.cond:
+                if not done() and stream.generation == generation and stream.dead is None:
+                    stream.cond.wait(remaining)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    def process(self, timeout: Optional[float] = None) -> Optional[int]:
+        """Pump the connection for up to ``timeout`` seconds (None: until something
+        arrives or another thread hands over something to send).
+
+        Returns 1 when data was received, 0 when the link is fine but nothing came,
+        None when the connection is down. Never raises for network trouble.
+        """
+        stream = self.stream
+        if stream.dead is not None:
+            return None
+        stream.yield_to_waiters()
+        stream.enter()
+        try:
+            return stream.pump(timeout, return_on_wake=timeout is None)
+        except (OSError, ssl.SSLError) as exc:
+            stream.mark_dead("I/O error: %s" % exc)
+            return None
+        finally:
+            stream.leave()
+
+    def poll(self) -> Optional[int]:
+        """Handle what has arrived, without waiting (Perl: ``Process(0)``)."""
+        return self.process(0)
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        """Same as :meth:`process` (Perl's name)."""
+        return self.process(timeout)
+
+    def interrupt(self):
+        """Make the thread in :meth:`process` return (0) soon; any thread may call it."""
+        self.stream.interrupt()
+
+    def loop_start(self, timeout: float = 0.1) -> "BackgroundLoop":
+        """Run :meth:`process` on a background thread until :meth:`loop_stop` (or
+        the link dies); returns the :class:`~netchat.loop.BackgroundLoop`."""
+        self.loop_stop()
+        self._loop = BackgroundLoop(self, timeout)
+        return self._loop
+
+    def loop_stop(self, timeout: float = 5.0):
+        """Stop the thread :meth:`loop_start` started (waits up to ``timeout``)."""
+        loop = self._loop
+        if loop is not None:
+            loop.stop(timeout)
+            self._loop = None
+
+    # -- presence view -----------------------------------------------------------------------
+
+    def is_available(self, jid: Any) -> Optional[bool]:
+        """True/False when ``jid`` (bare: any resource) was last seen available or
+        unavailable; None when no presence of it was seen."""
+        jid = normalize_jid(self.expand_jid(jid))
+        bare, slash, resource = jid.partition("/")
+        return self.presence.is_available(bare, resource if slash else None)
+
+    def available_jids(self) -> List[str]:
+        """Full JIDs currently seen available (from presence this connection received)."""
+        return self.presence.available()
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def close(self, timeout: float = 1.0, grace: Optional[float] = 10.0):
+        """Say goodbye (unavailable presence, end of stream) and close the socket.
+
+        Waits up to ``timeout`` seconds for the server to end its stream. Open requests
+        fail with :class:`~netchat.errors.Disconnected`. Calling it again does nothing.
+
+        From another thread than the one in :meth:`process`, it first waits up to
+        ``grace`` seconds (None: as long as it takes) for that thread to let go of the
+        connection, which it cannot do while it runs a handler inline. After that the
+        link is cut under it: the connection counts as closed at once (sending raises
+        :class:`~netchat.errors.Disconnected`, so the handler's reply is lost), no
+        goodbye is sent, and the socket is released when that thread leaves
+        :meth:`process`, which then returns None.
+        """
+        stream = self.stream
+        stream.closing = True
+        if not stream.enter(grace):
+            stream.cut("closed while the thread in process() was busy")
+            return
+        try:
+            stream.goodbye(timeout)
+            stream.release()
+            self.presence.clear()
+        finally:
+            stream.leave()
+
+    disconnect = close

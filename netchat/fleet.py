@@ -1,0 +1,131 @@
+"""A daemon's view of its fleet: waiting until every node is here, and who is online.
+
+:class:`Fleet` holds the state of one ``waitUntilAllHere`` call: which nodes are
+still missing, when each was last nudged (directed presence, at most every 0.5 s, as
+Perl's ``$PATIENCE``), and which were asked for a subscription (once). The daemon's
+Perl hooks ``onSyncLogin``, ``onSyncLogout`` and ``onSyncError`` (callbacks a
+subclass may override) report to it.
+"""
+
+import logging
+import time
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Set
+
+from .errors import Disconnected, Timeout
+from .jid import bare_jid
+from .wire import ALLHERE_SUBJECT
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .daemon import Daemon
+
+log = logging.getLogger("netchat.daemon")
+
+__all__ = ["Fleet", "NUDGE_INTERVAL"]
+
+NUDGE_INTERVAL = 0.5  # Perl's $PATIENCE in waitUntilAllHere
+
+
+class _Sync:
+    """One waitUntilAllHere call: bare JID -> node as given, who is still missing."""
+
+    def __init__(self, keys: Dict[str, str]):
+        self.keys = keys
+        self.waiting: Set[str] = set(keys.values())
+        self.last_nudge: Dict[str, float] = {node: 0.0 for node in keys.values()}
+        self.subscribed: Set[str] = set()
+
+
+class Fleet:
+    """``waitUntilAllHere`` and ``onlineNodes`` for a :class:`~netchat.Daemon`."""
+
+    def __init__(self, daemon: "Daemon"):
+        self.daemon = daemon
+        self._sync: Optional[_Sync] = None
+
+    def node_of(self, jid) -> Optional[str]:
+        """The node (as given to waitUntilAllHere) that ``jid`` is, if one is awaited."""
+        sync = self._sync
+        return sync.keys.get(bare_jid(jid)) if sync is not None else None
+
+    def wait_until_all_here(self, nodes: Iterable[str], timeout: Optional[float] = None
+                            ) -> bool:
+        """See :meth:`netchat.Daemon.waitUntilAllHere`."""
+        daemon, cxn = self.daemon, self.daemon.cxn
+        nodes = list(nodes)
+        self._sync = sync = _Sync({bare_jid(cxn.expand_jid(node)): node for node in nodes})
+        for bare, node in sync.keys.items():
+            if cxn.is_available(bare):
+                sync.waiting.discard(node)
+        ids = [daemon.unshift_callback("available", daemon.onSyncLogin),
+               daemon.unshift_callback("unavailable", daemon.onSyncLogout),
+               daemon.unshift_callback("error", daemon.onSyncError)]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while sync.waiting:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline:
+                    missing = sorted(sync.waiting)
+                    raise Timeout("%d of %d node(s) not here after %.1fs: %s"
+                                  % (len(missing), len(nodes), timeout, ", ".join(missing)),
+                                  missing=missing)
+                for node in list(sync.waiting):
+                    if now - sync.last_nudge[node] >= NUDGE_INTERVAL:
+                        self._nudge(node, sync)
+                        sync.last_nudge[node] = now
+                next_nudge = min(sync.last_nudge[n] for n in sync.waiting) \
+                    + NUDGE_INTERVAL if sync.waiting else now
+                wait = max(0.0, next_nudge - time.monotonic())
+                if deadline is not None:
+                    wait = min(wait, max(0.0, deadline - time.monotonic()))
+                if daemon.process(wait) is None:
+                    raise Disconnected("connection lost while waiting for nodes: %s"
+                                       % cxn.dead)
+        finally:
+            for type, id in zip(("available", "unavailable", "error"), ids):
+                daemon.remove_callback(type, id)
+            self._sync = None
+        for node in nodes:
+            daemon.post(node, "hey guys", subject=ALLHERE_SUBJECT)
+        return True
+
+    def _nudge(self, node: str, sync: _Sync):
+        cxn = self.daemon.cxn
+        jid = bare_jid(cxn.expand_jid(node))
+        cxn.send_presence(jid)
+        self.daemon.presence_sent.add(jid)
+        if jid not in sync.subscribed:
+            cxn.subscribe(jid)
+            sync.subscribed.add(jid)
+
+    def logged_in(self, jid) -> bool:
+        """An awaited node is online; False when ``jid`` is no awaited node."""
+        node = self.node_of(jid)
+        if node is None:
+            return False
+        log.debug("presence from %s", jid)
+        self._sync.waiting.discard(node)
+        return True
+
+    def logged_out(self, jid) -> bool:
+        """An awaited node went away: wait for it again (unless another of its
+        resources is still here); False when ``jid`` is no awaited node."""
+        node = self.node_of(jid)
+        if node is None:
+            return False
+        if not self.daemon.cxn.is_available(bare_jid(jid)):
+            log.debug("bye bye from %s", jid)
+            self._sync.waiting.add(node)
+        return True
+
+    def not_found(self, jid, error) -> bool:
+        """An error about an awaited node (no such user...): nudge it later."""
+        node = self.node_of(jid)
+        if node is None:
+            return False
+        log.info("[%s] node %s not found: %s", self.daemon.jid, jid, error)
+        self._sync.last_nudge[node] = time.monotonic()
+        return True
+
+    def online_nodes(self) -> List[str]:
+        """Bare JIDs seen available (from the presence this daemon received), sorted."""
+        return sorted({jid.partition("/")[0] for jid in self.daemon.cxn.available_jids()})

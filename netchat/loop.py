@@ -1,0 +1,62 @@
+"""``process()`` on a background thread (paho-mqtt's ``loop_start``).
+
+``conn.loop_start()`` (or ``daemon.loop_start()``) starts a :class:`BackgroundLoop`:
+a named daemon thread calling ``process(timeout)`` until :meth:`BackgroundLoop.stop`
+or until the link dies (``process`` returns None). Other threads may meanwhile call
+``request``, ``post``, ``requestAll`` and the rest.
+"""
+
+import threading
+from typing import List, Optional
+
+__all__ = ["BackgroundLoop"]
+
+
+class BackgroundLoop:
+    """A thread running ``target.process(timeout)`` in a loop.
+
+    ``results``: what each ``process`` call returned (the last is None when the link
+    died); ``error``: the exception that ended the loop (a handler's ``sys.exit``
+    too), or None.
+    """
+
+    def __init__(self, target, timeout: float = 0.1, name: Optional[str] = None):
+        self.target = target
+        self.timeout = timeout
+        self.results: List[Optional[int]] = []
+        self.error: Optional[BaseException] = None
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True,
+                                       name=name or "netchat-loop-%s" % (
+                                           getattr(target, "jid", None) or id(target)))
+        self.thread.start()
+
+    def _run(self):
+        try:
+            while not self._stop.is_set():
+                result = self.target.process(self.timeout)
+                self.results.append(result)
+                if result is None:
+                    return
+        except BaseException as exc:  # noqa: B036 - reported through .error
+            self.error = exc
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive()
+
+    def stop(self, timeout: float = 5.0) -> bool:
+        """Ask the loop to end and wait up to ``timeout`` seconds; True when it did."""
+        self._stop.set()
+        interrupt = getattr(self.target, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
+        if self.thread is not threading.current_thread():
+            self.thread.join(timeout)
+        return not self.thread.is_alive()
+
+    def __enter__(self) -> "BackgroundLoop":
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -1,0 +1,121 @@
+"""How a daemon treats the presence of its peers, and its master.
+
+- Directed presence is answered with directed presence, once per peer and session
+  (so two daemons never ping-pong), to peers allowed to see it: the master and
+  whoever may command the daemon.
+- Subscription requests from those peers are approved, at most ``SUBSCRIPTIONS_MAX``
+  per session (each approval grows the daemon's roster on the server); later ones are
+  declined and answered with directed presence, which is all a coordinator needs.
+  Others are refused.
+- The master (a JID, or a user id on the daemon's own domain) is watched: once seen
+  available, its going away ends the daemon (Perl's ``checkMaster``).
+"""
+
+import logging
+from typing import TYPE_CHECKING, Optional, Set
+
+from .errors import Disconnected
+from .jid import bare_jid, normalize_jid
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .daemon import Daemon
+
+log = logging.getLogger("netchat.daemon")
+
+__all__ = ["Peers", "PRESENCE_ANSWERED_MAX", "SUBSCRIPTIONS_MAX"]
+
+PRESENCE_ANSWERED_MAX = 10000  # peers remembered as answered, before forgetting them all
+#: Subscription requests approved per session.
+SUBSCRIPTIONS_MAX = 200
+
+
+class Peers:
+    """Presence answering, subscriptions and the master, for one daemon."""
+
+    def __init__(self, daemon: "Daemon"):
+        self.daemon = daemon
+        #: JIDs this session sent directed presence to (bounded).
+        self.presence_sent: Set[str] = set()
+        #: The master was seen available (only then does its leaving count).
+        self.master_seen = False
+        self.subscriptions_approved = 0
+
+    def connected(self):
+        """A new session: forget who was answered; greet and watch the master."""
+        daemon = self.daemon
+        self.presence_sent = set()
+        self.subscriptions_approved = 0
+        if daemon.master is not None:
+            master = self.master_jid()
+            daemon.cxn.send_presence(master)
+            self.presence_sent.add(bare_jid(master))
+            daemon.cxn.subscribe(master)
+
+    def master_jid(self) -> Optional[str]:
+        master = self.daemon.master
+        return self.daemon.cxn.expand_jid(master) if master is not None else None
+
+    def is_master(self, jid) -> bool:
+        """Is ``jid`` the master? A master given without ``@`` is a user on the
+        daemon's own domain; with ``/`` only that resource counts."""
+        master = self.master_jid()
+        if master is None:
+            return False
+        master = normalize_jid(master)
+        return (normalize_jid(jid) if "/" in master else bare_jid(jid)) == master
+
+    def may_see_presence(self, jid) -> bool:
+        """The master, and whoever may command the daemon."""
+        return self.is_master(jid) or self.daemon.access.may_command(jid)
+
+    def available(self, sender):
+        """A peer's available presence: answer it; note the master."""
+        self.answer_presence(sender)
+        if self.is_master(sender):
+            self.master_seen = True
+
+    def answer_presence(self, sender):
+        """Answer directed presence with directed presence, once per peer and session,
+        to peers allowed to see it."""
+        daemon = self.daemon
+        full = normalize_jid(sender)
+        bare = bare_jid(sender)
+        if not full or bare == bare_jid(daemon.cxn.bare_jid):
+            return
+        if full in self.presence_sent or bare in self.presence_sent:
+            return
+        if not self.may_see_presence(sender):
+            return
+        if len(self.presence_sent) >= PRESENCE_ANSWERED_MAX:
+            self.presence_sent.clear()  # bounded: at worst a peer is answered again
+        self.presence_sent.add(full)
+        try:
+            daemon.cxn.send_presence(str(sender))
+        except Disconnected:
+            pass
+
+    def answer_subscription(self, sender):
+        """Approve, decline (over the bound) or refuse a subscription request."""
+        daemon = self.daemon
+        allowed = self.may_see_presence(sender)
+        limit = daemon.SUBSCRIPTIONS_MAX
+        approve = allowed and self.subscriptions_approved < limit
+        if approve:
+            self.subscriptions_approved += 1
+        elif allowed and self.subscriptions_approved == limit:
+            log.warning("[%s] %d subscriptions approved this session: declining the "
+                        "next ones (directed presence still answers them)", daemon.jid,
+                        limit)
+            self.subscriptions_approved += 1
+        daemon.cxn.send_presence(bare_jid(sender), "subscribed" if approve
+                                 else "unsubscribed")
+        log.info("%s subscription request from %s", "approved" if approve else
+                 "declined" if allowed else "refused", bare_jid(sender))
+        if allowed and not approve:
+            self.answer_presence(sender)
+
+    def master_left(self, sender) -> bool:
+        """Has the master, once seen available, gone (no resource of it left)?"""
+        if not self.master_seen or not self.is_master(sender):
+            return False
+        return not self.daemon.cxn.is_available(bare_jid(sender))

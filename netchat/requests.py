@@ -1,0 +1,280 @@
+"""One request pipeline for a daemon: admit -> dispatch -> reply -> audit.
+
+Chat requests (:meth:`RequestPipeline.handle`) and XEP-0050 ad-hoc commands
+(:mod:`netchat.services`) go through the same steps:
+
+1. **admit**: the sender may command the daemon (``allow``), the body is under
+   ``max_body`` (and the parser kept all of it), a stored request is younger than
+   ``max_age``, the body parses, the command's handler may be run by the sender
+   (``acl``, decided on the handler that would run), arguments and attachments are
+   under ``max_args`` and ``max_attachment``;
+2. **dispatch**: the handler runs inline or on the worker pool (``busy`` when its
+   backlog is full or the daemon is closing);
+3. **reply**: the result becomes text (an error reply when it cannot), a reply over
+   ``max_reply`` becomes ``too-large``; a reply is always sent;
+4. **audit**: one line on the ``netchat.audit`` logger per request handled or refused.
+"""
+
+import datetime
+import logging
+import threading
+import traceback
+import unicodedata
+from typing import TYPE_CHECKING, Any, Callable, List, NamedTuple, Optional
+
+from .attachments import AttachmentError, parse_attachments
+from .commands import ParseError, parse_body
+from .errors import CommandError, Disconnected
+from .wire import delay_stamp, reply_xml
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .daemon import Daemon
+
+log = logging.getLogger("netchat.daemon")
+#: One line per request handled or refused: who, command, result.
+audit = logging.getLogger("netchat.audit")
+
+__all__ = ["RequestPipeline", "Outcome", "audit_field"]
+
+AUDIT_FIELD_MAX = 100         # characters of a command name in an audit line
+
+#: ``respond(text, status)``: sends the outcome of a request, on any thread.
+Respond = Callable[[str, str], Any]
+
+
+class Outcome(NamedTuple):
+    """What a request comes to: the reply's text and its status (``ok``, ``error``,
+    ``denied``, ``too-large``, ``unknown``, ``busy``, ``expired``)."""
+    text: str
+    status: str
+
+
+class RequestPipeline:
+    """The steps every request of ``daemon`` goes through (see the module)."""
+
+    def __init__(self, daemon: "Daemon"):
+        self.daemon = daemon
+        self._local = threading.local()
+
+    @property
+    def current_message(self):
+        """The request being handled on this thread, else None."""
+        return getattr(self._local, "message", None)
+
+    # -- chat requests -------------------------------------------------------------------
+
+    def handle(self, msg) -> Any:
+        """Run a chat request from start to reply; True when answered (None when the
+        message is not a request: no body)."""
+        daemon = self.daemon
+        body = msg.getBody()
+        if body is None:
+            return None  # a chat state or receipt: nothing to run
+        sender = msg.getFrom()
+        log.debug("[%s] from(%s): %.200s", daemon.jid, sender, body)
+        refusal = self.admit_sender(sender, len(body), getattr(msg, "truncated", None))
+        if refusal is not None:
+            return self.reply(msg, refusal, command=first_word(body))
+        if daemon.max_age is not None:
+            stamp = delay_stamp(msg)
+            if stamp is not None:
+                age = (datetime.datetime.now(datetime.timezone.utc) - stamp).total_seconds()
+                if age > daemon.max_age:
+                    return self.reply(msg, Outcome(daemon.MSG_EXPIRED % (
+                        age, daemon.max_age), "expired"), command=first_word(body))
+        try:
+            command, args = parse_body(body)
+        except ParseError as exc:
+            return self.reply(msg, Outcome("error: %s" % exc, "error"),
+                              command=first_word(body))
+        if command is None:
+            return self.reply(msg, Outcome(daemon.MSG_EMPTY_REQUEST, "unknown"),
+                              command="-")
+        found = daemon.command_for(command)
+        name = found[0] if found is not None else command
+        if not daemon.may_run(sender, name):
+            return self.reply(msg, Outcome(daemon.MSG_DENIED, "denied"), command=name)
+        try:
+            attachments = parse_attachments(msg)
+        except AttachmentError as exc:
+            return self.reply(msg, Outcome("error: %s" % exc, "error"), command=name)
+        refusal = self.admit_command(sender, name, len(args), attachments)
+        if refusal is not None:
+            return self.reply(msg, refusal, command=name)
+        args.extend(attachments)
+        return self.dispatch(name, args, msg, lambda text, status: self.reply(
+            msg, Outcome(text, status), command=name))
+
+    # -- admit -----------------------------------------------------------------------------
+
+    def admit_sender(self, sender, size: int, truncated: Optional[str] = None
+                     ) -> Optional[Outcome]:
+        """The refusal when ``sender`` may not command the daemon or sent too much."""
+        daemon = self.daemon
+        if not daemon.access.may_command(sender):
+            return Outcome(daemon.MSG_DENIED, "denied")
+        if size > daemon.max_body or truncated == "body":
+            return Outcome(daemon.MSG_TOO_LARGE % (
+                "the request", "%d characters" % daemon.max_body), "too-large")
+        if truncated:
+            return Outcome(daemon.MSG_TOO_LARGE % (
+                "an attachment", "%d bytes" % daemon.max_attachment), "too-large")
+        return None
+
+    def admit_command(self, sender, command: str, nargs: int, attachments: List
+                      ) -> Optional[Outcome]:
+        """The refusal when ``sender`` may not run ``command`` with these arguments."""
+        daemon = self.daemon
+        if not daemon.may_run(sender, command):
+            return Outcome(daemon.MSG_DENIED, "denied")
+        if nargs + len(attachments) > daemon.max_args:
+            return Outcome(daemon.MSG_TOO_LARGE % (
+                "the request", "%d arguments" % daemon.max_args), "too-large")
+        for index, attachment in enumerate(attachments, 1):
+            if len(attachment.data) > daemon.max_attachment:
+                return Outcome(daemon.MSG_TOO_LARGE % (
+                    "attachment %d" % index, "%d bytes" % daemon.max_attachment),
+                    "too-large")
+        return None
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def dispatch(self, command: str, args: list, request, respond: Respond) -> Any:
+        """Find and run the handler of ``command`` (a canonical name; inline, or on the
+        pool) and ``respond(text, status)`` with the outcome, on whichever thread ran
+        it."""
+        daemon = self.daemon
+        handler = daemon.getHandler(command)
+        if handler is None:
+            return respond(daemon.MSG_UNKNOWN_COMMAND % command, "unknown")
+        pool = daemon.pool
+        if pool is not None and command != "help":
+            if not daemon.accepting:
+                return respond(daemon.MSG_SHUTTING_DOWN, "busy")
+            if not pool.submit(Job(self, handler, command, args, request, respond)):
+                return respond(daemon.MSG_BUSY % pool.pending, "busy")
+            return True
+        return respond(*self.call_handler(handler, command, args, request))
+
+    def call_handler(self, handler: Callable, command: str, args: list, msg) -> Outcome:
+        """Run a handler: its outcome, whatever it returns or raises."""
+        self._local.message = msg
+        try:
+            result = handler(*args)
+        except CommandError as exc:
+            return self.text_of(exc, "error")
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            log.error("[%s] command %r from %s failed:\n%s", self.daemon.jid, command,
+                      msg.getFrom(), traceback.format_exc().rstrip())
+            return self.text_of(exc, "error", "error: %s: " % type(exc).__name__)
+        finally:
+            self._local.message = None
+        if result is None:
+            return Outcome("", "ok")
+        return self.text_of(result, "ok")
+
+    def text_of(self, value: Any, status: str, prefix: str = "") -> Outcome:
+        """``prefix`` + ``value`` as text; an error outcome when ``value`` cannot
+        become text (its ``__str__`` raises or returns something else)."""
+        try:
+            if isinstance(value, bytes):
+                text = value.decode("utf-8", "backslashreplace")
+            else:
+                text = str(value)
+                if not isinstance(text, str):
+                    raise TypeError("__str__ returned %s" % type(text).__name__)
+            return Outcome(prefix + text, status)
+        except Exception as exc:
+            log.error("[%s] a result of type %s cannot become text: %r", self.daemon.jid,
+                      type(value).__name__, exc)
+            return Outcome(self.daemon.MSG_NO_TEXT % ("%s: %s" % (type(exc).__name__, exc)),
+                           "error")
+
+    # -- reply and audit -------------------------------------------------------------------
+
+    def reply(self, msg, outcome: Outcome, command: Optional[str] = None) -> bool:
+        """Send the reply to ``msg`` (any thread), a ``too-large`` one when it would be
+        over ``max_reply``; with ``command``, audit it."""
+        daemon = self.daemon
+        body, status = outcome
+        xml = reply_xml(msg, body, status)
+        data = None
+        if len(xml) * 4 > daemon.max_reply:  # else it fits whatever its characters
+            data = xml.encode("utf-8")
+            if len(data) > daemon.max_reply:
+                log.warning("[%s] a reply of %d bytes to %s is over max_reply (%d)",
+                            daemon.jid, len(data), msg.getFrom(), daemon.max_reply)
+                status = "too-large"
+                xml, data = reply_xml(msg, daemon.MSG_REPLY_TOO_LARGE % (
+                    len(data), daemon.max_reply), status), None
+        if command is not None:
+            self.audit(msg.getFrom(), command, status)
+        try:
+            daemon.cxn.send_xml(data if data is not None else xml, flush=False)
+        except Disconnected as exc:
+            log.warning("[%s] reply to %s lost: %s", daemon.jid, msg.getFrom(), exc)
+            return False
+        return True
+
+    def audit(self, sender, command: str, status: str, via: str = "chat"):
+        """One line on the ``netchat.audit`` logger: who, command, result. What a peer
+        chose (the command, the resource) is escaped: see :func:`audit_field`."""
+        level = logging.WARNING if status == "denied" else logging.INFO
+        if audit.isEnabledFor(level):
+            audit.log(level, "%s from=%s command=%s result=%s via=%s", self.daemon.jid,
+                      audit_field(str(sender)), audit_field(command), status, via)
+
+
+def first_word(body: str) -> str:
+    """The command of a request that was refused before it was parsed."""
+    words = body.split(None, 1)
+    return words[0] if words else "-"
+
+
+def audit_field(value: str, limit: int = AUDIT_FIELD_MAX) -> str:
+    """``value`` as one word of an audit line: as it is when it holds only visible,
+    unambiguous characters; else in double quotes, with ``"``, ``\\`` and ``=`` escaped
+    and every control, format, separator (space included) or unassigned character
+    written as ``\\xNN``/``\\uNNNN``. Longer than ``limit`` characters: cut, ending in
+    ``...``."""
+    cut = len(value) > limit
+    if cut:
+        value = value[:limit]
+    out, plain = [], value != ""
+    for char in value:
+        if char in '"\\=':
+            out.append("\\" + char)
+            plain = False
+        elif unicodedata.category(char)[0] in "CZ":
+            out.append(char.encode("unicode_escape").decode("ascii") if char != " "
+                       else "\\x20")
+            plain = False
+        else:
+            out.append(char)
+    text = "".join(out) + ("..." if cut else "")
+    return text if plain else '"%s"' % text
+
+
+class Job:
+    """One request for the worker pool: run the handler, respond with the outcome; a
+    reply is always sent, even when sending the first one fails."""
+    __slots__ = ("pipeline", "handler", "command", "args", "request", "respond")
+
+    def __init__(self, pipeline: RequestPipeline, handler: Callable, command: str,
+                 args: list, request, respond: Respond):
+        self.pipeline, self.handler, self.command = pipeline, handler, command
+        self.args, self.request, self.respond = args, request, respond
+
+    def __call__(self):
+        text, status = self.pipeline.call_handler(self.handler, self.command, self.args,
+                                                  self.request)
+        try:
+            self.respond(text, status)
+        except Disconnected as exc:
+            log.warning("reply to %s lost: %s", self.request.getFrom(), exc)
+        except Exception:  # say what went wrong instead
+            log.exception("replying to %r from %s failed", self.command,
+                          self.request.getFrom())
+            self.respond("error: the reply could not be sent", "error")

@@ -1,0 +1,170 @@
+"""Incoming stanzas to where they belong: transactions, presence, the handler.
+
+The owner of a connection dispatches what it parsed (:meth:`Router.dispatch_inbox`).
+A reply or error stanza settles the transaction it answers, when it comes from the JID
+the request went to; presence updates the presence table; iq from the server (pings,
+roster pushes) is answered here, an iq result settles an iq wait, and everything else
+goes to the connection's handler (see :mod:`netchat.handler`). Inside a handler (a
+handler waiting for its reply pumps again) only what a waiting request needs is
+dispatched; the rest waits for the outer loop, in order.
+"""
+
+import logging
+from typing import Any
+
+from xmpp.protocol import ERR_SERVICE_UNAVAILABLE, NS_ROSTER, Error
+
+from .jid import bare_jid, normalize_jid
+from .xmpp.parser import NS_PING, excerpt, make_iq
+
+log = logging.getLogger("netchat.jabber")
+
+__all__ = ["Router"]
+
+
+class Router:
+    """Routes the stanzas of one connection (see the module)."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    # -- who may answer ---------------------------------------------------------------
+
+    def from_server(self, sender: Any) -> bool:
+        """Did the server (or our own account) send this? No ``from`` means the
+        server, as RFC 6120 says."""
+        if sender is None or not str(sender):
+            return True
+        return bare_jid(sender) in (self.conn.domain, self.conn.bare_jid.lower())
+
+    def answers(self, to: Any, sender: Any) -> bool:
+        """May ``sender`` answer a stanza sent ``to``? The same JID; any resource of a
+        bare ``to``; the server (or no ``from``) for what was sent to the server; anyone
+        for a transaction opened without a target (as in Perl)."""
+        if to is None:
+            return True
+        if bare_jid(to) == self.conn.domain:
+            return self.from_server(sender)
+        if sender is None:
+            return False
+        to = normalize_jid(to)
+        return (normalize_jid(sender) if "/" in to else bare_jid(sender)) == to
+
+    # -- dispatching ------------------------------------------------------------------
+
+    def dispatch_inbox(self):
+        """Route queued stanzas (owner). Nested (inside a handler): replies only."""
+        stream = self.conn.stream
+        if stream.dispatch_depth:
+            self._dispatch_urgent()
+            return
+        stream.dispatch_depth += 1
+        try:
+            while stream.inbox:
+                stanza = stream.inbox.popleft()
+                self._route_safely(stanza)
+                stream.flush_soon()
+                if stream.dead is not None:
+                    break
+        finally:
+            stream.dispatch_depth -= 1
+
+    def _route_safely(self, stanza):
+        try:
+            self.route(stanza)
+        except Exception:
+            log.exception("error while handling a %s from %s", stanza.getName(),
+                          stanza.getAttr("from"))
+
+    def _is_urgent(self, stanza) -> bool:
+        """Stanzas a nested pump handles: what a waiting request() may need."""
+        name = stanza.getName()
+        if name == "iq":
+            return True
+        return name == "message" and self.conn.transactions.answers(stanza, self.answers)
+
+    def _dispatch_urgent(self):
+        inbox = self.conn.stream.inbox
+        pending = list(inbox)
+        inbox.clear()
+        kept = []
+        for stanza in pending:
+            if self._is_urgent(stanza):
+                self._route_safely(stanza)
+            else:
+                kept.append(stanza)
+        # stanzas that arrived while routing go after the ones kept back
+        kept.extend(inbox)
+        inbox.clear()
+        inbox.extend(kept)
+
+    def route(self, stanza):
+        name = stanza.getName()
+        if name == "message":
+            self.route_message(stanza)
+        elif name == "presence":
+            self.route_presence(stanza)
+        elif name == "iq":
+            self.route_iq(stanza)
+        else:
+            log.debug("ignoring <%s xmlns='%s'> from the server", name,
+                      stanza.getNamespace())
+
+    def route_message(self, msg):
+        conn = self.conn
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s <- %s [%s%s]: %s", conn.jid, msg.getFrom(), msg.getType() or
+                      "normal", " thr=%s" % msg.getThread() if msg.getThread() else "",
+                      excerpt(msg))
+        if msg.getType() == "error":
+            tx = conn.transactions.settle(msg, self.answers)
+            if tx is not None and tx.on_error is not None and not tx.waiting:
+                tx.on_error(msg, tx.thread)
+            conn.handler.on_error(conn, msg, tx)
+            return
+        thread = msg.getThread()
+        tx = conn.transactions.settle(msg, self.answers) if thread else None
+        if tx is None:
+            conn.handler.on_message(conn, msg)
+        elif tx.waiting:
+            pass  # request() picks it up
+        elif tx.callback is not None:
+            tx.callback(msg, thread)
+        else:
+            conn.handler.on_reply(conn, msg, thread)
+
+    def route_presence(self, presence):
+        conn = self.conn
+        sender = normalize_jid(presence.getFrom() or "")
+        if conn.jid and sender == normalize_jid(conn.jid):
+            return  # our own presence, reflected by the server
+        typ = presence.getType() or "available"
+        if typ in ("available", "unavailable"):
+            bare, _, resource = sender.partition("/")
+            conn.presence.update(bare, resource, typ == "available")
+            with conn.stream.cond:  # requestAll may be waiting for a presence change
+                conn.stream.cond.notify_all()
+        conn.handler.on_presence(conn, presence)
+
+    def route_iq(self, iq):
+        conn = self.conn
+        typ = iq.getType()
+        sender = iq.getFrom()
+        if typ in ("result", "error"):
+            if iq.getID() == conn.stream.ping_id and self.from_server(sender):
+                conn.stream.ping_id = None
+                return
+            if conn.transactions.settle_iq(iq, self.answers) is None:
+                conn.handler.on_iq(conn, iq)
+            return
+        if typ not in ("get", "set"):
+            return
+        child = iq.getChildren()[0] if iq.getChildren() else None
+        namespace = child.getNamespace() if child is not None else ""
+        if self.from_server(sender) and ((typ == "get" and namespace == NS_PING) or
+                                         (typ == "set" and namespace == NS_ROSTER)):
+            conn.send_stanza(make_iq("result", to=sender, id=iq.getID()))
+            return
+        if conn.handler.on_iq(conn, iq):
+            return
+        conn.send_stanza(Error(iq, ERR_SERVICE_UNAVAILABLE))

@@ -1,0 +1,582 @@
+"""One XML stream to the server, owned by one thread at a time.
+
+- **The owner lock.** The thread inside ``process()`` (or a thread waiting for a reply
+  while no thread is in ``process()``) owns the stream; it alone reads, parses and
+  writes. Other threads queue serialized stanzas (:meth:`Stream.send_bytes`) and wake
+  the owner through a socket pair, as paho-mqtt does.
+- **The pump.** :meth:`Stream.pump` is one loop tick: select on the socket and the
+  wake-up pair, read everything there is, parse it into the inbox, hand the inbox to
+  ``dispatch()`` and write what was queued. Stanzas are parsed first and dispatched
+  afterwards, so a handler may pump again (to wait for a reply) without re-entering
+  the XML parser.
+- **Keepalive.** After ``ping_interval`` seconds without traffic an XEP-0199 ping
+  goes to the server; no answer within ``ping_timeout`` means a dead link.
+- **The end.** A lost link is handled once (:meth:`Stream.mark_dead`): the socket is
+  closed, queued stanzas are dropped and ``on_dead(reason)`` fails what waits. A thread
+  that cannot get the stream (its owner is busy in a handler) can still cut it
+  (:meth:`Stream.cut`).
+"""
+
+import collections
+import logging
+import select
+import socket
+import ssl
+import threading
+import time
+from typing import Callable, Optional, Tuple
+from xml.parsers.expat import ExpatError
+
+from xmpp.client import Client
+from xmpp.protocol import NS_CLIENT, NS_STREAMS, Presence
+from xmpp.simplexml import Node
+
+from ..errors import ConnectError, TLSError
+from .parser import (NS_PING, STANZA_CLASSES, Dispatcher, as_stanza,
+                     error_condition, make_iq)
+from .transport import WRITE_TIMEOUT, Transport
+
+log = logging.getLogger("netchat.jabber")
+
+__all__ = ["Stream", "FLUSH_AT"]
+
+FLUSH_AT = 1 << 16          # queued bytes that force a write while dispatching
+
+
+class Stream:
+    """The socket, parser, queues and owner lock of one connection.
+
+    :param where: ``host:port``, for messages.
+    :param dispatch: called by the owner (inside :meth:`pump`) when stanzas wait in
+        :attr:`inbox`.
+    :param on_dead: called once with the reason when the link is lost or cut.
+    :param text_limit: see :class:`~netchat.xmpp.parser.StreamBuilder`.
+    """
+
+    def __init__(self, where: str, dispatch: Callable[[], None],
+                 on_dead: Callable[[str], None], text_limit: Optional[int] = None,
+                 ping_interval: Optional[float] = 60.0, ping_timeout: float = 20.0):
+        self.where = where
+        self.dispatch = dispatch
+        self.on_dead = on_dead
+        self.text_limit = text_limit
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        #: Elements parsed and not yet dispatched (the owner's).
+        self.inbox: collections.deque = collections.deque()
+        #: Why the link is down (None while it is up).
+        self.dead: Optional[str] = "not connected"
+        #: close() is under way: a lost link is then expected.
+        self.closing = False
+        #: The server's stream id, TLS version, and whether TLS is verified.
+        self.stream_id: Optional[str] = None
+        self.tls_version: Optional[str] = None
+        self.tls_verified = False
+        #: Depth of nested dispatching (a handler pumping for its reply).
+        self.dispatch_depth = 0
+        #: The id of the keepalive ping in flight, and how many were sent.
+        self.ping_id: Optional[str] = None
+        self.pings_sent = 0
+        #: Condition shared with the waiters for replies: notified when the owner
+        #: lets go or a stanza settles something.
+        self.cond = threading.Condition(threading.Lock())
+        #: Bumped each time the owner lets go (waiters re-check then).
+        self.generation = 0
+        self.transport: Optional[Transport] = None
+        self._client: Optional[Client] = None
+        self._outq: collections.deque = collections.deque()
+        self._outq_bytes = 0
+        self._stream_error: Optional[Tuple[str, str]] = None
+        self._stream_ended = False
+        self._last_rx = 0.0
+        self._ping_sent = 0.0
+        self._ping_ids = 0
+        # the owner lock: reentrant by hand so that the last release can notify waiters
+        self._lock = threading.Lock()
+        self._holder: Optional[int] = None
+        self._depth = 0
+        self.want_loop = 0
+        self._interrupted = False
+        self._release_owed = False
+        self._wake_r: Optional[socket.socket] = None
+        self._wake_w: Optional[socket.socket] = None
+
+    @property
+    def connected(self) -> bool:
+        return self.dead is None
+
+    # -- the owner lock ----------------------------------------------------------------
+
+    def is_owner(self) -> bool:
+        return self._holder == threading.get_ident()
+
+    def try_enter(self) -> bool:
+        """Become the owner if nobody else is (reentrant); False otherwise."""
+        me = threading.get_ident()
+        if self._holder == me:
+            self._depth += 1
+            return True
+        if self._lock.acquire(blocking=False):
+            self._holder, self._depth = me, 1
+            return True
+        return False
+
+    def enter(self, timeout: Optional[float] = None) -> bool:
+        """Become the owner, waiting up to ``timeout`` seconds (None: as long as it
+        takes); False when the owner did not let go in time."""
+        if self.try_enter():
+            return True
+        with self.cond:
+            self.want_loop += 1
+        try:
+            self.wake()  # ask the current owner to return from select
+            got = self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout))
+        finally:
+            with self.cond:
+                self.want_loop -= 1
+                self.cond.notify_all()  # a loop thread yielding to us may go on
+        if got:
+            self._holder, self._depth = threading.get_ident(), 1
+        return got
+
+    def yield_to_waiters(self):
+        """Before re-entering the loop, let a thread blocked in :meth:`enter` (close,
+        connect, another process call) take the stream first: Python's locks are not
+        fair, and a loop thread calling ``process(None)`` again at once would otherwise
+        win every time and block in select with nobody to wake it."""
+        if self.is_owner():
+            return
+        with self.cond:
+            while self.want_loop and self.dead is None:
+                self.cond.wait(0.5)
+
+    def leave(self):
+        self._depth -= 1
+        if self._depth:
+            return
+        if self._release_owed:  # cut() could not wait for us: finish its work
+            self._release_owed = False
+            self.release()
+        while True:
+            self._holder = None
+            self._lock.release()
+            with self.cond:
+                self.generation += 1
+                self.cond.notify_all()
+            # a thread that queued while we held the lock relied on us to send it
+            if not self._outq or not self._lock.acquire(blocking=False):
+                return
+            self._holder, self._depth = threading.get_ident(), 1
+            try:
+                self.flush()
+            finally:
+                self._depth = 0
+
+    def interrupt(self):
+        """Make the owner's :meth:`pump` return (0) soon; any thread may call it."""
+        self._interrupted = True
+        self.wake()
+
+    def wake(self):
+        w = self._wake_w
+        if w is not None:
+            try:
+                w.send(b"\0")
+            except (BlockingIOError, OSError):
+                pass  # a full buffer already holds a wake-up
+
+    # -- setting up (owner) --------------------------------------------------------------
+
+    def open(self, host: str, port: int, domain: str, deadline: float,
+             context: Optional[ssl.SSLContext], verified: bool) -> Node:
+        """Connect to ``host:port`` (TLS from the first byte when ``context`` is
+        given: XEP-0368), start the stream to ``domain``; returns its features."""
+        self.release_socket("reconnecting")
+        if self._wake_r is None:
+            self._wake_r, self._wake_w = socket.socketpair()
+            self._wake_r.setblocking(False)
+            self._wake_w.setblocking(False)
+        self.closing = False
+        self.inbox.clear()
+        self._outq.clear()
+        self._outq_bytes = 0
+        self._stream_error, self._stream_ended = None, False
+        self.tls_verified = False
+        self.tls_version = None
+        try:
+            raw = socket.create_connection((host, port),
+                                           timeout=max(0.01, deadline - time.monotonic()))
+        except socket.timeout:
+            raise ConnectError("cannot connect to %s: timed out" % self.where) from None
+        except OSError as exc:
+            raise ConnectError("cannot connect to %s: %s"
+                               % (self.where, exc.strerror or exc)) from None
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock = self._wrap(raw, domain, deadline, context, verified) if context else raw
+        sock.setblocking(False)
+        self._client = Client(domain, port, debug=[])
+        self._client.UnregisterDisconnectHandler(self._client.DisconnectHandler)
+        self.transport = Transport(sock, self.where)
+        self.transport.PlugIn(self._client)
+        return self.restart(deadline)
+
+    def start_tls(self, domain: str, deadline: float, context: ssl.SSLContext,
+                  verified: bool):
+        """Turn the open socket into TLS (after the server said ``proceed``)."""
+        sock = self.transport.sock
+        sock.setblocking(True)
+        self.transport.sock = self._wrap(sock, domain, deadline, context, verified)
+        self.transport.sock.setblocking(False)
+
+    def _wrap(self, raw: socket.socket, domain: str, deadline: float,
+              context: ssl.SSLContext, verified: bool) -> ssl.SSLSocket:
+        raw.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            sock = context.wrap_socket(raw, server_hostname=domain)
+        except ssl.SSLCertVerificationError as exc:
+            raw.close()
+            raise TLSError("TLS certificate of %s does not verify for %r: %s"
+                           % (self.where, domain, exc.verify_message or exc)) from None
+        except ssl.SSLError as exc:
+            raw.close()
+            raise TLSError("TLS handshake with %s failed: %s"
+                           % (self.where, exc.reason or exc)) from None
+        except socket.timeout:
+            raw.close()
+            raise ConnectError("TLS handshake with %s timed out" % self.where) from None
+        except OSError as exc:
+            raw.close()
+            raise ConnectError("TLS handshake with %s failed: %s"
+                               % (self.where, exc.strerror or exc)) from None
+        self.tls_verified = verified
+        self.tls_version = sock.version()
+        return sock
+
+    def restart(self, deadline: float) -> Node:
+        """(Re)start the XML stream and return the server's stream features."""
+        client = self._client
+        if "Dispatcher" in client.__dict__:
+            client.Dispatcher.PlugOut()
+        self.inbox.clear()
+        Dispatcher(self._deliver, self._footer, self.text_limit).PlugIn(client)
+        features = self.await_element(lambda n: n.getName() == "features" and
+                                      n.getNamespace() == NS_STREAMS, deadline,
+                                      "stream features")
+        self.stream_id = (client.Dispatcher.Stream._document_attrs or {}).get("id")
+        return features
+
+    def await_element(self, predicate: Callable[[Node], bool], deadline: float,
+                      what: str) -> Node:
+        """Read until an element matching ``predicate`` arrives (connection set-up)."""
+        while True:
+            for index, node in enumerate(self.inbox):
+                if predicate(node):
+                    del self.inbox[index]
+                    return node
+            if self._stream_error:
+                condition, text = self._stream_error
+                raise ConnectError("server %s ended the stream while waiting for %s: %s%s"
+                                   % (self.where, what, condition,
+                                      " (%s)" % text if text else ""))
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ConnectError("timed out waiting for %s from %s" % (what, self.where))
+            transport = self.transport
+            if not transport.has_buffered():
+                ready, _, _ = select.select([transport.sock], [], [], remaining)
+                if not ready:
+                    continue
+            try:
+                data, eof = transport.read_available()
+            except OSError as exc:
+                raise ConnectError("connection to %s failed while waiting for %s: %s"
+                                   % (self.where, what, exc)) from None
+            if data:
+                try:
+                    self._client.Dispatcher.Stream.Parse(data)
+                except (ExpatError, ValueError) as exc:
+                    raise ConnectError("server %s sent invalid XML while we waited for "
+                                       "%s: %s" % (self.where, what, exc)) from None
+            if eof and not any(predicate(n) for n in self.inbox):
+                raise ConnectError("server %s closed the connection while we waited for %s"
+                                   % (self.where, what))
+
+    def write_now(self, data: bytes):
+        """Write during connection set-up (the caller owns the stream)."""
+        try:
+            self.transport.write_all(data, WRITE_TIMEOUT)
+        except OSError as exc:
+            raise ConnectError("write to %s failed: %s" % (self.where, exc)) from None
+
+    def up(self):
+        """The stream is set up: start counting keepalive time, send presence."""
+        self.dead = None
+        self._last_rx = time.monotonic()
+        self.ping_id = None
+        self.send_bytes(str(Presence()).encode("utf-8"))
+
+    # -- receiving (owner) ----------------------------------------------------------------
+
+    def _deliver(self, node: Node):
+        """Called by the parser for each top-level element: convert and queue it."""
+        name = node.getName()
+        namespace = node.getNamespace()
+        if namespace == NS_CLIENT:
+            cls = STANZA_CLASSES.get(name)
+            if cls is not None:
+                try:
+                    as_stanza(node, cls)
+                except Exception as exc:  # a malformed stanza must not end the stream
+                    log.warning("dropped a malformed <%s> from %s: %s", name,
+                                node.getAttr("from"), exc)
+                    return
+        elif namespace == NS_STREAMS and name == "error":
+            self._stream_error = error_condition(node)
+            return
+        self.inbox.append(node)
+
+    def _footer(self):
+        self._stream_ended = True
+
+    def _read(self) -> Optional[int]:
+        """Read and parse what the socket has. Bytes read, or None when the link died."""
+        try:
+            data, eof = self.transport.read_available()
+        except (OSError, AttributeError) as exc:
+            self.mark_dead("read failed: %s" % exc)
+            return None
+        if data:
+            self._last_rx = time.monotonic()
+            try:
+                self._client.Dispatcher.Stream.Parse(data)
+            except (ExpatError, ValueError) as exc:
+                self.mark_dead("server sent invalid XML: %s" % exc)
+                return None
+        if self._stream_error:
+            condition, text = self._stream_error
+            self.mark_dead("stream error from server: %s%s"
+                           % (condition, " (%s)" % text if text else ""))
+            return None
+        if self._stream_ended or eof:
+            if self.inbox:  # hand over what arrived with the goodbye
+                self.dispatch()
+            self.mark_dead("server closed the %s" % ("stream" if self._stream_ended
+                                                     else "connection"))
+            return None
+        return len(data)
+
+    def pump(self, timeout: Optional[float], return_on_wake: bool) -> Optional[int]:
+        """One loop tick for the owner: 1 data, 0 nothing, None dead."""
+        if self.dead is not None:
+            return None
+        if self._outq:
+            self.flush()
+        if self.inbox and not self.dispatch_depth:
+            self.dispatch()
+            return 1 if self.dead is None else None
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            if self.dead is not None:
+                return None
+            now = time.monotonic()
+            wait = self._keepalive(now)
+            if self.dead is not None:
+                return None
+            if deadline is not None:
+                remaining = max(0.0, deadline - now)
+                wait = remaining if wait is None else min(wait, remaining)
+            transport = self.transport
+            if transport.has_buffered():
+                readable = (transport.sock,)
+            else:
+                try:
+                    readable, _, _ = select.select([transport.sock, self._wake_r], [], [],
+                                                   wait)
+                except (OSError, ValueError) as exc:
+                    self.mark_dead("select failed: %s" % exc)
+                    return None
+            if self._wake_r in readable:
+                try:
+                    while self._wake_r.recv(4096):
+                        pass
+                except (BlockingIOError, OSError):
+                    pass
+                if self._outq:
+                    self.flush()
+                if self._interrupted:
+                    self._interrupted = False
+                    return 0
+                if self.closing or self.want_loop or (
+                        return_on_wake and transport.sock not in readable):
+                    return 0
+            if transport.sock in readable:
+                got = self._read()
+                if got is None:
+                    return None
+                if self.inbox:
+                    self.dispatch()
+                if self._outq:
+                    self.flush()
+                if self.dead is not None:
+                    return None
+                if got:
+                    return 1
+            if deadline is not None and time.monotonic() >= deadline:
+                return 0
+
+    def _keepalive(self, now: float) -> Optional[float]:
+        """Send XEP-0199 pings on a quiet link; returns seconds until the next check."""
+        interval = self.ping_interval
+        if not interval or interval <= 0:
+            return None
+        if self.ping_id is not None:
+            if self._last_rx > self._ping_sent:
+                self.ping_id = None
+            elif now - self._ping_sent >= self.ping_timeout:
+                self.mark_dead("no answer from the server for %.0fs after a ping"
+                               % (now - self._ping_sent))
+                return None
+            else:
+                return self._ping_sent + self.ping_timeout - now
+        due = self._last_rx + interval
+        if now < due:
+            return due - now
+        self._ping_ids += 1
+        self.ping_id = "keepalive-%d" % self._ping_ids
+        self._ping_sent = now
+        self.pings_sent += 1
+        ping = make_iq("get", Node("ping", attrs={"xmlns": NS_PING}),
+                       to=self._client.Server, id=self.ping_id)
+        self.send_bytes(str(ping).encode("utf-8"))
+        return self.ping_timeout
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send_bytes(self, data: bytes, flush: bool = True):
+        """Queue serialized stanzas (any thread); the owner writes them at once unless
+        ``flush`` is false, in which case they go out with the answers to the rest of
+        the batch being dispatched."""
+        self._outq.append(data)
+        if self._holder == threading.get_ident():
+            self._outq_bytes += len(data)  # only the owner counts (no lock needed)
+            if flush or self._outq_bytes >= FLUSH_AT:
+                self.flush()
+        elif self.try_enter():
+            try:
+                self.flush()
+            finally:
+                self.leave()
+        else:
+            self.wake()
+
+    def flush_soon(self):
+        """While dispatching: write what is queued when nothing else waits or the
+        queue is large (owner only)."""
+        if self._outq and (not self.inbox or self._outq_bytes >= FLUSH_AT):
+            self.flush()
+
+    def flush(self):
+        """Write the queued stanzas (owner only), many per write."""
+        transport = self.transport
+        while self._outq:
+            if self.dead is not None or transport is None:
+                dropped = len(self._outq)
+                self._outq.clear()
+                self._outq_bytes = 0
+                log.warning("dropped %d unsent stanza(s): %s", dropped, self.dead)
+                return
+            batch = []
+            size = 0
+            while self._outq and size < FLUSH_AT * 4:
+                item = self._outq.popleft()
+                batch.append(item)
+                size += len(item)
+            self._outq_bytes = 0
+            try:
+                transport.write_all(b"".join(batch), WRITE_TIMEOUT)
+            except (OSError, AttributeError) as exc:
+                self.mark_dead("write failed: %s" % exc)
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def mark_dead(self, reason: str):
+        """The one place a lost link is handled (owner): once, closing the socket."""
+        if self.dead is not None:
+            return
+        self.dead = reason
+        if self.closing:
+            log.info("connection to %s closed", self.where)
+        else:
+            log.warning("connection to %s lost: %s", self.where, reason)
+        if self.transport is not None:
+            self.transport.close()
+        if self._outq:
+            log.warning("dropped %d unsent stanza(s)", len(self._outq))
+            self._outq.clear()
+            self._outq_bytes = 0
+        self.on_dead(reason)
+
+    def release_socket(self, reason: str):
+        """Mark the link dead (if it is not) and forget the socket and parser (owner)."""
+        if self.dead is None:
+            self.mark_dead(reason)
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+        self._client = None
+
+    def release(self):
+        """Close the socket and the wake-up pair (owner only)."""
+        self.release_socket("closed")
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+        self._wake_r = self._wake_w = None
+
+    def goodbye(self, timeout: float):
+        """Send unavailable presence and the end of the stream, and wait up to
+        ``timeout`` seconds for the server to end its own (owner only)."""
+        self.closing = True
+        if self.dead is not None:
+            return
+        try:
+            self._outq.append(str(Presence(typ="unavailable")).encode("utf-8"))
+            self._outq.append(b"</stream:stream>")
+            self.flush()
+            deadline = time.monotonic() + timeout
+            while self.dead is None and not self._stream_ended:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                ready, _, _ = select.select([self.transport.sock], [], [], remaining)
+                if ready:
+                    data, eof = self.transport.read_available()
+                    if eof:
+                        break
+                    if data:
+                        self._client.Dispatcher.Stream.Parse(data)
+        except (OSError, ExpatError, ValueError, AttributeError):
+            pass
+
+    def cut(self, reason: str):
+        """Close from outside while another thread owns the stream: mark it dead, fail
+        what waits, shut the socket down (its owner's next read or write fails at
+        once) and leave releasing it to the owner."""
+        self.closing = True
+        with self.cond:
+            if self.dead is not None:
+                return
+            self.dead = reason
+        log.warning("connection to %s: %s", self.where, reason)
+        self._release_owed = True
+        self.on_dead(reason)
+        transport = self.transport
+        sock = transport.sock if transport is not None else None
+        if sock is not None:
+            try:  # the plain socket's shutdown: leaves the TLS object to its owner
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self.wake()
+        if self.try_enter():  # the owner let go meanwhile: release it ourselves
+            self.leave()

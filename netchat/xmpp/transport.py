@@ -1,0 +1,122 @@
+"""The socket under the XML stream: TCP with TLS verified through ``ssl.SSLContext``.
+
+It plugs into an xmpppy ``Client`` as its ``Connection`` (xmpppy writes its stream
+headers through :meth:`Transport.send`); netchat itself reads and writes through
+:meth:`Transport.read_available` and :meth:`Transport.write_all`. Non-blocking, large
+reads, and data buffered inside the SSL object never left unread.
+"""
+
+import select
+import socket
+import ssl
+import time
+from typing import Tuple
+
+from xmpp.client import PlugIn
+
+__all__ = ["Transport", "READ_SIZE", "READ_LIMIT", "WRITE_TIMEOUT"]
+
+READ_SIZE = 65536           # bytes per recv()
+READ_LIMIT = 1 << 20        # bytes read per loop tick before parsing
+WRITE_TIMEOUT = 30.0        # seconds a write may block before the link counts as dead
+_QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+
+
+class Transport(PlugIn):
+    """A TCP or TLS socket plugged into an xmpppy ``Client`` as its ``Connection``.
+
+    Non-blocking. xmpppy only uses :meth:`send` (stream headers); netchat reads and
+    writes through :meth:`read_available` and :meth:`write_all`.
+    """
+
+    def __init__(self, sock: socket.socket, where: str):
+        PlugIn.__init__(self)
+        self.DBG_LINE = "socket"
+        self._exported_methods = [self.send, self.disconnect]
+        self.sock = sock
+        self.where = where
+
+    # xmpppy calls these two only if they are defined in this class's own body
+    def plugin(self, owner):
+        owner.Connection = self
+
+    def plugout(self):
+        self._owner.__dict__.pop("Connection", None)
+
+    def send(self, data, timeout: float = WRITE_TIMEOUT):
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        self.write_all(data, timeout)
+
+    def disconnect(self):
+        self.close()
+
+    def has_buffered(self) -> bool:
+        """True when decrypted data waits inside the SSL object (select cannot see it)."""
+        sock = self.sock
+        return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+
+    def read_available(self, limit: int = READ_LIMIT) -> Tuple[bytes, bool]:
+        """Read what is there without blocking: ``(data, eof)``.
+
+        Afterwards the kernel is asked to acknowledge at once (TCP_QUICKACK, Linux):
+        servers that keep Nagle's algorithm on (Prosody does) otherwise hold the rest
+        of a burst of replies until our delayed ACK, about 40 ms later."""
+        try:
+            return self._read_available(limit)
+        finally:
+            if _QUICKACK is not None and self.sock is not None:
+                try:
+                    self.sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
+                except OSError:
+                    pass
+
+    def _read_available(self, limit: int) -> Tuple[bytes, bool]:
+        chunks = []
+        total = 0
+        sock = self.sock
+        while total < limit:
+            try:
+                chunk = sock.recv(READ_SIZE)
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError,
+                    InterruptedError):
+                break
+            if not chunk:
+                return b"".join(chunks), True
+            chunks.append(chunk)
+            total += len(chunk)
+            # keep reading until the socket has nothing more: a short TLS read is only
+            # one record, and some servers (ejabberd) send every stanza in its own
+            # record, so stopping there would handle one stanza per loop tick
+        return b"".join(chunks), False
+
+    def write_all(self, data: bytes, timeout: float):
+        view = memoryview(data)
+        deadline = None
+        sock = self.sock
+        while view:
+            try:
+                sent = sock.send(view)
+                view = view[sent:]
+                continue
+            except (ssl.SSLWantWriteError, BlockingIOError, InterruptedError):
+                wait_read = False
+            except ssl.SSLWantReadError:
+                wait_read = True
+            if deadline is None:
+                deadline = time.monotonic() + timeout
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise socket.timeout("write to %s blocked for %.0fs" % (self.where, timeout))
+            if wait_read:
+                select.select([sock], [], [], remaining)
+            else:
+                select.select([], [sock], [], remaining)
+
+    def close(self):
+        sock, self.sock = self.sock, None
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
