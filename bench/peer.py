@@ -19,14 +19,12 @@ slixmpp
     a slixmpp (asyncio) bot replying with ``msg.reply(body).send()``.
 """
 
-import asyncio
 import json
 import os
 import sys
 import time
-from pathlib import Path
 
-from .procs import REPO
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # as bench.procs.REPO
 
 
 def announce(jid: str):
@@ -86,6 +84,7 @@ def run_raw(config: dict):
 
 
 def run_slixmpp(config: dict):
+    import asyncio
     asyncio.run(slixmpp_echo(config))
 
 
@@ -97,12 +96,14 @@ def slixmpp_client(user: str, password: str, resource: str, server: dict):
     xmpp = slixmpp.ClientXMPP("%s@%s/%s" % (user, server["domain"], resource), password)
     xmpp.enable_direct_tls = False
     xmpp.enable_plaintext = False
+    from pathlib import Path
     xmpp.ca_certs = Path(server["ca_file"])
     return xmpp
 
 
 async def slixmpp_login(xmpp, server: dict, timeout: float = 30.0):
     """Connect, wait for the session, send initial presence."""
+    import asyncio
     started = asyncio.Event()
     xmpp.add_event_handler("session_start", lambda _: started.set())
     xmpp.connect(server["host"], server["port"])
@@ -111,6 +112,7 @@ async def slixmpp_login(xmpp, server: dict, timeout: float = 30.0):
 
 
 async def slixmpp_echo(config: dict):
+    import asyncio
     xmpp = slixmpp_client(config["user"], config["password"], config["resource"],
                           config["server"])
 

@@ -6,7 +6,7 @@ A Python port of the Perl module Net::Chat::Daemon. See README.rst.
 __version__ = "0.1.0"
 
 # first: loads xmpppy's stanza and dispatcher modules without its __init__.py
-from . import _xmpplib  # noqa: F401
+from . import xmpplib  # noqa: F401
 from .attachments import Attachment, AttachmentError
 from .daemon import Daemon
 from .errors import (AuthError, CommandError, ConnectError, Disconnected, NetChatError,

@@ -15,7 +15,6 @@ Chat requests (:meth:`RequestPipeline.handle`) and XEP-0050 ad-hoc commands
 4. **audit**: one line on the ``netchat.audit`` logger per request handled or refused.
 """
 
-import datetime
 import logging
 import threading
 import traceback
@@ -78,6 +77,7 @@ class RequestPipeline:
         if daemon.max_age is not None:
             stamp = delay_stamp(msg)
             if stamp is not None:
+                import datetime  # here: only with max_age
                 age = (datetime.datetime.now(datetime.timezone.utc) - stamp).total_seconds()
                 if age > daemon.max_age:
                     return self.reply(msg, Outcome(daemon.MSG_EXPIRED % (

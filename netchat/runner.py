@@ -10,7 +10,6 @@
 """
 
 import logging
-import random
 import signal
 import sys
 import threading
@@ -34,6 +33,7 @@ def backoff(retry: Optional[float], attempt: Callable[[], Any]) -> Any:
     """Call ``attempt`` until it does not raise ConnectError: pauses from 1.5 s,
     doubling up to 3.5 s, jittered, for up to ``retry`` seconds (0: forever).
     Returns its result, or None when time ran out. AuthError is raised at once."""
+    import random  # here: most processes never retry
     deadline = None if not retry else time.monotonic() + retry
     gap = RETRY_GAP
     while True:

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import hmac
 import os
-import stringprep
 import unicodedata
 from typing import Dict, Sequence
 
@@ -29,6 +28,9 @@ class ScramError(ValueError):
 def saslprep(text: str) -> str:
     """SASLprep (RFC 4013) of a user name or password, for a query (unassigned code
     points allowed). Raises :class:`ScramError` for prohibited characters."""
+    if text.isascii() and text.isprintable():
+        return text  # SASLprep maps and prohibits nothing in printable ASCII
+    import stringprep  # here: most passwords never need its tables
     chars = []
     for c in text:
         if stringprep.in_table_c12(c):

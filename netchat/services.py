@@ -22,8 +22,8 @@ xmpppy's own ``commands`` module is broken on Python 3; this one is written for 
 
 import collections
 import logging
+import os
 import time
-import uuid
 from typing import TYPE_CHECKING, List, Optional
 
 from xmpp.protocol import Iq
@@ -196,7 +196,7 @@ class Services:
         refusal = daemon.requests.admit_command(sender, node, len(words), [])
         if refusal is not None:
             return self._refused(iq, node, refusal.status, refusal.text)
-        session = session or uuid.uuid4().hex
+        session = session or os.urandom(16).hex()
 
         def respond(body: str, status: str):
             if status in _REFUSALS:
@@ -212,7 +212,7 @@ class Services:
         self._error(iq, typ, condition, text)
 
     def _ask_for_arguments(self, iq: Iq, node: str):
-        session = uuid.uuid4().hex
+        session = os.urandom(16).hex()
         self._expire_sessions()
         self._sessions[session] = (node, str(iq.getFrom()), time.monotonic())
         while len(self._sessions) > SESSIONS_MAX:

@@ -15,13 +15,16 @@
   attachments keep it (they are base64-encoded then, see :mod:`netchat.attachments`).
 """
 
-import datetime
+import base64
+import os
 import re
-import secrets
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from xmpp.protocol import Message, NS_DELAY as NS_LEGACY_DELAY
 from xmpp.simplexml import Node, XML2Node
+
+if TYPE_CHECKING:  # pragma: no cover
+    import datetime
 
 NS_NETCHAT = "urn:x-netchat:0"
 NS_DELAY = "urn:xmpp:delay"
@@ -64,7 +67,7 @@ def new_thread_id() -> str:
     """A ``tid-`` thread id with 96 random bits: unique across processes and not to be
     guessed from the ones seen before (16 characters after ``tid-``: it travels in
     every request and reply)."""
-    return "tid-" + secrets.token_urlsafe(12)
+    return "tid-" + base64.urlsafe_b64encode(os.urandom(12)).decode("ascii")
 
 
 def reply_subject(request: Message) -> Optional[str]:
@@ -144,7 +147,7 @@ def is_automatic(message: Message) -> bool:
     return subject[:3].lower() == "re:" or subject == ALLHERE_SUBJECT
 
 
-def delay_stamp(stanza: Node) -> Optional[datetime.datetime]:
+def delay_stamp(stanza: Node) -> "Optional[datetime.datetime]":
     """When the server first received a stanza it delivered late (XEP-0203), or None."""
     stamps = []
     for tag in stanza.getChildren():
@@ -156,7 +159,8 @@ def delay_stamp(stanza: Node) -> Optional[datetime.datetime]:
     return min(stamps) if stamps else None
 
 
-def _parse_xep82(value: str) -> Optional[datetime.datetime]:
+def _parse_xep82(value: str) -> "Optional[datetime.datetime]":
+    import datetime  # here: most processes never need it
     # 2026-11-24T10:00:00Z, 2026-11-24T10:00:00.123456Z, or with +hh:mm
     value = value.strip()
     if value.endswith("Z"):
@@ -170,7 +174,8 @@ def _parse_xep82(value: str) -> Optional[datetime.datetime]:
     return stamp
 
 
-def _parse_legacy(value: str) -> Optional[datetime.datetime]:
+def _parse_legacy(value: str) -> "Optional[datetime.datetime]":
+    import datetime
     # XEP-0091: 20261124T10:00:00, always UTC
     try:
         return datetime.datetime.strptime(value.strip(), "%Y%m%dT%H:%M:%S").replace(
