@@ -109,8 +109,8 @@ class Daemon:
     :param max_reply: largest reply stanza in bytes (UTF-8 XML as sent, default
         250,000: servers close the stream of a client sending a stanza over their limit,
         256 KiB by default for Prosody). A longer result is answered ``too-large``.
-    :param connect: connect in the constructor (default True, as in Perl). False
-        leaves that to :meth:`reconnect` (``netchat.testing.OfflineDaemon`` never does).
+    :param connect: connect in the constructor (default True, as in Perl); False
+        leaves that to :meth:`reconnect`.
 
     Other keyword options are stored on the object as attributes, as in Perl.
     The constructor connects; failure raises :class:`~netchat.ConnectError` (or its
@@ -139,6 +139,9 @@ class Daemon:
     #: Subscription requests approved per session (each one grows the daemon's roster
     #: on the server); later ones are declined and answered with directed presence.
     SUBSCRIPTIONS_MAX = SUBSCRIPTIONS_MAX
+    #: The class of :attr:`cxn` (``netchat.testing.OfflineDaemon`` swaps in one that
+    #: never touches the network).
+    connection_class = Connection
 
     def __init__(self, user: str, password: Optional[str] = None, *,
                  connection_options: Optional[Dict[str, Any]] = None,
@@ -197,8 +200,9 @@ class Daemon:
         # (base64, possibly line-wrapped) attachment a request may carry
         text_limit = max(self.max_body, (self.max_attachment * 4 // 3 + 4) * 78 // 76 + 64)
         #: The connection (Perl: ``$self->{cxn}``).
-        self.cxn = Connection(self.user, password, handler=_DaemonHandler(self),
-                              text_limit=text_limit, **cxn_options)
+        self.cxn = self.connection_class(self.user, password,
+                                         handler=_DaemonHandler(self),
+                                         text_limit=text_limit, **cxn_options)
         #: Who may do what (``allow`` and ``acl``).
         self.access = AccessPolicy(self.cxn.domain, allow, acl, master)
         #: The steps of every request (see :mod:`netchat.requests`).

@@ -4,10 +4,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 
-from netchat import Connection, ConnectionHandler
+from netchat import BackgroundLoop, Connection, ConnectionHandler
 from netchat.testing import wait_for
 from netchat.wire import make_reply
 
@@ -55,34 +54,15 @@ class Echo(Recorder):
         conn.send_stanza(make_reply(msg, "echo: " + (msg.getBody() or "")), flush=False)
 
 
-class Loop:
-    """Runs ``conn.process(0.1)`` in a thread until stopped or the link dies."""
+class Loop(BackgroundLoop):
+    """``conn.process(0.1)`` on a thread (netchat's BackgroundLoop) whose ``stop()``
+    asserts that the thread ended."""
 
-    def __init__(self, conn):
-        self.conn = conn
-        self.results = []
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, name="loop-%s" % conn.user,
-                                       daemon=True)
-        self.thread.start()
+    def __init__(self, conn, timeout=0.1):
+        super().__init__(conn, timeout, name="loop-%s" % conn.user)
 
-    def _run(self):
-        while not self._stop.is_set():
-            result = self.conn.process(0.1)
-            self.results.append(result)
-            if result is None:
-                return
-
-    def stop(self):
-        self._stop.set()
-        self.thread.join(5)
-        assert not self.thread.is_alive()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
+    def stop(self, timeout=5):
+        assert super().stop(timeout), "the loop thread did not end"
 
 
 def connect(account, handler=None, **options):

@@ -1,0 +1,108 @@
+"""Debian's Prosody as a throwaway server."""
+
+import os
+import shutil
+import subprocess
+
+from .throwaway import ThrowawayServer
+from .util import ProsodyNotFound, child_preexec
+
+__all__ = ["ProsodyServer"]
+
+
+def _lua(value: str) -> str:
+    """Quote a string for a Lua configuration file."""
+    return '"%s"' % value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+class ProsodyServer(ThrowawayServer):
+    """Debian's ``prosody`` (0.12), run as ``prosody --config FILE -F``.
+
+    It runs as root (``run_as_root``) and as an ordinary user alike (no mod_posix: it
+    does not daemonize or switch users). ``NETCHAT_PROSODY_LOG`` overrides the log
+    level; ``extra_config`` is Lua for the global section. Accounts are made with
+    ``prosodyctl``.
+    """
+
+    name = "Prosody"
+    executable = "prosody"
+    not_installed = ProsodyNotFound
+    install_hint = "install the Debian package 'prosody' (sudo apt-get install prosody)"
+    port_conflict_words = ("address already in use", "failed to open server port")
+    #: SASL mechanisms Prosody may offer, for ``mechanisms``.
+    known_mechanisms = ("SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "PLAIN", "DIGEST-MD5")
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log_level = os.environ.get("NETCHAT_PROSODY_LOG", self.log_level)
+
+    config_name = "prosody.cfg.lua"
+    log_name = "prosody.log"
+
+    def installed(self) -> bool:
+        return shutil.which(self.executable) is not None
+
+    def _write_config(self):
+        if self.tls:
+            tls = "ssl = { key = %s; certificate = %s; }" % (
+                _lua(self._certs["key_file"]), _lua(self._certs["cert_file"]))
+        else:
+            tls = "-- no TLS: this server tests clients' refusal of a plain stream"
+        disabled = ["DIGEST-MD5"]
+        if self.mechanisms is not None:
+            disabled = [m for m in self.known_mechanisms if m not in self.mechanisms]
+        lines = [
+            "-- written by netchat.testing for one run; deleted on stop()",
+            "daemonize = false",
+            "run_as_root = true",
+            "pidfile = %s" % _lua(os.path.join(self.directory, "prosody.pid")),
+            "data_path = %s" % _lua(self.data_dir),
+            "plugin_paths = {}",
+            "interfaces = { %s }" % _lua(self.host),
+            "c2s_ports = { %d }" % self.port,
+            "c2s_direct_tls_ports = { %d }" % self.direct_tls_port if self.tls else "",
+            "s2s_ports = {}",
+            "http_ports = {}",
+            "https_ports = {}",
+            'modules_enabled = { "roster", "saslauth", %s"disco", "ping", "register",'
+            ' "offline", "presence", "message", "iq" }' % ('"tls", ' if self.tls else ""),
+            # no s2s: a test server talks to nobody; no posix: we do not daemonize and
+            # must run as an ordinary user and as root alike.
+            'modules_disabled = { "s2s", "s2s_auth_certs", "posix" }',
+            "allow_registration = %s" % ("true" if self.registration else "false"),
+            "c2s_require_encryption = %s" % ("true" if self.tls else "false"),
+            "disable_sasl_mechanisms = { %s }" % ", ".join(_lua(m) for m in disabled),
+            'authentication = "internal_hashed"',
+            'storage = "internal"',
+            "log = { %s = %s }" % (self.log_level, _lua(self.log_path)),
+            "certificates = %s" % _lua(os.path.join(self.directory, "certs")) if self.tls
+            else "",
+            tls,
+            self.extra_config,
+        ]
+        for domain in [self.domain] + self.extra_domains:
+            lines += ["VirtualHost %s" % _lua(domain), "  " + tls]
+        lines.append("")
+        with open(self.config_path, "w") as f:
+            f.write("\n".join(lines))
+
+    def _spawn(self) -> subprocess.Popen:
+        return subprocess.Popen(
+            [self.executable, "--config", self.config_path, "-F"],
+            stdin=subprocess.DEVNULL, stdout=self._console, stderr=subprocess.STDOUT,
+            cwd=self.directory, start_new_session=True, preexec_fn=child_preexec())
+
+    def register(self, user: str, password: str):
+        self._prosodyctl("register", user, self.domain, password)
+
+    def unregister(self, user: str):
+        self._prosodyctl("deluser", self.jid(user))
+
+    def _prosodyctl(self, *args):
+        if self.directory is None:
+            raise RuntimeError("the server is not started")
+        proc = subprocess.run(["prosodyctl", "--config", self.config_path] + list(args),
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError("prosodyctl %s failed: %s" % (args[0], proc.stdout.strip()))

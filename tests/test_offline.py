@@ -1,0 +1,101 @@
+"""Handlers tested without a server (netchat.testing.OfflineDaemon), and loop_start."""
+
+import threading
+
+import pytest
+
+import netchat
+from netchat import Attachment, CommandError
+from netchat.testing import OfflineDaemon
+
+
+class Notes(netchat.Daemon):
+    def handleSave(self, name, *files):
+        """save NAME [FILE]: keep a file"""
+        self.saved[name] = files[0].text if files else ""
+        return "saved %s" % name
+
+    def handleShow(self, name):
+        if name not in self.saved:
+            raise CommandError("no note %r" % name)
+        return self.saved[name]
+
+    def handleBoom(self):
+        raise RuntimeError("broken")
+
+    def handleWho(self):
+        return str(self.last_message.getFrom())
+
+
+def make(**options):
+    return OfflineDaemon(Notes, saved={}, **options)
+
+
+def test_ask_runs_a_handler_with_attachments_and_returns_its_reply():
+    bot = make()
+    reply = bot.ask("save notes.txt", attachments=[Attachment("hello", name="n.txt")])
+    assert reply == ("saved notes.txt", "ok", reply.message)
+    assert bot.daemon.saved == {"notes.txt": "hello"}
+    assert bot.ask("show notes.txt").text == "hello"
+
+
+def test_ask_gives_the_same_errors_help_and_refusals_as_live():
+    bot = make(acl={"save": ["admin"]}, max_args=2)
+    assert bot.ask("show nothing")[:2] == ("no note 'nothing'", "error")
+    assert bot.ask("boom").text == "error: RuntimeError: broken"
+    assert bot.ask("nosuch").status == "unknown"
+    assert bot.ask("'unterminated").status == "error"
+    assert bot.ask("help").text == "Available commands: boom help save show who"
+    assert bot.ask("help save").text == "save NAME [FILE]: keep a file"
+    assert bot.ask("Save x").status == "denied"                  # acl, any spelling
+    assert bot.ask("save x", sender="admin@localhost/a").status == "ok"
+    assert bot.ask("show a b c").status == "too-large"           # max_args
+    assert bot.ask("who", sender="someone@localhost/r").text == "someone@localhost/r"
+    assert bot.ask("who", sender="stranger@elsewhere.org/r").status == "denied"
+
+
+def test_ask_with_a_worker_pool():
+    with make(threads=2) as bot:
+        assert bot.ask("save a", attachments=["x"]).text == "saved a"
+        assert bot.daemon.pool is not None
+
+
+def test_a_request_that_is_never_answered_fails_the_ask():
+    class Silent(Notes):
+        def onRequest(self, msg, **extra):
+            return None
+    bot = OfflineDaemon(Silent, saved={})
+    with pytest.raises(AssertionError, match="no reply"):
+        bot.ask("save a", timeout=0.2)
+
+
+def test_loop_start_runs_process_on_a_background_thread():
+    calls = threading.Event()
+
+    class Target:
+        jid = "t@x"
+
+        def __init__(self):
+            self.count = 0
+
+        def process(self, timeout):
+            self.count += 1
+            if self.count == 3:
+                calls.set()
+            return 0 if self.count < 5 else None   # the link "dies" on the 5th
+
+        def interrupt(self):
+            pass
+    loop = netchat.BackgroundLoop(Target())
+    assert calls.wait(5)
+    loop.thread.join(5)
+    assert not loop.running and loop.results == [0, 0, 0, 0, None]
+    assert loop.stop()
+
+
+def test_daemon_loop_start_and_stop():
+    bot = make()
+    loop = bot.daemon.loop_start(timeout=0.01)
+    assert loop.running
+    bot.daemon.loop_stop()
+    assert not loop.running and loop.error is None
