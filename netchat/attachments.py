@@ -167,7 +167,7 @@ def parse_attachments(message: Node) -> List[Attachment]:
                 raise AttachmentError("attachment %d has an unknown encoding %r"
                                       % (index, encoding))
             try:
-                data = base64.b64decode("".join(data.split()), validate=True)
+                data = base64.b64decode("".join(str(data).split()), validate=True)
             except (binascii.Error, ValueError):
                 raise AttachmentError("attachment %d is marked base64 but its data is "
                                       "not valid base64" % index) from None

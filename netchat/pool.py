@@ -11,7 +11,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class WorkerPool:
                     self._cond.notify_all()
 
     def shutdown(self, grace: float, pump: Optional[Callable[[float], object]] = None
-                 ) -> List[Callable[[], None]]:
+                 ) -> List[Any]:
         """Stop taking jobs; give queued and running ones ``grace`` seconds, calling
         ``pump(seconds)`` meanwhile (e.g. the connection's ``process``) so their
         results go out. Returns the jobs that never started. Threads still running a

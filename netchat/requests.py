@@ -101,8 +101,8 @@ class RequestPipeline:
         refusal = self.admit_command(sender, name, len(args), attachments)
         if refusal is not None:
             return self.reply(msg, refusal, command=name)
-        args.extend(attachments)
-        return self.dispatch(name, args, msg, lambda text, status: self.reply(
+        words: List[Any] = list(args) + list(attachments)
+        return self.dispatch(name, words, msg, lambda text, status: self.reply(
             msg, Outcome(text, status), command=name))
 
     # -- admit -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import os
 import unicodedata
-from typing import Dict, Sequence
+from typing import Dict, Optional, Sequence
 
 __all__ = ["ScramClient", "ScramError", "saslprep", "MECHANISMS"]
 
@@ -80,7 +80,7 @@ class ScramClient:
         self._password = saslprep(password).encode("utf-8")
         self._nonce = nonce or base64.b64encode(os.urandom(18)).decode("ascii")
         self._first_bare = "n=%s,r=%s" % (name, self._nonce)
-        self._server_signature = None
+        self._server_signature: Optional[bytes] = None
 
     def first(self) -> str:
         """The client's first message."""

@@ -16,7 +16,7 @@ Nothing here touches a socket: the table is driven by the connection's router, a
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
 from xmpp.simplexml import Node
 
@@ -49,7 +49,7 @@ class Transaction:
         self.thread, self.to, self.msg_id = thread, to, msg_id
         self.callback, self.on_error, self.waiting = callback, on_error, waiting
         self.started = time.monotonic()
-        self.reply = None
+        self.reply: Any = None
         self.error: Optional[Exception] = None
         self.done = False
         self.finished: Optional[float] = None
@@ -260,6 +260,33 @@ class RequestCommands:
     ``transactions``, ``expand_jid``, ``message_xml``, ``new_id``, ``send_xml``,
     ``send_stanza``, ``wait_until``, ``dead``, ``where``, ``domain``, ``jid`` and
     ``REQUEST_SUBJECT``."""
+
+    transactions: TransactionTable
+    domain: str
+    jid: Optional[str]
+    REQUEST_SUBJECT: Optional[str]
+
+    if TYPE_CHECKING:  # what Connection provides
+        @property
+        def dead(self) -> Optional[str]: ...
+
+        @property
+        def where(self) -> str: ...
+
+        def expand_jid(self, to: Any) -> str: ...
+
+        def new_id(self) -> str: ...
+
+        def message_xml(self, to: Any, message: str, subject: Optional[str] = None,
+                        thread: Optional[str] = None, attachments: Any = None,
+                        type: Optional[str] = None, id: Optional[str] = None) -> str: ...
+
+        def send_xml(self, xml: Any, flush: bool = True): ...
+
+        def send_stanza(self, stanza: Node, flush: bool = True): ...
+
+        def wait_until(self, done: Callable[[], bool], deadline: Optional[float]
+                       ) -> bool: ...
 
     def start_transaction(self, thread: str, onReply: Optional[Callable] = None, *,
                           to: Any = None, onError: Optional[Callable] = None

@@ -19,7 +19,7 @@ from .common import (UsageError, add_connection_arguments, connection_options,
 try:
     import tomllib
 except ImportError:  # Python < 3.11
-    import tomli as tomllib
+    import tomli as tomllib  # type: ignore[no-redef]
 
 log = logging.getLogger("netchat.cli")
 

@@ -13,7 +13,7 @@ import shutil
 import signal
 import subprocess
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .throwaway import ThrowawayServer
 from .util import EjabberdNotFound, child_preexec
@@ -47,7 +47,7 @@ def _yaml(value: str) -> str:
 def _yaml_outline(text: str) -> Dict[str, object]:
     """The top-level options of a block-style YAML fragment: each maps to the set of
     its entries' names when its value is a block mapping, else to None."""
-    outline: Dict[str, object] = {}
+    outline: Dict[str, Any] = {}
     current, indent = None, None
     for line in text.splitlines():
         body = line.rstrip()
@@ -195,7 +195,7 @@ class EjabberdServer(ThrowawayServer):
         if self.registration:
             modules.append(("mod_register", ["  mod_register:", "    access: register",
                                              "    ip_access: trusted_network"]))
-        blocks = [
+        blocks: List[Any] = [
             ("hosts", ["  - %s" % _yaml(d) for d in [self.domain] + self.extra_domains]),
             ("loglevel", self.log_level),
             ("log_rotate_count", "0"),

@@ -3,6 +3,7 @@
 import os
 import shutil
 import subprocess
+from typing import Tuple
 
 from .throwaway import ThrowawayServer
 from .util import ProsodyNotFound, child_preexec
@@ -28,7 +29,7 @@ class ProsodyServer(ThrowawayServer):
     executable = "prosody"
     not_installed = ProsodyNotFound
     install_hint = "install the Debian package 'prosody' (sudo apt-get install prosody)"
-    port_conflict_words = ("address already in use", "failed to open server port")
+    port_conflict_words: Tuple[str, ...] = ("address already in use", "failed to open server port")
     #: SASL mechanisms Prosody may offer, for ``mechanisms``.
     known_mechanisms = ("SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "PLAIN", "DIGEST-MD5")
 

@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .certificates import make_certificates
 from .util import ServerNotInstalled, ServerStartError, free_port
@@ -24,7 +24,7 @@ log = logging.getLogger("netchat.testing")
 __all__ = ["ThrowawayServer", "Account"]
 
 
-_running = set()
+_running: set = set()
 
 
 @atexit.register
@@ -75,7 +75,7 @@ class ThrowawayServer:
     install_hint = ""
     start_timeout = 10.0
     #: Words in the server's output that mean its port was taken.
-    port_conflict_words = ("address already in use",)
+    port_conflict_words: Tuple[str, ...] = ("address already in use",)
 
     def __init__(self, domain: str = "localhost", host: str = "127.0.0.1",
                  cert_names: Optional[List[str]] = None, log_level: str = "info",
@@ -97,7 +97,7 @@ class ThrowawayServer:
         self.ca_file: Optional[str] = None
         self._certs: Dict[str, str] = {}
         self._proc: Optional[subprocess.Popen] = None
-        self._console = None
+        self._console: Any = None
         self._counter = itertools.count(1)
         self._lock = threading.Lock()
 

@@ -29,7 +29,7 @@ class ServerStartError(RuntimeError):
 
     ``directory`` is where the log and configuration were kept for inspection.
     """
-    directory = None
+    directory: Optional[str] = None
 
 
 def free_port(host: str = "127.0.0.1", avoid=()) -> int:

@@ -24,7 +24,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Sequence, Tuple
 from xml.parsers.expat import ExpatError
 
 from xmpp.client import Client
@@ -386,6 +386,7 @@ class Stream:
                 remaining = max(0.0, deadline - now)
                 wait = remaining if wait is None else min(wait, remaining)
             transport = self.transport
+            readable: Sequence[Any]
             if transport.has_buffered():
                 readable = (transport.sock,)
             else:

@@ -10,7 +10,7 @@ import select
 import socket
 import ssl
 import time
-from typing import Tuple
+from typing import List, Tuple
 
 from xmpp.client import PlugIn
 
@@ -72,7 +72,7 @@ class Transport(PlugIn):
                     pass
 
     def _read_available(self, limit: int) -> Tuple[bytes, bool]:
-        chunks = []
+        chunks: List[bytes] = []
         total = 0
         sock = self.sock
         while total < limit:
