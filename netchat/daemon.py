@@ -24,16 +24,16 @@ from xmpp.protocol import Message, Presence
 
 from .access import AccessPolicy
 from .callbacks import Callbacks
-from .commands import command_names, find_handler, help_for, resolve, same_handler
+from .commands import command_names, find_handler, help_for, resolve
 from .connection import Connection
 from .fleet import Fleet
-from .handler import ConnectionHandler
+from .handler import DaemonHandler
 from .jid import parse_user
 from .loop import BackgroundLoop
 from .peers import SUBSCRIPTIONS_MAX, Peers
 from .pool import WorkerPool
 from .requests import RequestPipeline
-from .runner import run as run_daemon, serve_forever
+from .runner import configure_logging, run as run_daemon, serve_forever
 from .services import Services
 from .wire import is_automatic
 
@@ -53,15 +53,6 @@ MAX_ATTACHMENT = 1024 * 1024  # bytes (decoded) per attachment
 #: Largest reply stanza, in bytes of UTF-8 XML: under the 256 KiB (262,144 bytes) that
 #: Prosody and ejabberd's usual configuration allow a client's stanza.
 MAX_REPLY = 250000
-
-
-def _perl_loglevel(level: int) -> int:
-    """Perl's loglevel (messages with a level above it were hidden) -> logging level."""
-    if level < 0:
-        return logging.WARNING
-    if level == 0:
-        return logging.INFO
-    return logging.DEBUG
 
 
 def _delegate(name: str):
@@ -201,7 +192,7 @@ class Daemon:
         text_limit = max(self.max_body, (self.max_attachment * 4 // 3 + 4) * 78 // 76 + 64)
         #: The connection (Perl: ``$self->{cxn}``).
         self.cxn = self.connection_class(self.user, password,
-                                         handler=_DaemonHandler(self),
+                                         handler=DaemonHandler(self),
                                          text_limit=text_limit, **cxn_options)
         #: Who may do what (``allow`` and ``acl``).
         self.access = AccessPolicy(self.cxn.domain, allow, acl, master)
@@ -220,17 +211,8 @@ class Daemon:
 
     # -- construction helpers ---------------------------------------------------------
 
-    @staticmethod
-    def configure_logging(loglevel: int):
-        """Set the ``netchat`` loggers to a Perl-style ``loglevel``, with a stderr
-        handler unless logging is configured."""
-        logger = logging.getLogger("netchat")
-        logger.setLevel(_perl_loglevel(loglevel))
-        if not logging.getLogger().handlers and not logger.handlers:
-            handler = logging.StreamHandler(sys.stderr)
-            handler.setFormatter(logging.Formatter(
-                "%(asctime)s %(name)s %(levelname)s %(message)s"))
-            logger.addHandler(handler)
+    #: Set the ``netchat`` loggers to a Perl-style loglevel (see :mod:`netchat.runner`).
+    configure_logging = staticmethod(configure_logging)
 
     @property
     def jid(self) -> Optional[str]:
@@ -260,31 +242,14 @@ class Daemon:
 
     @classmethod
     def run(cls, user: str, retry: Optional[float] = None, **options: Any):
-        """Create a daemon and loop forever (Perl: ``run``).
-
-        Without ``retry`` a failed connection or a lost link ends the process with
-        status 1 and a one-line error on stderr. ``retry=N`` reconnects (a fresh
-        connection each time, pauses from 1.5 s growing to 3.5 s, jittered) for up to
-        N seconds per outage, and also when the first connection fails; ``retry=0``
-        retries forever. A refused login (:class:`~netchat.AuthError`: wrong password,
-        refused registration) is never retried: status 1 at once. SIGTERM and Ctrl-C
-        close the daemon cleanly and exit with status 0. Unless logging is configured,
-        the ``netchat`` loggers write to stderr at ``loglevel`` (default -1: warnings
-        and errors, handler tracebacks included), and ``run`` prints one line per
-        event on stderr.
-        """
+        """Create a daemon and loop forever (Perl: ``run``); see
+        :func:`netchat.runner.run` for what it does on failures and signals."""
         run_daemon(cls, user, retry, **options)
 
     def serve_forever(self, retry: Optional[float] = None,
                       report: Optional[Callable[[str], None]] = None):
-        """Process until :meth:`close` is called, reconnecting when the link is lost.
-
-        Without ``retry`` a lost link raises :class:`~netchat.Disconnected`; with
-        ``retry=N`` a fresh connection is tried (pauses 1.5 s to 3.5 s, jittered) for
-        up to N seconds per outage (0: forever) before raising. A refused login on
-        reconnecting raises :class:`~netchat.AuthError` at once (never retried).
-        ``report(line)`` hears about each outage (default: the log).
-        """
+        """Process until :meth:`close` is called, reconnecting when the link is lost
+        (with ``retry``); see :func:`netchat.runner.serve_forever`."""
         serve_forever(self, retry, report)
 
     def reconnect(self):
@@ -442,17 +407,7 @@ class Daemon:
         """May ``jid`` run command ``name`` (any spelling)? Decided on the handler that
         would run: the ``acl`` entry of its canonical name; else the entries of every
         other name of that same handler (all must allow ``jid``); else ``allow``."""
-        found = self.command_for(name)
-        if found is None:
-            return self.access.may_run(jid, name)
-        canonical, handler = found
-        aliases = []
-        if canonical not in self.access.acl:
-            for other in self.access.acl:
-                match = self.command_for(other)
-                if match is not None and same_handler(match[1], handler):
-                    aliases.append(other)
-        return self.access.may_run(jid, canonical, aliases)
+        return self.access.may_run_command(jid, name, self.command_for)
 
     def showHelp(self, command: Optional[str] = None) -> str:
         """help [COMMAND]: list the commands, or describe one."""
@@ -512,52 +467,3 @@ class Daemon:
     count_transactions = _delegate("count_transactions")
     start_transaction = _delegate("start_transaction")
     end_transaction = _delegate("end_transaction")
-
-
-class _DaemonHandler(ConnectionHandler):
-    """What the connection hands a daemon (on the loop thread): callbacks first, then
-    the Perl hooks; presence to :class:`~netchat.peers.Peers`; iq to the services."""
-
-    def __init__(self, daemon: Daemon):
-        self.daemon = daemon
-
-    def on_connected(self, conn):
-        self.daemon.peers.connected()
-
-    def on_message(self, conn, msg):
-        daemon = self.daemon
-        if not daemon.callbacks.run("message", conn.stream_id, msg):
-            daemon.onMessage(msg)
-
-    def on_reply(self, conn, msg, thread: str):
-        daemon = self.daemon
-        if not daemon.callbacks.run("message", conn.stream_id, msg):
-            daemon.onReply(msg, thread)
-
-    def on_error(self, conn, msg, transaction):
-        if self.daemon.callbacks.run("error", conn.stream_id, msg) or \
-                transaction is not None:
-            return
-        log.info("unnoticed error from %s: %s (%s)", msg.getFrom(), msg.getError(),
-                 msg.getBody() or "")
-
-    def on_presence(self, conn, presence):
-        daemon = self.daemon
-        typ = presence.getType() or "available"
-        if typ == "available":
-            daemon.peers.available(presence.getFrom())
-            daemon.callbacks.run("available", conn.stream_id, presence)
-        elif typ == "unavailable":
-            daemon.callbacks.run("unavailable", conn.stream_id, presence)
-        elif typ == "subscribe":
-            daemon.peers.answer_subscription(presence.getFrom())
-        elif typ == "error":
-            daemon.callbacks.run("error", conn.stream_id, presence)
-
-    def on_iq(self, conn, iq) -> bool:
-        # disco, ad-hoc commands, version and ping, for peers that may command us; the
-        # others get service-unavailable, as for any iq nobody answers
-        if not self.daemon.access.may_command(iq.getFrom()):
-            return False
-        return self.daemon.services.handle(iq)
-

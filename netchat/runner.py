@@ -23,10 +23,32 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("netchat.daemon")
 
-__all__ = ["run", "serve_forever", "backoff", "RETRY_GAP", "RETRY_GAP_MAX"]
+__all__ = ["run", "serve_forever", "backoff", "configure_logging", "RETRY_GAP",
+           "RETRY_GAP_MAX"]
 
 RETRY_GAP = 1.5      # first pause between reconnection attempts (Perl's $RETRY_GAP)
 RETRY_GAP_MAX = 3.5    # so a daemon is back within ~5 s of its server's return
+
+
+def perl_loglevel(level: int) -> int:
+    """Perl's loglevel (messages with a level above it were hidden) -> logging level."""
+    if level < 0:
+        return logging.WARNING
+    if level == 0:
+        return logging.INFO
+    return logging.DEBUG
+
+
+def configure_logging(loglevel: int):
+    """Set the ``netchat`` loggers to a Perl-style ``loglevel``, with a stderr
+    handler unless logging is configured."""
+    logger = logging.getLogger("netchat")
+    logger.setLevel(perl_loglevel(loglevel))
+    if not logging.getLogger().handlers and not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(
+            "%(asctime)s %(name)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
 
 
 def backoff(retry: Optional[float], attempt: Callable[[], Any]) -> Any:
@@ -52,7 +74,14 @@ def backoff(retry: Optional[float], attempt: Callable[[], Any]) -> Any:
 
 def serve_forever(daemon: "Daemon", retry: Optional[float] = None,
                   report: Optional[Callable[[str], None]] = None):
-    """See :meth:`netchat.Daemon.serve_forever`."""
+    """Process until ``daemon.close()`` is called, reconnecting when the link is lost.
+
+    Without ``retry`` a lost link raises :class:`~netchat.Disconnected`; with
+    ``retry=N`` a fresh connection is tried (pauses 1.5 s to 3.5 s, jittered) for up to
+    N seconds per outage (0: forever) before raising. A refused login on reconnecting
+    raises :class:`~netchat.AuthError` at once (never retried). ``report(line)`` hears
+    about each outage (default: the log).
+    """
     report = report or log.warning
     cxn = daemon.cxn
     while not daemon.closed:
@@ -70,11 +99,22 @@ def serve_forever(daemon: "Daemon", retry: Optional[float] = None,
 
 
 def run(cls: "Type[Daemon]", user: str, retry: Optional[float] = None, **options: Any):
-    """See :meth:`netchat.Daemon.run`."""
+    """Create a daemon of ``cls`` and loop forever (Perl: ``run``).
+
+    Without ``retry`` a failed connection or a lost link ends the process with status 1
+    and a one-line error on stderr. ``retry=N`` reconnects (a fresh connection each
+    time, pauses from 1.5 s growing to 3.5 s, jittered) for up to N seconds per outage,
+    and also when the first connection fails; ``retry=0`` retries forever. A refused
+    login (:class:`~netchat.AuthError`: wrong password, refused registration) is never
+    retried: status 1 at once. SIGTERM and Ctrl-C close the daemon cleanly and exit
+    with status 0. Unless logging is configured, the ``netchat`` loggers write to
+    stderr at ``loglevel`` (default -1: warnings and errors, handler tracebacks
+    included), and ``run`` prints one line per event on stderr.
+    """
     name = cls.__name__
     if options.get("loglevel") is None and not logging.getLogger().handlers \
             and not logging.getLogger("netchat").handlers:
-        cls.configure_logging(-1)  # warnings and errors on stderr, as Perl printed
+        configure_logging(-1)  # warnings and errors on stderr, as Perl printed
 
     def say(message: str):
         print("%s: %s" % (name, message), file=sys.stderr, flush=True)

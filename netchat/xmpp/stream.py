@@ -31,10 +31,11 @@ from xmpp.client import Client
 from xmpp.protocol import NS_CLIENT, NS_STREAMS, Presence
 from xmpp.simplexml import Node
 
-from ..errors import ConnectError, TLSError
+from ..errors import ConnectError
+from .owner import OwnerLock
 from .parser import (NS_PING, STANZA_CLASSES, Dispatcher, as_stanza,
                      error_condition, make_iq)
-from .transport import WRITE_TIMEOUT, Transport
+from .transport import WRITE_TIMEOUT, Transport, open_socket, wrap_tls
 
 log = logging.getLogger("netchat.jabber")
 
@@ -80,8 +81,8 @@ class Stream:
         #: Condition shared with the waiters for replies: notified when the owner
         #: lets go or a stanza settles something.
         self.cond = threading.Condition(threading.Lock())
-        #: Bumped each time the owner lets go (waiters re-check then).
-        self.generation = 0
+        #: Who owns the stream (see :mod:`netchat.xmpp.owner`).
+        self.owner = OwnerLock(self.cond)
         self.transport: Optional[Transport] = None
         self._client: Optional[Client] = None
         self._outq: collections.deque = collections.deque()
@@ -91,99 +92,48 @@ class Stream:
         self._last_rx = 0.0
         self._ping_sent = 0.0
         self._ping_ids = 0
-        # the owner lock: reentrant by hand so that the last release can notify waiters
-        self._lock = threading.Lock()
-        self._holder: Optional[int] = None
-        self._depth = 0
-        self.want_loop = 0
-        self._interrupted = False
         self._release_owed = False
-        self._wake_r: Optional[socket.socket] = None
-        self._wake_w: Optional[socket.socket] = None
 
     @property
     def connected(self) -> bool:
         return self.dead is None
 
-    # -- the owner lock ----------------------------------------------------------------
+    # -- the owner lock (see netchat.xmpp.owner) ----------------------------------------
+
+    @property
+    def generation(self) -> int:
+        return self.owner.generation
+
+    @property
+    def want_loop(self) -> int:
+        return self.owner.want_loop
 
     def is_owner(self) -> bool:
-        return self._holder == threading.get_ident()
+        return self.owner.is_owner()
 
     def try_enter(self) -> bool:
-        """Become the owner if nobody else is (reentrant); False otherwise."""
-        me = threading.get_ident()
-        if self._holder == me:
-            self._depth += 1
-            return True
-        if self._lock.acquire(blocking=False):
-            self._holder, self._depth = me, 1
-            return True
-        return False
+        return self.owner.try_enter()
 
     def enter(self, timeout: Optional[float] = None) -> bool:
-        """Become the owner, waiting up to ``timeout`` seconds (None: as long as it
-        takes); False when the owner did not let go in time."""
-        if self.try_enter():
-            return True
-        with self.cond:
-            self.want_loop += 1
-        try:
-            self.wake()  # ask the current owner to return from select
-            got = self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout))
-        finally:
-            with self.cond:
-                self.want_loop -= 1
-                self.cond.notify_all()  # a loop thread yielding to us may go on
-        if got:
-            self._holder, self._depth = threading.get_ident(), 1
-        return got
+        return self.owner.enter(timeout)
 
     def yield_to_waiters(self):
-        """Before re-entering the loop, let a thread blocked in :meth:`enter` (close,
-        connect, another process call) take the stream first: Python's locks are not
-        fair, and a loop thread calling ``process(None)`` again at once would otherwise
-        win every time and block in select with nobody to wake it."""
-        if self.is_owner():
-            return
-        with self.cond:
-            while self.want_loop and self.dead is None:
-                self.cond.wait(0.5)
+        self.owner.yield_to_waiters(lambda: self.dead is None)
 
     def leave(self):
-        self._depth -= 1
-        if self._depth:
-            return
+        self.owner.leave(self._before_leaving, lambda: bool(self._outq), self.flush)
+
+    def _before_leaving(self):
         if self._release_owed:  # cut() could not wait for us: finish its work
             self._release_owed = False
             self.release()
-        while True:
-            self._holder = None
-            self._lock.release()
-            with self.cond:
-                self.generation += 1
-                self.cond.notify_all()
-            # a thread that queued while we held the lock relied on us to send it
-            if not self._outq or not self._lock.acquire(blocking=False):
-                return
-            self._holder, self._depth = threading.get_ident(), 1
-            try:
-                self.flush()
-            finally:
-                self._depth = 0
 
     def interrupt(self):
         """Make the owner's :meth:`pump` return (0) soon; any thread may call it."""
-        self._interrupted = True
-        self.wake()
+        self.owner.interrupt()
 
     def wake(self):
-        w = self._wake_w
-        if w is not None:
-            try:
-                w.send(b"\0")
-            except (BlockingIOError, OSError):
-                pass  # a full buffer already holds a wake-up
+        self.owner.wake()
 
     # -- setting up (owner) --------------------------------------------------------------
 
@@ -192,10 +142,7 @@ class Stream:
         """Connect to ``host:port`` (TLS from the first byte when ``context`` is
         given: XEP-0368), start the stream to ``domain``; returns its features."""
         self.release_socket("reconnecting")
-        if self._wake_r is None:
-            self._wake_r, self._wake_w = socket.socketpair()
-            self._wake_r.setblocking(False)
-            self._wake_w.setblocking(False)
+        self.owner.open_wake()
         self.closing = False
         self.inbox.clear()
         self._outq.clear()
@@ -203,16 +150,11 @@ class Stream:
         self._stream_error, self._stream_ended = None, False
         self.tls_verified = False
         self.tls_version = None
-        try:
-            raw = socket.create_connection((host, port),
-                                           timeout=max(0.01, deadline - time.monotonic()))
-        except socket.timeout:
-            raise ConnectError("cannot connect to %s: timed out" % self.where) from None
-        except OSError as exc:
-            raise ConnectError("cannot connect to %s: %s"
-                               % (self.where, exc.strerror or exc)) from None
-        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock = self._wrap(raw, domain, deadline, context, verified) if context else raw
+        raw = open_socket(host, port, deadline, self.where)
+        sock = raw
+        if context is not None:
+            sock = wrap_tls(raw, domain, deadline, context, self.where)
+            self.tls_verified, self.tls_version = verified, sock.version()
         sock.setblocking(False)
         self._client = Client(domain, port, debug=[])
         self._client.UnregisterDisconnectHandler(self._client.DisconnectHandler)
@@ -225,32 +167,9 @@ class Stream:
         """Turn the open socket into TLS (after the server said ``proceed``)."""
         sock = self.transport.sock
         sock.setblocking(True)
-        self.transport.sock = self._wrap(sock, domain, deadline, context, verified)
+        self.transport.sock = wrap_tls(sock, domain, deadline, context, self.where)
         self.transport.sock.setblocking(False)
-
-    def _wrap(self, raw: socket.socket, domain: str, deadline: float,
-              context: ssl.SSLContext, verified: bool) -> ssl.SSLSocket:
-        raw.settimeout(max(0.01, deadline - time.monotonic()))
-        try:
-            sock = context.wrap_socket(raw, server_hostname=domain)
-        except ssl.SSLCertVerificationError as exc:
-            raw.close()
-            raise TLSError("TLS certificate of %s does not verify for %r: %s"
-                           % (self.where, domain, exc.verify_message or exc)) from None
-        except ssl.SSLError as exc:
-            raw.close()
-            raise TLSError("TLS handshake with %s failed: %s"
-                           % (self.where, exc.reason or exc)) from None
-        except socket.timeout:
-            raw.close()
-            raise ConnectError("TLS handshake with %s timed out" % self.where) from None
-        except OSError as exc:
-            raw.close()
-            raise ConnectError("TLS handshake with %s failed: %s"
-                               % (self.where, exc.strerror or exc)) from None
-        self.tls_verified = verified
-        self.tls_version = sock.version()
-        return sock
+        self.tls_verified, self.tls_version = verified, self.transport.sock.version()
 
     def restart(self, deadline: float) -> Node:
         """(Re)start the XML stream and return the server's stream features."""
@@ -391,21 +310,17 @@ class Stream:
                 readable = (transport.sock,)
             else:
                 try:
-                    readable, _, _ = select.select([transport.sock, self._wake_r], [], [],
-                                                   wait)
+                    readable, _, _ = select.select([transport.sock, self.owner.wake_r],
+                                                   [], [], wait)
                 except (OSError, ValueError) as exc:
                     self.mark_dead("select failed: %s" % exc)
                     return None
-            if self._wake_r in readable:
-                try:
-                    while self._wake_r.recv(4096):
-                        pass
-                except (BlockingIOError, OSError):
-                    pass
+            if self.owner.wake_r in readable:
+                self.owner.drain_wake()
                 if self._outq:
                     self.flush()
-                if self._interrupted:
-                    self._interrupted = False
+                if self.owner.interrupted:
+                    self.owner.interrupted = False
                     return 0
                 if self.closing or self.want_loop or (
                         return_on_wake and transport.sock not in readable):
@@ -458,7 +373,7 @@ class Stream:
         ``flush`` is false, in which case they go out with the answers to the rest of
         the batch being dispatched."""
         self._outq.append(data)
-        if self._holder == threading.get_ident():
+        if self.owner.is_owner():
             self._outq_bytes += len(data)  # only the owner counts (no lock needed)
             if flush or self._outq_bytes >= FLUSH_AT:
                 self.flush()
@@ -529,10 +444,7 @@ class Stream:
     def release(self):
         """Close the socket and the wake-up pair (owner only)."""
         self.release_socket("closed")
-        for sock in (self._wake_r, self._wake_w):
-            if sock is not None:
-                sock.close()
-        self._wake_r = self._wake_w = None
+        self.owner.close_wake()
 
     def goodbye(self, timeout: float):
         """Send unavailable presence and the end of the stream, and wait up to

@@ -14,7 +14,10 @@ from typing import List, Tuple
 
 from xmpp.client import PlugIn
 
-__all__ = ["Transport", "READ_SIZE", "READ_LIMIT", "WRITE_TIMEOUT"]
+from ..errors import ConnectError, TLSError
+
+__all__ = ["Transport", "open_socket", "wrap_tls", "READ_SIZE", "READ_LIMIT",
+           "WRITE_TIMEOUT"]
 
 READ_SIZE = 65536           # bytes per recv()
 READ_LIMIT = 1 << 20        # bytes read per loop tick before parsing
@@ -120,3 +123,41 @@ class Transport(PlugIn):
                 sock.close()
             except OSError:
                 pass
+
+
+def open_socket(host: str, port: int, deadline: float, where: str) -> socket.socket:
+    """A TCP connection to ``host:port`` within ``deadline`` (no Nagle)."""
+    try:
+        raw = socket.create_connection((host, port),
+                                       timeout=max(0.01, deadline - time.monotonic()))
+    except socket.timeout:
+        raise ConnectError("cannot connect to %s: timed out" % where) from None
+    except OSError as exc:
+        raise ConnectError("cannot connect to %s: %s" % (where, exc.strerror or exc)) \
+            from None
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return raw
+
+
+def wrap_tls(raw: socket.socket, domain: str, deadline: float, context: ssl.SSLContext,
+             where: str) -> ssl.SSLSocket:
+    """TLS over ``raw``, the certificate checked for ``domain`` (SNI too) as
+    ``context`` says; the handshake within ``deadline``. Closes ``raw`` on failure."""
+    raw.settimeout(max(0.01, deadline - time.monotonic()))
+    try:
+        return context.wrap_socket(raw, server_hostname=domain)
+    except ssl.SSLCertVerificationError as exc:
+        raw.close()
+        raise TLSError("TLS certificate of %s does not verify for %r: %s"
+                       % (where, domain, exc.verify_message or exc)) from None
+    except ssl.SSLError as exc:
+        raw.close()
+        raise TLSError("TLS handshake with %s failed: %s" % (where, exc.reason or exc)) \
+            from None
+    except socket.timeout:
+        raw.close()
+        raise ConnectError("TLS handshake with %s timed out" % where) from None
+    except OSError as exc:
+        raw.close()
+        raise ConnectError("TLS handshake with %s failed: %s"
+                           % (where, exc.strerror or exc)) from None
