@@ -56,15 +56,15 @@ def run_netchat(config: dict):
 
 
 def raw_server(config: dict):
-    """What tests/rawxmpp.py's ``raw_client`` needs to know about the server."""
+    """What bench/rawxmpp.py's ``raw_client`` needs to know about the server."""
     from types import SimpleNamespace
     return SimpleNamespace(**config["server"])
 
 
 def import_rawxmpp():
-    """tests/rawxmpp.py: plain xmpppy clients with verified TLS, shared with the tests."""
-    sys.path.insert(0, os.path.join(REPO, "tests"))
-    import rawxmpp
+    """bench/rawxmpp.py: plain xmpppy clients with verified TLS (the tests use it too);
+    imported late, so that a netchat peer never loads the whole xmpppy package."""
+    from . import rawxmpp
     return rawxmpp
 
 

@@ -48,7 +48,7 @@ def add_ratios(rows: List[Row]):
 
 @dataclass
 class Target:
-    """A goal from the issue, checked against one row."""
+    """A goal of the project, checked against one row."""
     scenario: str
     metric: str
     system: str

@@ -68,7 +68,7 @@ class SyncRequester:
 
 
 class RawRequester(SyncRequester):
-    """A plain xmpppy client (tests/rawxmpp.py: verified TLS, ``debug=[]``)."""
+    """A plain xmpppy client (bench/rawxmpp.py: verified TLS, ``debug=[]``)."""
     system = "raw xmpppy"
     peer = "raw"
 

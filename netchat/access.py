@@ -13,9 +13,9 @@ the ``acl`` map (command -> patterns, replacing ``allow`` for that command).
 """
 
 import fnmatch
-from typing import Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Union
 
-from .commands import same_handler
+from .commands import Command, same_handler
 
 __all__ = ["JidPatterns", "AccessPolicy"]
 
@@ -88,22 +88,21 @@ class AccessPolicy:
         return jid in self.allow
 
     def may_run_command(self, jid, name: str,
-                        resolve: Callable[[str], Optional[Tuple[str, Callable]]]) -> bool:
+                        resolve: Callable[[str], Optional[Command]]) -> bool:
         """May ``jid`` run command ``name``, as spelt in a request? ``resolve(name)``
-        gives ``(canonical name, handler)`` (None: no handler). Decided on the handler
+        gives its :class:`~netchat.commands.Command` (None: no handler). Decided on the handler
         that would run: the ``acl`` entry of its canonical name; else the entries of
         every other name of that same handler; else ``allow``."""
         found = resolve(name)
         if found is None:
             return self.may_run(jid, name)
-        canonical, handler = found
         aliases = []
-        if canonical not in self.acl:
+        if found.name not in self.acl:
             for other in self.acl:
                 match = resolve(other)
-                if match is not None and same_handler(match[1], handler):
+                if match is not None and same_handler(match.handler, found.handler):
                     aliases.append(other)
-        return self.may_run(jid, canonical, aliases)
+        return self.may_run(jid, found.name, aliases)
 
     def may_command(self, jid) -> bool:
         """May ``jid`` run anything at all (``allow``, or any ``acl`` entry)?"""

@@ -22,9 +22,9 @@ the ``handleXxx`` suffix with its first letter lower-cased (``Save`` -> ``save``
 """
 
 import re
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
-__all__ = ["ParseError", "parse_body", "resolve", "find_handler", "command_names",
+__all__ = ["ParseError", "Command", "parse_body", "resolve", "find_handler", "command_names",
            "help_for", "same_handler"]
 
 _HANDLER_METHOD = re.compile(r"handle([A-Z]\w*)$")
@@ -88,20 +88,25 @@ def _lcfirst(name: str) -> str:
     return name
 
 
-def resolve(obj: Any, commands: Dict[str, Any], name: str
-            ) -> Optional[Tuple[str, Callable]]:
-    """``(canonical name, handler)`` of command ``name`` on ``obj``, or None when no
-    handler answers it. ``help`` maps to ``obj.showHelp``."""
+class Command(NamedTuple):
+    """A command a request reaches: its canonical name and its handler."""
+    name: str
+    handler: Callable
+
+
+def resolve(obj: Any, commands: Dict[str, Any], name: str) -> Optional[Command]:
+    """The :class:`Command` that ``name`` (as spelt in a request) reaches on ``obj``,
+    or None when no handler answers it. ``help`` maps to ``obj.showHelp``."""
     if not name:
         return None
     if name == "help":
-        return name, obj.showHelp
+        return Command(name, obj.showHelp)
     target = commands.get(name)
     if isinstance(target, str):
         method = getattr(obj, target, None)
-        return (name, method) if callable(method) else None
+        return Command(name, method) if callable(method) else None
     if callable(target):
-        return name, target
+        return Command(name, target)
     method_name = "handle" + _ucfirst(name)
     match = _HANDLER_METHOD.match(method_name)
     if match is None:
@@ -109,13 +114,13 @@ def resolve(obj: Any, commands: Dict[str, Any], name: str
     method = getattr(obj, method_name, None)
     if not callable(method):
         return None
-    return _lcfirst(match.group(1)), method
+    return Command(_lcfirst(match.group(1)), method)
 
 
 def find_handler(obj: Any, commands: Dict[str, Any], name: str) -> Optional[Callable]:
     """The callable that runs command ``name`` on ``obj`` (None when there is none)."""
     found = resolve(obj, commands, name)
-    return found[1] if found is not None else None
+    return found.handler if found is not None else None
 
 
 def same_handler(a: Callable, b: Callable) -> bool:

@@ -18,13 +18,13 @@ runner (:mod:`netchat.runner`).
 import functools
 import logging
 import sys
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from xmpp.protocol import Message, Presence
 
 from .access import AccessPolicy
 from .callbacks import Callbacks
-from .commands import command_names, find_handler, help_for, resolve
+from .commands import Command, command_names, find_handler, help_for, resolve
 from .connection import Connection
 from .fleet import Fleet
 from .handler import DaemonHandler
@@ -396,11 +396,11 @@ class Daemon:
         method (``save`` -> ``handleSave``). None when there is none."""
         return find_handler(self, self.commands, name)
 
-    def command_for(self, name: str) -> Optional[Tuple[str, Callable]]:
-        """``(canonical name, handler)`` of the command a request names, or None when
-        nothing handles it. Every spelling that reaches a handler (``Save`` reaches
-        ``handleSave``) has one canonical name (``save``): the one ``acl``, audit lines
-        and ad-hoc command nodes use (see :mod:`netchat.commands`)."""
+    def command_for(self, name: str) -> Optional[Command]:
+        """The :class:`~netchat.commands.Command` (canonical name, handler) a request
+        naming ``name`` reaches, or None when nothing handles it. Every spelling that
+        reaches a handler (``Save`` reaches ``handleSave``) has one canonical name
+        (``save``): the one ``acl``, audit lines and ad-hoc command nodes use."""
         return resolve(self, self.commands, name)
 
     def may_run(self, jid, name: str) -> bool:

@@ -1,4 +1,4 @@
-"""The example daemon of the README (and DESIGN.md), used by ``netchat demo``.
+"""The example daemon of the README, used by ``netchat demo``.
 
 Run it against any server with::
 

@@ -91,7 +91,7 @@ class RequestPipeline:
             return self.reply(msg, Outcome(daemon.MSG_EMPTY_REQUEST, "unknown"),
                               command="-")
         found = daemon.command_for(command)
-        name = found[0] if found is not None else command
+        name = found.name if found is not None else command
         if not daemon.may_run(sender, name):
             return self.reply(msg, Outcome(daemon.MSG_DENIED, "denied"), command=name)
         try:

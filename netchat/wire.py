@@ -3,7 +3,8 @@
 - Replies copy the request's type, id and ``<thread>``; for type normal (or none) they
   carry ``<subject>re: SUBJECT</subject>`` (an existing ``re: `` is not doubled, as in
   Net::XMPP's ``Reply()``); a chat reply has no subject; replies carry no attachments.
-- netchat marks its replies with ``<reply xmlns='urn:x-netchat:0' status='...'/>``.
+- netchat marks its replies with ``<reply xmlns='urn:x-netchat:0' status='...'/>`` (``ok``,
+  ``error``, ``unknown``, ``denied``, ``busy``, ``expired``, ``too-large``).
 - A message is *automatic* (never run as a command, never answered) when it is an error
   stanza, carries the reply marker, has a subject beginning ``re: `` or has the subject
   ``allhere``.
@@ -29,8 +30,6 @@ if TYPE_CHECKING:  # pragma: no cover
 NS_NETCHAT = "urn:x-netchat:0"
 NS_DELAY = "urn:xmpp:delay"
 
-#: Statuses a netchat reply can carry in its marker.
-REPLY_STATUSES = ("ok", "error", "unknown", "denied", "busy", "expired", "too-large")
 
 #: Subject of the greeting ``waitUntilAllHere`` sends once every node is present.
 ALLHERE_SUBJECT = "allhere"

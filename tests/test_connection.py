@@ -1,4 +1,4 @@
-"""netchat.jabber.Connection against a real Prosody (issue: Connection)."""
+"""netchat.Connection against a real server."""
 
 import base64
 import logging

@@ -1,4 +1,4 @@
-"""netchat.Daemon against a real Prosody (issue: Daemon)."""
+"""netchat.Daemon against a real server."""
 
 import re
 import signal
@@ -14,7 +14,7 @@ from helpers import Recorder, connect, start_node, stop_process, wait_for
 
 
 class MyServer(netchat.Daemon):
-    """The example daemon of DESIGN.md, plus a few commands for the tests."""
+    """The example daemon of the README, plus a few commands for the tests."""
 
     def handleHello(self):
         return "hello to you too"

@@ -1,4 +1,4 @@
-"""Coordinator fan-out that knows who is online (issue: requestAll, onlineNodes)."""
+"""Coordinator fan-out that knows who is online (requestAll, onlineNodes)."""
 
 import threading
 import time

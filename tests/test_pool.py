@@ -1,4 +1,4 @@
-"""The worker thread pool (issue: Worker thread pool for handlers)."""
+"""The worker thread pool for handlers."""
 
 import threading
 import time

@@ -1,4 +1,4 @@
-"""Reliability and security (issue: access control, limits, reconnects, stale requests,
+"""Reliability and security (access control, limits, reconnects, stale requests,
 hostile input)."""
 
 import logging
@@ -11,7 +11,7 @@ import pytest
 import netchat
 from netchat.wire import reply_status
 from helpers import Recorder, connect, start_node, stop_process, wait_for
-from rawxmpp import close_raw, raw_client
+from bench.rawxmpp import close_raw, raw_client
 
 
 class Guarded(netchat.Daemon):

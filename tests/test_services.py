@@ -13,7 +13,7 @@ import netchat
 from netchat.services import NS_COMMANDS, NS_DATA, NS_DISCO_INFO, NS_DISCO_ITEMS, \
     NS_VERSION
 from helpers import wait_for
-from rawxmpp import close_raw, raw_client
+from bench.rawxmpp import close_raw, raw_client
 
 
 class Bot(netchat.Daemon):

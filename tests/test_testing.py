@@ -13,7 +13,7 @@ import xmpp
 
 from netchat.testing import (EjabberdServer, ProsodyServer, ServerNotInstalled,
                              ServerStartError, free_port)
-from rawxmpp import close_raw, raw_client, verified_tls
+from bench.rawxmpp import close_raw, raw_client, verified_tls
 from helpers import wait_for
 
 #: A configuration each kind of server refuses to start with.
