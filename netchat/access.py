@@ -87,13 +87,17 @@ class AccessPolicy:
             return all(jid in patterns for patterns in related)
         return jid in self.allow
 
-    def may_run_command(self, jid, name: str,
-                        resolve: Callable[[str], Optional[Command]]) -> bool:
+    def may_run_command(self, jid, name: str, resolve: Callable[[str], Optional[Command]],
+                        found: Optional[Command] = None) -> bool:
         """May ``jid`` run command ``name``, as spelt in a request? ``resolve(name)``
         gives its :class:`~netchat.commands.Command` (None: no handler). Decided on the handler
         that would run: the ``acl`` entry of its canonical name; else the entries of
-        every other name of that same handler; else ``allow``."""
-        found = resolve(name)
+        every other name of that same handler; else ``allow``. ``found``: what
+        ``resolve(name)`` gives, when the caller has it already."""
+        if not self.acl:
+            return jid in self.allow
+        if found is None:
+            found = resolve(name)
         if found is None:
             return self.may_run(jid, name)
         aliases = []

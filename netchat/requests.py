@@ -92,18 +92,22 @@ class RequestPipeline:
                               command="-")
         found = daemon.command_for(command)
         name = found.name if found is not None else command
-        if not daemon.may_run(sender, name):
+        access = daemon.access
+        # admit_sender checked ``allow``; only an ``acl`` can say more
+        if access.acl and not access.may_run_command(sender, name, daemon.command_for,
+                                                     found):
             return self.reply(msg, Outcome(daemon.MSG_DENIED, "denied"), command=name)
         try:
             attachments = parse_attachments(msg)
         except AttachmentError as exc:
             return self.reply(msg, Outcome("error: %s" % exc, "error"), command=name)
-        refusal = self.admit_command(sender, name, len(args), attachments)
+        refusal = self.check_limits(len(args), attachments)
         if refusal is not None:
             return self.reply(msg, refusal, command=name)
-        words: List[Any] = list(args) + list(attachments)
+        words: List[Any] = args + attachments if attachments else args
         return self.dispatch(name, words, msg, lambda text, status: self.reply(
-            msg, Outcome(text, status), command=name))
+            msg, Outcome(text, status), command=name),
+            found.handler if found is not None else None)
 
     # -- admit -----------------------------------------------------------------------------
 
@@ -127,6 +131,11 @@ class RequestPipeline:
         daemon = self.daemon
         if not daemon.may_run(sender, command):
             return Outcome(daemon.MSG_DENIED, "denied")
+        return self.check_limits(nargs, attachments)
+
+    def check_limits(self, nargs: int, attachments: List) -> Optional[Outcome]:
+        """The refusal when a request has too many arguments or too large attachments."""
+        daemon = self.daemon
         if nargs + len(attachments) > daemon.max_args:
             return Outcome(daemon.MSG_TOO_LARGE % (
                 "the request", "%d arguments" % daemon.max_args), "too-large")
@@ -139,12 +148,14 @@ class RequestPipeline:
 
     # -- dispatch --------------------------------------------------------------------------
 
-    def dispatch(self, command: str, args: list, request, respond: Respond) -> Any:
-        """Find and run the handler of ``command`` (a canonical name; inline, or on the
-        pool) and ``respond(text, status)`` with the outcome, on whichever thread ran
-        it."""
+    def dispatch(self, command: str, args: list, request, respond: Respond,
+                 handler: Optional[Callable] = None) -> Any:
+        """Run the handler of ``command`` (a canonical name; ``handler`` when already
+        found; inline, or on the pool) and ``respond(text, status)`` with the outcome,
+        on whichever thread ran it."""
         daemon = self.daemon
-        handler = daemon.getHandler(command)
+        if handler is None:
+            handler = daemon.getHandler(command)
         if handler is None:
             return respond(daemon.MSG_UNKNOWN_COMMAND % command, "unknown")
         pool = daemon.pool

@@ -43,12 +43,16 @@ class Router:
         for a transaction opened without a target (as in Perl)."""
         if to is None:
             return True
-        if bare_jid(to) == self.conn.domain:
+        to_bare, to_slash, to_resource = str(to).partition("/")
+        to_bare = to_bare.lower()
+        if to_bare == self.conn.domain:
             return self.from_server(sender)
         if sender is None:
             return False
-        to = normalize_jid(to)
-        return (normalize_jid(sender) if "/" in to else bare_jid(sender)) == to
+        bare, _, resource = str(sender).partition("/")
+        if bare.lower() != to_bare:
+            return False
+        return not to_slash or resource == to_resource
 
     # -- dispatching ------------------------------------------------------------------
 
@@ -123,7 +127,7 @@ class Router:
             conn.handler.on_error(conn, msg, tx)
             return
         thread = msg.getThread()
-        tx = conn.transactions.settle(msg, self.answers) if thread else None
+        tx = conn.transactions.settle(msg, self.answers, thread) if thread else None
         if tx is None:
             conn.handler.on_message(conn, msg)
         elif tx.waiting:

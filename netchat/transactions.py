@@ -91,13 +91,18 @@ class TransactionTable:
                 self.cond.notify_all()
         return tx
 
-    def _claimed(self, msg, answers: Answers) -> Optional[Transaction]:
+    def _claimed(self, msg, answers: Answers, thread: Optional[str] = None,
+                 error: Optional[bool] = None) -> Optional[Transaction]:
         tx = None
-        if msg.getType() == "error" and msg.getID():
-            thread = self._by_id.get(msg.getID())
-            tx = self._active.get(thread) if thread is not None else None
-        if tx is None and msg.getThread():
-            tx = self._active.get(msg.getThread())
+        if error is None:
+            error = msg.getType() == "error"
+        if error and msg.getID():
+            by_id = self._by_id.get(msg.getID())
+            tx = self._active.get(by_id) if by_id is not None else None
+        if tx is None:
+            thread = thread or msg.getThread()
+            if thread:
+                tx = self._active.get(thread)
         if tx is None or not answers(tx.to, msg.getFrom()):
             return None
         return tx
@@ -107,15 +112,20 @@ class TransactionTable:
         with self.cond:
             return self._claimed(msg, answers) is not None
 
-    def settle(self, msg, answers: Answers) -> Optional[Transaction]:
-        """Settle the transaction ``msg`` answers, a reply or an error stanza."""
+    def settle(self, msg, answers: Answers, thread: Optional[str] = None
+               ) -> Optional[Transaction]:
+        """Settle the transaction ``msg`` answers, a reply or an error stanza
+        (``thread``: the message's thread, when the caller read it already)."""
+        if not self._active:
+            return None
+        error = msg.getType() == "error"
         with self.cond:
-            tx = self._claimed(msg, answers)
+            tx = self._claimed(msg, answers, thread, error)
             if tx is None:
                 return None
             del self._active[tx.thread]
             self._by_id.pop(tx.msg_id, None)
-            if msg.getType() == "error":
+            if error:
                 condition, text = error_condition(msg)
                 tx.error = RemoteError("request to %s failed: %s%s" % (
                     tx.to or msg.getFrom(), condition, " (%s)" % text if text else ""),
