@@ -99,3 +99,30 @@ def test_daemon_loop_start_and_stop():
     assert loop.running
     bot.daemon.loop_stop()
     assert not loop.running and loop.error is None
+
+
+def test_poll_and_wait_end_the_process_when_a_worker_exits():
+    class Quits(Notes):
+        def handleQuit(self):
+            raise SystemExit(3)
+    bot = OfflineDaemon(Quits, saved={}, threads=1)
+    with pytest.raises(AssertionError):
+        bot.ask("quit", timeout=0.5)       # no reply: the handler ended the process
+    with pytest.raises(SystemExit) as exited:
+        bot.daemon.poll()                    # goes through Daemon.process
+    assert exited.value.code == 3 and bot.daemon.closed
+
+
+def test_the_daemons_connection_methods_match_the_connections():
+    import inspect
+    bot = make()
+    for name in ("post", "send_request", "request", "requestAll", "barrier", "subscribe",
+                 "ping", "count_transactions", "start_transaction", "end_transaction"):
+        assert inspect.signature(getattr(netchat.Daemon, name)) == \
+            inspect.signature(getattr(netchat.Connection, name)), name
+    errors = []
+    tx = bot.daemon.start_transaction("tid-x", to="node@localhost",
+                                      onError=lambda m, t: errors.append(t))
+    assert tx.to == "node@localhost" and tx.on_error is not None
+    assert bot.daemon.count_transactions() == 1
+    assert bot.daemon.end_transaction("tid-x") is None and not bot.daemon.count_transactions()
