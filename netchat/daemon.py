@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 __all__ = ["Daemon"]
 
 #: Connection options a Daemon passes on to :class:`~netchat.Connection`.
-CONNECTION_OPTIONS = ("host", "port", "resource", "ca_file", "ca_path", "verify",
-                      "direct_tls", "require_tls", "register", "connect_timeout",
-                      "ping_interval", "ping_timeout", "password")
+CONNECTION_OPTIONS = ("host", "port", "endpoints", "resolver", "resource", "ca_file",
+                      "ca_path", "verify", "direct_tls", "require_tls", "register",
+                      "connect_timeout", "ping_interval", "ping_timeout", "password")
 
 #: Default caps on what one request may carry.
 MAX_BODY = 64 * 1024          # characters

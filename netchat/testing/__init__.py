@@ -15,7 +15,9 @@ in-band registration is allowed and offline storage is on::
 
 Both have the same interface (:class:`ThrowawayServer`), so a suite can run against
 either. :class:`EjabberdCluster` runs several ejabberd members clustered on one
-domain (``endpoints``, ``kill(i)``, ``start(i)``), for fleets across members. The module is also a pytest plugin. Add ``pytest_plugins = ["netchat.testing"]``
+domain (``endpoints``, ``kill(i)``, ``start(i)``), for fleets across members.
+
+The module is also a pytest plugin. Add ``pytest_plugins = ["netchat.testing"]``
 to your ``conftest.py`` and use the fixtures:
 
 ``xmpp_server``
@@ -48,7 +50,8 @@ from .util import (EjabberdNotFound, ProsodyNotFound, ServerNotInstalled, Server
                    free_port, wait_for)
 from .plugin import *  # noqa: F401,F403 - the pytest hooks and fixtures
 
-__all__ = ["ThrowawayServer", "ProsodyServer", "EjabberdServer", "EjabberdCluster", "ServerNotInstalled",
+__all__ = ["ThrowawayServer", "ProsodyServer", "EjabberdServer", "EjabberdCluster",
+           "ServerNotInstalled",
            "ProsodyNotFound", "EjabberdNotFound", "ServerStartError", "Account",
            "SERVERS", "free_port", "wait_for", "make_certificates", "OfflineDaemon",
            "OfflineReply"]
