@@ -122,7 +122,7 @@ if pytest is not None:
         tests run in the ``--xmpp-server=ejabberd`` pass); a test that kills a member
         starts it again (``cluster.start(i)``)."""
         cluster = EjabberdCluster(3)
-        _start_or_skip(cluster)  # type: ignore[arg-type]
+        _start_or_skip(cluster)
         try:
             yield cluster
         finally:
