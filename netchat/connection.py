@@ -19,7 +19,8 @@ from xmpp.protocol import Presence
 from xmpp.simplexml import Node
 
 from .attachments import attachments_node
-from .errors import Disconnected
+from .endpoints import DNS_TIMEOUT, EndpointList
+from .errors import AuthError, ConnectError, Disconnected
 from .handler import ConnectionHandler
 from .jid import bare_jid, expand_jid, normalize_jid, parse_user
 from .loop import BackgroundLoop
@@ -32,7 +33,11 @@ from .xmpp.stream import Stream
 
 log = logging.getLogger("netchat.jabber")
 
-__all__ = ["Connection"]
+__all__ = ["Connection", "ENDPOINT_MIN_TIME"]
+
+#: Seconds one endpoint may take to connect before the next is tried, at least
+#: (when ``connect_timeout`` leaves that much).
+ENDPOINT_MIN_TIME = 5.0
 
 
 class Connection(RequestCommands):
@@ -42,6 +47,16 @@ class Connection(RequestCommands):
     :param password: the account's password; never logged.
     :param host: the server to connect to (default: the JID's domain).
     :param port: default 5222 (5223 with ``direct_tls``).
+    :param endpoints: several servers instead of ``host`` and ``port`` (a cluster's
+        members): ``"host:port"`` strings or ``(host, port)`` pairs. A connection
+        tries them in order until one works, within ``connect_timeout``; once a
+        connection was up, the next :meth:`connect` (a reconnect) starts with the
+        endpoint after the one it used. With neither ``host`` nor ``endpoints``, DNS
+        SRV records (``_xmpp-client._tcp.DOMAIN``; ``_xmpps-client`` with
+        ``direct_tls``) give them, else the domain itself. The certificate is always
+        checked against the JID's domain.
+    :param resolver: a ``dns.resolver.Resolver`` for the SRV lookup (default: the
+        system's).
     :param resource: the resource to bind (default: the JID's, else ``netchat-PID``).
     :param ca_file: PEM file of CA certificates to verify the server with; with
         ``ca_path``, a directory of them. Default: the system's CA store.
@@ -73,6 +88,7 @@ class Connection(RequestCommands):
 
     def __init__(self, jid: str, password: Optional[str] = None, *,
                  host: Optional[str] = None, port: Optional[int] = None,
+                 endpoints: Optional[Iterable[Any]] = None, resolver: Any = None,
                  resource: Optional[str] = None, ca_file: Optional[str] = None,
                  ca_path: Optional[str] = None, verify: bool = True,
                  direct_tls: bool = False, require_tls: bool = True,
@@ -88,8 +104,11 @@ class Connection(RequestCommands):
         self.domain = self.domain.lower()
         self.resource = resource or jid_resource or "netchat-%d" % os.getpid()
         self._password = password if password is not None else ""
-        self.host = host or self.domain
-        self.port = int(port or (5223 if direct_tls else 5222))
+        #: The endpoints to try (see :mod:`netchat.endpoints`).
+        self.endpoints = EndpointList(self.domain, endpoints, host, port, direct_tls,
+                                      resolver)
+        #: The server connected to (or tried last).
+        self.host, self.port = self.endpoints.first
         self.ca_file, self.ca_path = ca_file, ca_path
         self.verify = verify
         self.direct_tls = direct_tls
@@ -189,14 +208,7 @@ class Connection(RequestCommands):
             account = Account(self.user, self.domain, self._password, self.resource,
                               self.require_tls, self.register)
             self.presence.clear()
-            try:
-                features = stream.open(self.host, self.port, self.domain, deadline,
-                                       context if self.direct_tls else None, self.verify)
-                outcome = negotiate(stream, account, features, deadline,
-                                    None if self.direct_tls else context, self.verify)
-            except BaseException:
-                stream.release_socket("connect failed")
-                raise
+            outcome = self._connect_any(account, context, deadline)
             self.jid, self.mechanism = outcome.jid, outcome.mechanism
             stream.up()
             log.info("connected to %s as %s (%s, %s)", self.where, self.jid,
@@ -210,6 +222,46 @@ class Connection(RequestCommands):
         return self
 
     reconnect = connect
+
+    def _connect_any(self, account: Account, context: ssl.SSLContext, deadline: float):
+        """Open and negotiate a stream with the first endpoint that works."""
+        stream = self.stream
+        candidates = self.endpoints.candidates(
+            max(0.1, min(DNS_TIMEOUT, deadline - time.monotonic())))
+        failures: List[ConnectError] = []
+        for index, endpoint in enumerate(candidates):
+            self.host, self.port = endpoint
+            stream.where = self.where
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and failures:
+                break
+            left = len(candidates) - index
+            # a black-holed endpoint must not eat the time of those after it
+            until = deadline if left == 1 else \
+                time.monotonic() + max(remaining / left, min(remaining, ENDPOINT_MIN_TIME))
+            try:
+                features = stream.open(self.host, self.port, self.domain, until,
+                                       context if self.direct_tls else None, self.verify)
+                outcome = negotiate(stream, account, features, deadline,
+                                    None if self.direct_tls else context, self.verify)
+            except AuthError:
+                stream.release_socket("connect failed")
+                raise  # the account is the cluster's: another member says the same
+            except ConnectError as exc:
+                stream.release_socket("connect failed")
+                failures.append(exc)
+                if len(candidates) > 1:
+                    log.info("cannot use %s: %s", self.where, exc)
+                continue
+            except BaseException:
+                stream.release_socket("connect failed")
+                raise
+            self.endpoints.used(endpoint)
+            return outcome
+        if len(failures) == 1:
+            raise failures[0]
+        raise type(failures[-1])("no endpoint of %s worked: %s" % (
+            self.domain, "; ".join(str(exc) for exc in failures)))
 
     def _dispatch(self):
         self.router.dispatch_inbox()

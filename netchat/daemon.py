@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 __all__ = ["Daemon"]
 
 #: Connection options a Daemon passes on to :class:`~netchat.Connection`.
-CONNECTION_OPTIONS = ("host", "port", "resource", "ca_file", "ca_path", "verify",
-                      "direct_tls", "require_tls", "register", "connect_timeout",
-                      "ping_interval", "ping_timeout", "password")
+CONNECTION_OPTIONS = ("host", "port", "endpoints", "resolver", "resource", "ca_file",
+                      "ca_path", "verify", "direct_tls", "require_tls", "register",
+                      "connect_timeout", "ping_interval", "ping_timeout", "password")
 
 #: Default caps on what one request may carry.
 MAX_BODY = 64 * 1024          # characters
@@ -272,7 +272,15 @@ class Daemon:
         A handler that called ``sys.exit`` on a worker thread ends the process from
         here, on the loop thread, after :meth:`close`.
         """
+        check = self.peers.master_check_in() if self.master is not None else None
+        if check is not None:
+            timeout = check if timeout is None else min(timeout, check)
         result = self.cxn.process(timeout)
+        if check is not None and self.peers.master_gone():
+            log.info("[%s] master %s is gone (its session no longer exists), exiting",
+                     self.jid, self.master)
+            self.close()
+            sys.exit(0)
         if self._exit_request is not None:
             exc, self._exit_request = self._exit_request, None
             self.close()
@@ -451,9 +459,10 @@ class Daemon:
         """While waiting for nodes: an error (e.g. no such user) about one of them."""
         return self.fleet.not_found(stanza.getFrom(), stanza.getError()) or None
 
-    def onlineNodes(self) -> List[str]:
-        """Bare JIDs seen available (from the presence this daemon received), sorted."""
-        return self.fleet.online_nodes()
+    def onlineNodes(self, confirm: bool = True) -> List[str]:
+        """Bare JIDs seen available (from the presence this daemon received), sorted;
+        with ``confirm`` each is pinged first, and those found gone are dropped."""
+        return self.fleet.online_nodes(confirm)
 
     # -- the connection's commands (a daemon can coordinate) ------------------------------
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Set
 
 from .errors import Disconnected, Timeout
 from .jid import bare_jid
+from .liveness import confirm_online
 from .wire import ALLHERE_SUBJECT
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,7 +62,7 @@ class Fleet:
                daemon.unshift_callback("error", daemon.onSyncError)]
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
-            while sync.waiting:
+            while not self._all_here_confirmed(sync, deadline):
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     missing = sorted(sync.waiting)
@@ -87,6 +88,19 @@ class Fleet:
         for node in nodes:
             daemon.post(node, "hey guys", subject=ALLHERE_SUBJECT)
         return True
+
+    def _all_here_confirmed(self, sync: _Sync, deadline: Optional[float]) -> bool:
+        """No node is missing, and a ping confirmed each (presence can be stale: see
+        :mod:`netchat.liveness`); nodes found gone are missing again."""
+        if sync.waiting:
+            return False
+        gone = confirm_online(self.daemon.cxn, sync.keys, deadline=deadline)
+        for bare in gone:
+            log.info("[%s] node %s was gone after all: waiting for it again",
+                     self.daemon.jid, bare)
+            sync.waiting.add(sync.keys[bare])
+            sync.last_nudge[sync.keys[bare]] = 0.0
+        return not gone
 
     def _nudge(self, node: str, sync: _Sync):
         cxn = self.daemon.cxn
@@ -126,6 +140,12 @@ class Fleet:
         self._sync.last_nudge[node] = time.monotonic()
         return True
 
-    def online_nodes(self) -> List[str]:
-        """Bare JIDs seen available (from the presence this daemon received), sorted."""
-        return sorted({jid.partition("/")[0] for jid in self.daemon.cxn.available_jids()})
+    def online_nodes(self, confirm: bool = True) -> List[str]:
+        """Bare JIDs seen available (from the presence this daemon received), sorted;
+        with ``confirm``, each confirmed by a ping first (those found gone are dropped
+        and forgotten)."""
+        cxn = self.daemon.cxn
+        seen = {jid.partition("/")[0] for jid in cxn.available_jids()}
+        if confirm and seen and cxn.connected:
+            seen -= confirm_online(cxn, seen)
+        return sorted(seen)

@@ -8,21 +8,30 @@
   declined and answered with directed presence, which is all a coordinator needs.
   Others are refused.
 - The master (a JID, or a user id on the daemon's own domain) is watched: once seen
-  available, its going away ends the daemon (Perl's ``checkMaster``).
+  available, its going away ends the daemon (Perl's ``checkMaster``). Its presence
+  may be stale (its server died in a cluster: no unavailable presence comes), so it
+  is also pinged every ``master_check_interval`` seconds (see
+  :mod:`netchat.liveness`); an answer saying its session is gone counts as leaving.
 """
 
 import logging
+import time
 from typing import TYPE_CHECKING, Optional, Set
 
 from .errors import Disconnected
 from .jid import bare_jid, normalize_jid
+from .liveness import PROBE_TIMEOUT, Probe, forget, resources_of
 
 if TYPE_CHECKING:  # pragma: no cover
     from .daemon import Daemon
 
 log = logging.getLogger("netchat.daemon")
 
-__all__ = ["Peers", "PRESENCE_ANSWERED_MAX", "SUBSCRIPTIONS_MAX"]
+__all__ = ["Peers", "PRESENCE_ANSWERED_MAX", "SUBSCRIPTIONS_MAX", "MASTER_CHECK_INTERVAL"]
+
+#: Seconds between pings that check the master is really there (the daemon option
+#: ``master_check_interval``; 0 or None: never).
+MASTER_CHECK_INTERVAL = 30.0
 
 PRESENCE_ANSWERED_MAX = 10000  # peers remembered as answered, before forgetting them all
 #: Subscription requests approved per session.
@@ -39,12 +48,17 @@ class Peers:
         #: The master was seen available (only then does its leaving count).
         self.master_seen = False
         self.subscriptions_approved = 0
+        self._master_probe: Optional[Probe] = None
+        self._master_probe_until = 0.0
+        self._master_check_at = 0.0
 
     def connected(self):
         """A new session: forget who was answered; greet and watch the master."""
         daemon = self.daemon
         self.presence_sent = set()
         self.subscriptions_approved = 0
+        self._master_probe = None
+        self._master_check_at = time.monotonic() + self.master_check_interval()
         if daemon.master is not None:
             master = self.master_jid()
             daemon.cxn.send_presence(master)
@@ -113,6 +127,47 @@ class Peers:
                  "declined" if allowed else "refused", bare_jid(sender))
         if allowed and not approve:
             self.answer_presence(sender)
+
+    def master_check_interval(self) -> float:
+        interval = getattr(self.daemon, "master_check_interval", MASTER_CHECK_INTERVAL)
+        return float(interval) if interval else 0.0
+
+    def master_check_in(self) -> Optional[float]:
+        """Seconds until the master's next check (None: nothing to check)."""
+        if not self.master_seen or not self.master_check_interval():
+            return None
+        if self._master_probe is not None:
+            return max(0.0, self._master_probe_until - time.monotonic())
+        return max(0.0, self._master_check_at - time.monotonic())
+
+    def master_gone(self) -> bool:
+        """Check the master on its timer: True when a ping found every session of it
+        gone (they are then forgotten). Starts the pings when due, never waits."""
+        if self.master_check_in() is None:
+            return False
+        now = time.monotonic()
+        probe = self._master_probe
+        if probe is not None:
+            if not probe.done and now < self._master_probe_until:
+                return False
+            self._master_probe = None
+            probe.close()
+            gone = probe.gone()
+            if not gone or len(gone) < len(probe.pings):
+                return False
+            for jid in gone:
+                forget(self.daemon.cxn, jid)
+            return True
+        if now < self._master_check_at:
+            return False
+        self._master_check_at = now + self.master_check_interval()
+        master = normalize_jid(self.master_jid())
+        jids = [master] if "/" in master else \
+            [j for j in resources_of(self.daemon.cxn, master) if "/" in j]
+        if jids and self.daemon.cxn.connected:
+            self._master_probe = Probe(self.daemon.cxn, jids)
+            self._master_probe_until = now + PROBE_TIMEOUT
+        return False
 
     def master_left(self, sender) -> bool:
         """Has the master, once seen available, gone (no resource of it left)?"""

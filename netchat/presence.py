@@ -68,6 +68,10 @@ class PresenceTable:
             return None
         return resource in resources if resource is not None else bool(resources)
 
+    def resources_of(self, bare: str) -> List[str]:
+        """The resources of ``bare`` seen available ("" for presence without one)."""
+        return list(self._table.get(bare, ()))
+
     def available(self) -> List[str]:
         """Full JIDs seen available, sorted (a bare JID for presence without resource)."""
         return sorted("%s/%s" % (bare, res) if res else bare

@@ -236,17 +236,25 @@ def request_all(conn, nodes: Iterable[Any], message: str, timeout: float,
     def pending():      # asked, not answered, not given up on
         return [n for n, tx in asked.items() if n not in results and not tx.done]
 
-    def went_offline():  # pending, and its unavailable presence came meanwhile
-        return [n for n in pending() if conn.is_available(n) is False]
+    # nodes silent for a while are pinged: a session gone with its server's cluster
+    # member left no unavailable presence behind (see netchat.liveness)
+    from .liveness import LivenessWatch
+    watch = LivenessWatch(conn)
+
+    def went_offline():  # pending, and found unavailable (presence or ping) meanwhile
+        return [n for n in pending() if conn.is_available(n) is False or watch.gone(n)]
 
     def came_online():   # reported offline without asking, and now available
         return [n for n, r in results.items()
                 if r.status == "offline" and n not in asked and conn.is_available(n)]
 
     while pending() and conn.connected:
+        watch.check(pending())
         if not conn.wait_until(lambda: not pending() or went_offline() or came_online(),
-                               deadline):
-            break  # the deadline
+                               watch.due(deadline)):
+            if time.monotonic() >= deadline or not conn.connected:
+                break
+            continue
         for node in came_online():
             del results[node]
             ask(node)
@@ -261,6 +269,7 @@ def request_all(conn, nodes: Iterable[Any], message: str, timeout: float,
         else:
             conn.end_transaction(tx.thread)
             results[node] = Reply("timeout", elapsed=time.monotonic() - tx.started)
+    watch.close()
     return {node: results[node] for node in nodes}
 
 

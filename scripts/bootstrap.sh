@@ -1,7 +1,7 @@
 # Sourced by scripts/test and scripts/demo: makes sure Prosody and a virtual
 # environment with netchat are there. Installs only what is missing:
-#   - the Debian packages 'prosody' and, for the tests, 'ejabberd' (apt-get; sudo
-#     when not root),
+#   - the Debian packages 'prosody' and, for the tests, 'ejabberd' and
+#     'dnsmasq-base' (apt-get; sudo when not root),
 #   - a virtual environment ($NETCHAT_VENV, default .venv) with netchat and its extras.
 set -euo pipefail
 top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +26,12 @@ ensure_package() {  # $1: command that tells it is there, $2: Debian package
 }
 
 ensure_prosody() { ensure_package prosody prosody; }
-ensure_ejabberd() { ensure_package erl ejabberd; }
+ensure_ejabberd() {  # the server, and erlc for a cluster's epmd module
+    ensure_package erl ejabberd
+    ensure_package erlc erlang-base
+}
+# a real DNS server for the SRV tests (dnsmasq lives in /usr/sbin)
+ensure_dnsmasq() { PATH="$PATH:/usr/sbin:/sbin" ensure_package dnsmasq dnsmasq-base; }
 
 ensure_venv() {  # $1: extras, e.g. "test"
     local extras=${1:+[$1]}

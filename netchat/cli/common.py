@@ -7,6 +7,8 @@ import logging
 import os
 import sys
 
+from ..endpoints import parse_endpoints
+
 # exit statuses of `jabber`
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
@@ -64,6 +66,9 @@ def add_connection_arguments(parser: argparse.ArgumentParser, register: bool = T
     group.add_argument("-H", "--host", help="server to connect to (default: the JID's "
                        "domain)")
     group.add_argument("--port", type=int, help="server port (default 5222)")
+    group.add_argument("-E", "--endpoint", action="append", metavar="HOST:PORT",
+                       help="a server of the domain (repeatable, or comma-separated: "
+                       "a cluster's members, tried in order; instead of --host)")
     group.add_argument("--ca-file", help="CA certificates (PEM) to verify the server "
                        "with (default: the system's store)")
     group.add_argument("--insecure", action="store_true",
@@ -96,7 +101,14 @@ def add_connection_arguments(parser: argparse.ArgumentParser, register: bool = T
 
 
 def connection_options(args) -> dict:
-    options = {}
+    options: dict = {}
+    if args.endpoint:
+        if args.host or args.port:
+            raise UsageError("give either --host/--port or --endpoint, not both")
+        try:
+            options["endpoints"] = [str(e) for e in parse_endpoints(",".join(args.endpoint))]
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     if args.host:
         options["host"] = args.host
     if args.port:

@@ -14,7 +14,10 @@ in-band registration is allowed and offline storage is on::
         ...
 
 Both have the same interface (:class:`ThrowawayServer`), so a suite can run against
-either. The module is also a pytest plugin. Add ``pytest_plugins = ["netchat.testing"]``
+either. :class:`EjabberdCluster` runs several ejabberd members clustered on one
+domain (``endpoints``, ``kill(i)``, ``start(i)``), for fleets across members.
+
+The module is also a pytest plugin. Add ``pytest_plugins = ["netchat.testing"]``
 to your ``conftest.py`` and use the fixtures:
 
 ``xmpp_server``
@@ -37,6 +40,7 @@ not run. With ``--require-xmpp-server``, ``NETCHAT_REQUIRE_SERVER=1`` or under C
 """
 
 from .certificates import make_certificates
+from .cluster import EjabberdCluster
 from .ejabberd import EjabberdServer
 from .kinds import SERVERS
 from .offline import OfflineDaemon, OfflineReply
@@ -46,7 +50,8 @@ from .util import (EjabberdNotFound, ProsodyNotFound, ServerNotInstalled, Server
                    free_port, wait_for)
 from .plugin import *  # noqa: F401,F403 - the pytest hooks and fixtures
 
-__all__ = ["ThrowawayServer", "ProsodyServer", "EjabberdServer", "ServerNotInstalled",
+__all__ = ["ThrowawayServer", "ProsodyServer", "EjabberdServer", "EjabberdCluster",
+           "ServerNotInstalled",
            "ProsodyNotFound", "EjabberdNotFound", "ServerStartError", "Account",
            "SERVERS", "free_port", "wait_for", "make_certificates", "OfflineDaemon",
            "OfflineReply"]

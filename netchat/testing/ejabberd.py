@@ -162,6 +162,8 @@ class EjabberdServer(ThrowawayServer):
         level = os.environ.get("NETCHAT_EJABBERD_LOG", self.log_level)
         self.log_level = self._LOG_LEVELS.get(level, level)
         self._ctl_buffer = b""
+        #: More arguments for ``erl`` (a cluster member's node name, cookie...).
+        self.erl_args: List[str] = []
 
     config_name = "ejabberd.yml"
     log_name = "ejabberd.log"
@@ -281,7 +283,7 @@ class EjabberdServer(ThrowawayServer):
         return subprocess.Popen(
             [self.executable, "-noshell", "+K", "true",
              # schedulers that do not busy-wait leave the CPU to the tests
-             "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none",
+             "+sbwt", "none", "+sbwtdcpu", "none", "+sbwtdio", "none", *self.erl_args,
              "-mnesia", "dir", json.dumps(self.data_dir), "-s", "ejabberd",
              "-eval", "{ok, _} = file:script(%s)" % json.dumps(self._path("control.erl"))],
             stdin=subprocess.PIPE, stdout=self._console, stderr=subprocess.PIPE,
@@ -344,13 +346,13 @@ class EjabberdServer(ThrowawayServer):
                                                % (command, self._tail()))
                         self._ctl_buffer += chunk
 
-    def eval(self, expression: str) -> str:
+    def eval(self, expression: str, timeout: float = 10.0) -> str:
         """Evaluate Erlang ``expression`` in the server's VM (tests, debugging), e.g.
-        ``server.eval('ejabberd_sm:connected_users()')``."""
+        ``server.eval('ejabberd_sm:connected_users()')``; its value as ``~p`` prints it."""
         expression = expression.strip()
         if not expression.endswith("."):
             expression += "."
-        return self._control("eval", expression)
+        return self._control("eval", expression, timeout=timeout)
 
     def register(self, user: str, password: str):
         self._control("register", user, password)

@@ -1,10 +1,11 @@
 """The pytest plugin: ``--xmpp-server``, the ``xmpp_server``, ``xmpp_account``,
-``server_factory`` and ``prosody_server`` fixtures, and a loud summary of live tests
-that could not run. ``pytest_plugins = ["netchat.testing"]`` loads it."""
+``server_factory``, ``prosody_server`` and ``ejabberd_cluster`` fixtures, and a loud
+summary of live tests that could not run. ``pytest_plugins = ["netchat.testing"]`` loads it."""
 
 import os
 from typing import List, Optional
 
+from .cluster import EjabberdCluster
 from .kinds import SERVERS
 from .prosody import ProsodyServer
 from .throwaway import Account, ThrowawayServer
@@ -43,11 +44,17 @@ if pytest is not None:
 
     def pytest_collection_modifyitems(config, items):
         # Against another server than Prosody, run the tests that use a server (the
-        # others ran in the Prosody pass), except those marked prosody_only.
-        if config.getoption("--xmpp-server") == "prosody":
-            return
-        kept = [i for i in items if i.get_closest_marker("prosody_only") is None and
-                {"xmpp_server", "xmpp_server_class"} & set(getattr(i, "fixturenames", ()))]
+        # others ran in the Prosody pass), except those marked prosody_only. Tests
+        # on an ejabberd cluster run in the ejabberd pass only.
+        def uses(item, *names):
+            return set(names) & set(getattr(item, "fixturenames", ()))
+        server = config.getoption("--xmpp-server")
+        if server == "prosody":
+            kept = [i for i in items if not uses(i, "ejabberd_cluster")]
+        else:
+            kept = [i for i in items if i.get_closest_marker("prosody_only") is None and
+                    uses(i, "xmpp_server", "xmpp_server_class", "ejabberd_cluster") and
+                    (server == "ejabberd" or not uses(i, "ejabberd_cluster"))]
         if len(kept) != len(items):
             config.hook.pytest_deselected(items=[i for i in items if i not in kept])
             items[:] = kept
@@ -108,6 +115,18 @@ if pytest is not None:
             yield server
         finally:
             server.stop()
+
+    @pytest.fixture(scope="module")
+    def ejabberd_cluster():
+        """A running 3-member :class:`EjabberdCluster` shared by a test module (its
+        tests run in the ``--xmpp-server=ejabberd`` pass); a test that kills a member
+        starts it again (``cluster.start(i)``)."""
+        cluster = EjabberdCluster(3)
+        _start_or_skip(cluster)
+        try:
+            yield cluster
+        finally:
+            cluster.stop()
 
     @pytest.fixture
     def server_factory(xmpp_server_class):

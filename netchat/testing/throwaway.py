@@ -161,6 +161,20 @@ class ThrowawayServer:
 
     # -- life cycle ------------------------------------------------------------------
 
+    def prepare(self, directory: str, certificates: Dict[str, str], port: int,
+                direct_tls_port: int):
+        """Lay the server out in ``directory`` (made here) with ``certificates`` (what
+        :func:`~netchat.testing.make_certificates` returns) and these ports, instead of
+        what the first :meth:`start` makes: for servers that share one CA (a cluster).
+        Call it before :meth:`start`; :meth:`stop` deletes ``directory``."""
+        if self.directory is not None:
+            raise RuntimeError("%r is already laid out in %s" % (self, self.directory))
+        self.directory = directory
+        os.makedirs(self.data_dir)
+        self._certs = dict(certificates)
+        self.ca_file = self._certs["ca_file"]
+        self.port, self.direct_tls_port = port, direct_tls_port
+
     def start(self, timeout: Optional[float] = None) -> "ThrowawayServer":
         """Start the server (again, after :meth:`kill`, on the same ports and data).
 
@@ -208,7 +222,7 @@ class ThrowawayServer:
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
                 break
-            if self._answers_stream():
+            if self.answers_stream():
                 log.info("%s %s up on %s:%s (log %s)", self.name, self.domain, self.host,
                          self.port, self.log_path)
                 return
@@ -221,7 +235,7 @@ class ThrowawayServer:
                                "last lines:\n%s" % (self.name, self.host, self.port, why,
                                                     self.log_name, self._tail()))
 
-    def _answers_stream(self) -> bool:
+    def answers_stream(self) -> bool:
         """True when the c2s port answers a stream header with stream features."""
         try:
             with socket.create_connection((self.host, self.port), timeout=1) as s:

@@ -1,0 +1,167 @@
+"""Is a peer believed online really there? Presence can be stale: when a member of
+a server cluster dies, the others send no unavailable presence for the sessions it
+held. An XEP-0199 ping to a full JID settles it: a session that no longer exists is
+answered at once by the server with an error (``service-unavailable``), a live one
+answers itself.
+
+- :class:`Probe`: pings in flight to some full JIDs, without waiting; which answered,
+  which are gone.
+- :func:`confirm_online`: ping every resource believed available of some bare JIDs,
+  wait (briefly) and forget the resources found gone; returns the bare JIDs with none
+  left (``waitUntilAllHere``, ``onlineNodes``).
+- :class:`LivenessWatch`: the same for a fan-out in progress (``requestAll``): nodes
+  still silent after :data:`CONFIRM_AFTER` seconds are pinged, again every
+  :data:`CONFIRM_EVERY` seconds, so a healthy fleet that answers at once costs nothing.
+
+A ping that is not answered in time proves nothing (a peer may not answer pings, or
+the link to its server may be slow): only an error saying the session is gone
+counts. A netchat daemon answers pings only from peers allowed to command it, and
+refuses others with the same ``service-unavailable``: a coordinator must be allowed
+by its nodes (the default on one domain) for the confirmation to be right.
+"""
+
+import logging
+import time
+from typing import Any, Dict, Iterable, List, Optional, Set
+
+from xmpp.simplexml import Node
+
+from .errors import Disconnected
+from .jid import bare_jid, normalize_jid
+from .xmpp.parser import NS_PING, make_iq
+
+log = logging.getLogger("netchat.jabber")
+
+__all__ = ["Probe", "LivenessWatch", "confirm_online", "GONE_CONDITIONS",
+           "PROBE_TIMEOUT", "CONFIRM_AFTER", "CONFIRM_EVERY"]
+
+#: Error conditions of a ping that mean "no such session".
+GONE_CONDITIONS = frozenset({"service-unavailable", "item-not-found",
+                             "recipient-unavailable", "remote-server-not-found"})
+PROBE_TIMEOUT = 2.0    # seconds confirm_online waits for the answers, at most
+CONFIRM_AFTER = 0.5    # a requestAll node still silent then is pinged ...
+CONFIRM_EVERY = 5.0    # ... and again this often
+
+
+class Probe:
+    """XEP-0199 pings to ``jids`` (full JIDs) sent now through ``conn`` (a
+    :class:`~netchat.Connection`); nothing waits here."""
+
+    def __init__(self, conn: Any, jids: Iterable[str]):
+        from .transactions import Transaction  # transactions uses this module
+        self.conn = conn
+        self.pings: Dict[str, Any] = {}
+        for jid in dict.fromkeys(jids):
+            iq_id = conn.new_id()
+            tx = conn.transactions.open_iq(Transaction(iq_id, to=jid, waiting=True))
+            self.pings[jid] = tx
+            try:
+                conn.send_stanza(make_iq("get", Node("ping", attrs={"xmlns": NS_PING}),
+                                         to=jid, id=iq_id))
+            except Disconnected:
+                conn.transactions.close_iq(iq_id)
+                del self.pings[jid]
+                break
+
+    @property
+    def done(self) -> bool:
+        return all(tx.done for tx in self.pings.values())
+
+    def is_gone(self, jid: str) -> bool:
+        """Did the ping to ``jid`` come back with an error saying it is gone?"""
+        tx = self.pings.get(jid)
+        return tx is not None and tx.done and tx.error is not None and \
+            getattr(tx.error, "condition", None) in GONE_CONDITIONS
+
+    def gone(self) -> List[str]:
+        return [jid for jid in self.pings if self.is_gone(jid)]
+
+    def close(self):
+        """Stop waiting for the answers still out."""
+        for tx in self.pings.values():
+            self.conn.transactions.close_iq(tx.thread)
+
+
+def forget(conn: Any, jid: str):
+    """Record the full JID ``jid`` as gone in ``conn``'s presence table."""
+    bare, _, resource = normalize_jid(jid).partition("/")
+    conn.presence.update(bare, resource, False)
+    log.info("%s is gone (its session no longer exists)", jid)
+
+
+def resources_of(conn: Any, bare: str) -> List[str]:
+    """The full JIDs of ``bare`` that ``conn`` believes available."""
+    bare = bare_jid(bare)
+    return ["%s/%s" % (bare, res) if res else bare
+            for res in conn.presence.resources_of(bare)]
+
+
+def confirm_online(conn: Any, bares: Iterable[str], timeout: float = PROBE_TIMEOUT,
+                   deadline: Optional[float] = None) -> Set[str]:
+    """Ping every resource of ``bares`` believed available; forget those found gone.
+    Returns the bare JIDs that had some and now have none. Waits for the answers up
+    to ``timeout`` seconds (and not past ``deadline``, ``time.monotonic()``)."""
+    wanted = {bare_jid(b): resources_of(conn, b) for b in bares}
+    jids = [jid for resources in wanted.values() for jid in resources if "/" in jid]
+    if not jids:
+        return set()
+    probe = Probe(conn, jids)
+    until = time.monotonic() + timeout
+    if deadline is not None:
+        until = min(until, deadline)
+    try:
+        conn.wait_until(lambda: probe.done, until)
+    finally:
+        probe.close()
+    for jid in probe.gone():
+        forget(conn, jid)
+    return {bare for bare, resources in wanted.items()
+            if resources and not conn.presence.is_available(bare)}
+
+
+class LivenessWatch:
+    """Confirms the nodes of a fan-out that stay silent (see the module's text)."""
+
+    def __init__(self, conn: Any, after: float = CONFIRM_AFTER,
+                 every: float = CONFIRM_EVERY):
+        self.conn = conn
+        self.every = every
+        self.next_at = time.monotonic() + after
+        self.probes: List[Probe] = []
+        self._node_jids: Dict[Any, List[str]] = {}
+
+    def due(self, deadline: float) -> float:
+        """When to look again: the next probe time or ``deadline``, the sooner."""
+        return min(deadline, self.next_at)
+
+    def check(self, nodes: Iterable[Any]):
+        """Ping the resources of ``nodes`` believed available, when it is time."""
+        now = time.monotonic()
+        if now < self.next_at:
+            return
+        self.next_at = now + self.every
+        jids = []
+        for node in nodes:
+            if self.conn.is_available(node):
+                resources = [j for j in resources_of(self.conn, self.conn.expand_jid(node))
+                             if "/" in j]
+                self._node_jids[node] = resources
+                jids += resources
+        if jids:
+            self.probes.append(Probe(self.conn, jids))
+
+    def gone(self, node: Any) -> bool:
+        """Were all of ``node``'s resources found gone (then they are forgotten)?"""
+        jids = self._node_jids.get(node)
+        if not jids:
+            return False
+        if not all(any(p.is_gone(jid) for p in self.probes) for jid in jids):
+            return False
+        for jid in jids:
+            forget(self.conn, jid)
+        del self._node_jids[node]
+        return True
+
+    def close(self):
+        for probe in self.probes:
+            probe.close()
