@@ -190,9 +190,10 @@ def _wire_fields(item: Any, index: int) -> List[tuple]:
 def inline_copy(attachment: Attachment) -> Attachment:
     """A file-backed ``attachment`` read into memory to go inline: text when the
     file is UTF-8 text that XML keeps, else bytes."""
-    data: Union[str, bytes] = attachment.bytes
+    raw = attachment.bytes
+    data: Union[str, bytes] = raw
     try:
-        text = data.decode("utf-8")
+        text = raw.decode("utf-8")
         check_xml_text(text)
         data = text
     except (UnicodeDecodeError, ValueError):

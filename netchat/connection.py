@@ -282,8 +282,8 @@ class Connection(RequestCommands):
         ``attachments``: strings, bytes (sent base64-encoded), :class:`Attachment`
         objects or dicts, in the Perl module's format; one over ``inline_limit``
         bytes is uploaded through the server's upload service and sent as an
-        XEP-0066 link (:class:`~netchat.upload.UploadError` when it cannot be). Text that XML cannot carry
-        raises ``ValueError`` before anything is sent.
+        XEP-0066 link (:class:`~netchat.upload.UploadError` when it cannot be).
+        Text that XML cannot carry raises ``ValueError`` before anything is sent.
         """
         msg_id = self.new_id()
         xml = self.message_xml(to, message, subject, thread, attachments, type, msg_id)

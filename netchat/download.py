@@ -17,7 +17,6 @@ redirects, and a size cap (``max_file``) checked against the Content-Length befo
 reading and while streaming to a temporary file, never held in memory.
 """
 
-import http.client
 import ipaddress
 import logging
 import os
@@ -99,16 +98,17 @@ def _parse_host(entry: str) -> Tuple[str, int]:
     return entry.strip().lower().strip("[]"), 443
 
 
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """HTTPS to ``address`` (already checked), verified as ``host``."""
+def pinned_https(host: str, port: int, address: str, context, timeout: float):
+    """An ``http.client.HTTPSConnection`` to ``address`` (already checked), its
+    certificate verified for ``host``. (http.client is imported here: an idle
+    daemon does not load it.)"""
+    import http.client
 
-    def __init__(self, host: str, port: int, address: str, context, timeout: float):
-        super().__init__(host, port, timeout=timeout, context=context)
-        self.address, self.tls = address, context
-
-    def connect(self):
-        sock = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock = self.tls.wrap_socket(sock, server_hostname=self.host)
+    class PinnedHTTPSConnection(http.client.HTTPSConnection):
+        def connect(self):
+            sock = socket.create_connection((address, port), timeout)
+            self.sock = context.wrap_socket(sock, server_hostname=host)
+    return PinnedHTTPSConnection(host, port, timeout=timeout, context=context)
 
 
 class Downloader:
@@ -183,7 +183,7 @@ class Downloader:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except OSError as exc:
             raise DownloadError("cannot resolve %s: %s" % (host, exc)) from None
-        addresses = [info[4][0] for info in infos]
+        addresses = [str(info[4][0]) for info in infos]
         if public_only:
             for address in addresses:
                 if not ipaddress.ip_address(address.split("%")[0]).is_global:
@@ -205,8 +205,8 @@ class Downloader:
         if parts.query:
             target += "?" + parts.query
         deadline = time.monotonic() + self.timeout
-        conn = _PinnedHTTPSConnection(host, port, address, self.conn.tls_context(),
-                                      self.timeout)
+        import http.client
+        conn = pinned_https(host, port, address, self.conn.tls_context(), self.timeout)
         fd, path = tempfile.mkstemp(prefix="netchat-file-", dir=directory)
         try:
             with os.fdopen(fd, "wb") as out:

@@ -16,12 +16,10 @@ attachments stay inline (the Perl module's format, which Perl peers understand),
 one over the connection's ``inline_limit`` is uploaded.
 """
 
-import http.client
 import logging
 import mimetypes
 import time
 import urllib.parse
-from xml.sax.saxutils import escape as xml_escape
 from typing import IO, Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from xmpp.simplexml import Node
@@ -151,6 +149,7 @@ def put_file(slot: Slot, stream: IO[bytes], size: int, context,
     """PUT ``size`` bytes read from ``stream`` to the slot over HTTPS with the TLS
     ``context`` (the connection's: same CA, same host name checks), streaming in
     chunks. Raises :class:`UploadError` when the server does not take it."""
+    import http.client  # here: an idle daemon does not load it
     url = urllib.parse.urlsplit(slot.put_url)
     conn = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=timeout,
                                        context=context)
@@ -213,9 +212,17 @@ def safe_upload_name(name: Optional[str]) -> str:
     return name if name not in ("", ".", "..") else "file"
 
 
+def xml_escape(text: str) -> str:
+    """``text`` for XML character data. (Not xml.sax.saxutils, which loads
+    urllib.request and http.client into every daemon.)"""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def oob_xml(url: str, desc: Optional[str] = None) -> str:
     """The XEP-0066 element for ``url`` as XML text."""
     check_xml_text(url, "link")
+    if desc:
+        check_xml_text(desc, "file name")
     return "<x xmlns='%s'><url>%s</url>%s</x>" % (
         NS_OOB, xml_escape(url),
         "<desc>%s</desc>" % xml_escape(desc) if desc else "")
