@@ -222,22 +222,24 @@ class EjabberdServer(ThrowawayServer):
             ("modules", modules),
         ]
         if self.upload:
-            self._add_upload(listen, modules, blocks)
+            self._add_upload(listen, blocks)
         return blocks
 
     #: The largest file the upload service takes (bytes).
     UPLOAD_LIMIT = 64 * 1024 * 1024
 
-    def _add_upload(self, listen: list, modules: list, blocks: list):
+    def _add_upload(self, listen: list, blocks: list):
         """XEP-0363 (mod_http_upload) on an HTTPS listener of its own (a free port,
         the run's certificate), files up to :attr:`UPLOAD_LIMIT` bytes."""
         listen += ["  - port: %d" % self.upload_port, "    ip: %s" % _yaml(self.host),
                    "    module: ejabberd_http", "    tls: true",
                    "    request_handlers:", "      /upload: mod_http_upload"]
-        modules.append(("mod_http_upload", [
+        # one put_url for every host must name @HOST@: each domain gets its own
+        # upload.DOMAIN and URLs on https://DOMAIN:PORT (the certificate names it)
+        dict(blocks)["modules"].append(("mod_http_upload", [
             "  mod_http_upload:",
-            "    host: %s" % _yaml(self.upload_service),
-            "    put_url: %s" % _yaml(self.upload_url + "/upload"),
+            "    host: %s" % _yaml("upload.@HOST@"),
+            "    put_url: %s" % _yaml("https://@HOST@:%d/upload" % self.upload_port),
             "    docroot: %s" % _yaml(self._path("upload")),
             "    max_size: %d" % self.UPLOAD_LIMIT,
             "    access: upload",
