@@ -5,6 +5,8 @@
 ``fanout``    one coordinator, many daemon processes, one request each
 ``wuah``      waitUntilAllHere: time from the last node's login to the return
 ``threads``   handlers of 50 ms at threads = 1, 4, 16, 64, beside the ideal
+``files``     a 20 MiB file from ``jabber -a`` to a handler, beside a plain HTTPS copy
+              (see :mod:`bench.files`)
 """
 
 import contextlib
@@ -20,6 +22,7 @@ from typing import Dict, List, Optional
 import netchat
 from netchat.jabber import bare_jid
 
+from .files import files
 from .procs import CpuMeter, Peer, PeerGroup, rss_bytes
 from .report import Row, percentile
 from .systems import NetchatRequester, RawRequester, requesters
@@ -41,12 +44,13 @@ class Sizes:
     thread_requests: int = 200
     thread_counts: tuple = (1, 4, 16, 64)
     handler_seconds: float = 0.05
+    files_mib: int = 20
 
 
 FULL = Sizes(seq_requests=2000, seq_rounds=4, pipelined=5000, pipe_rounds=3, warmup=200,
              fanout_nodes=50, fanout_rounds=5, wuah_nodes=(50, 100, 200))
 QUICK = Sizes(seq_requests=1200, seq_rounds=4, pipelined=2000, pipe_rounds=1, warmup=100,
-              fanout_nodes=25, fanout_rounds=3, wuah_nodes=(25, 50))
+              fanout_nodes=25, fanout_rounds=3, wuah_nodes=(25, 50), files_mib=5)
 
 
 class Bench:
@@ -384,4 +388,5 @@ def threads_once(bench: Bench, count: int):
 
 
 SCENARIOS: Dict[str, object] = {"echo": echo, "fanout": fan_out,
-                                "wuah": wait_until_all_here, "threads": threads}
+                                "wuah": wait_until_all_here, "threads": threads,
+                                "files": files}

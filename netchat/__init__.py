@@ -15,8 +15,10 @@ from .connection import Connection
 from .handler import ConnectionHandler
 from .loop import BackgroundLoop
 from .transactions import Reply
+from .download import DownloadError
+from .upload import UploadError
 
 __all__ = ["Daemon", "Connection", "ConnectionHandler", "BackgroundLoop", "Reply",
            "Attachment", "AttachmentError", "NetChatError", "ConnectError", "AuthError",
            "TLSError", "Timeout", "Disconnected", "RemoteError", "CommandError",
-           "__version__"]
+           "UploadError", "DownloadError", "__version__"]

@@ -17,17 +17,24 @@ Text goes as it is when XML can carry it unchanged. Text holding a carriage retu
 (which XML parsers, and servers re-serializing stanzas, turn into a line feed) or a
 character XML cannot carry at all is sent base64-encoded with ``charset``, so that a
 Windows text file arrives byte for byte.
+
+An attachment may also be backed by a file (:meth:`Attachment.from_path`, and every
+file a daemon downloads from an XEP-0066 link): its data is read only when asked for
+(``.bytes``, ``.text``, ``.data``), ``.open()`` streams it, ``.path`` names it.
 """
 
 import base64
 import binascii
-from typing import Any, Iterable, List, Mapping, Optional, Union
+import io
+import os
+from typing import IO, Any, Iterable, List, Mapping, Optional, Union
 
 from xmpp.simplexml import Node
 
 from .wire import check_xml_text, xml_keeps
 
-__all__ = ["Attachment", "AttachmentError", "attachments_node", "parse_attachments"]
+__all__ = ["Attachment", "AttachmentError", "attachments_node", "inline_copy",
+           "parse_attachments"]
 
 
 class AttachmentError(ValueError):
@@ -44,6 +51,9 @@ class Attachment(dict):
     first). ``str()`` of a text attachment is its text.
     """
 
+    #: The file holding the data (None: the data are in memory).
+    path: Optional[str] = None
+
     def __init__(self, data: Union[str, bytes] = "", name: Optional[str] = None,
                  type: str = "data", **fields: Any):
         super().__init__(fields)
@@ -52,8 +62,49 @@ class Attachment(dict):
         if name is not None:
             self["name"] = name
 
+    @classmethod
+    def from_path(cls, path: str, name: Optional[str] = None, type: str = "data",
+                  **fields: Any) -> "Attachment":
+        """An attachment backed by the file at ``path`` (named after it unless
+        ``name`` is given). Nothing is read now: a large file is sent through the
+        server's upload service straight from disk; a small one goes inline, as text
+        when it is UTF-8 text XML keeps, else as bytes. Raises ``OSError`` when the
+        file cannot be read."""
+        with open(path, "rb"):
+            pass  # readable now, or OSError now rather than when sending
+        attachment = cls.__new__(cls)
+        dict.__init__(attachment, fields)
+        attachment["type"] = type
+        attachment["name"] = name if name is not None else os.path.basename(path)
+        attachment.path = path
+        return attachment
+
+    @property
+    def size(self) -> int:
+        """The size of the data in bytes (of the file, for a file-backed one)."""
+        if self.path is not None and "data" not in self:
+            return os.path.getsize(self.path)
+        return len(self.bytes)
+
+    @property
+    def content_type(self) -> Optional[str]:
+        """The media type the sender or the download's server gave, else None."""
+        return self.get("content_type")
+
+    def open(self) -> IO[bytes]:
+        """The data as a binary file object to read (the file itself when
+        file-backed)."""
+        if self.path is not None and "data" not in self:
+            return open(self.path, "rb")
+        return io.BytesIO(self.bytes)
+
     @property
     def data(self) -> Union[str, bytes]:
+        """The data as sent (``str`` or ``bytes``); a file-backed attachment's file
+        is read here, as bytes."""
+        if "data" not in self and self.path is not None:
+            with open(self.path, "rb") as f:
+                return f.read()
         return self.get("data", "")
 
     @property
@@ -82,6 +133,8 @@ class Attachment(dict):
         return self.data if isinstance(self.data, str) else repr(self)
 
     def __repr__(self):
+        if self.path is not None and "data" not in self:
+            return "Attachment.from_path(%r, name=%r)" % (self.path, self.name)
         data = self.data
         shown = data if len(data) <= 40 else data[:37] + (b"..." if isinstance(
             data, bytes) else "...")
@@ -101,6 +154,8 @@ def _wire_fields(item: Any, index: int) -> List[tuple]:
     elif not isinstance(item, Mapping):
         raise AttachmentError("attachment %d is a %s; send str, bytes, an Attachment or a "
                               "dict" % (index, type(item).__name__))
+    elif isinstance(item, Attachment) and item.path is not None and "data" not in item:
+        item = inline_copy(item)
     fields = []
     for key, value in item.items():
         if key == "encoding":
@@ -130,6 +185,23 @@ def _wire_fields(item: Any, index: int) -> List[tuple]:
     if "type" not in item:
         fields.insert(0, ("type", "data"))
     return fields
+
+
+def inline_copy(attachment: Attachment) -> Attachment:
+    """A file-backed ``attachment`` read into memory to go inline: text when the
+    file is UTF-8 text that XML keeps, else bytes."""
+    raw = attachment.bytes
+    data: Union[str, bytes] = raw
+    try:
+        text = raw.decode("utf-8")
+        check_xml_text(text)
+        data = text
+    except (UnicodeDecodeError, ValueError):
+        pass
+    copy = Attachment.__new__(Attachment)
+    dict.__init__(copy, attachment)
+    copy["data"] = data
+    return copy
 
 
 def attachments_node(attachments: Iterable[Any]) -> Optional[Node]:

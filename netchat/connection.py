@@ -21,6 +21,7 @@ from xmpp.simplexml import Node
 from .attachments import attachments_node
 from .endpoints import DNS_TIMEOUT, EndpointList
 from .errors import AuthError, ConnectError, Disconnected
+from .upload import INLINE_LIMIT, oob_xml, prepare_attachments
 from .handler import ConnectionHandler
 from .jid import bare_jid, expand_jid, normalize_jid, parse_user
 from .loop import BackgroundLoop
@@ -116,6 +117,9 @@ class Connection(RequestCommands):
         self.register = register
         self.connect_timeout = connect_timeout
         self.text_limit = text_limit
+        #: Attachments over this many bytes go through the server's upload service
+        #: (XEP-0363) as XEP-0066 links; 0: every attachment does.
+        self.inline_limit = INLINE_LIMIT
         self.handler = handler if handler is not None else ConnectionHandler()
         #: The full JID the server bound (after :meth:`connect`).
         self.jid: Optional[str] = None
@@ -192,6 +196,11 @@ class Connection(RequestCommands):
             context = ssl.create_default_context(cafile=self.ca_file, capath=self.ca_path)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         return context
+
+    def tls_context(self) -> ssl.SSLContext:
+        """A TLS context checking certificates as this connection does (``ca_file``,
+        ``ca_path``, ``verify``): for HTTPS uploads and downloads."""
+        return self._ssl_context()
 
     def connect(self) -> "Connection":
         """Connect, secure, authenticate (registering if needed), bind, send presence.
@@ -310,9 +319,12 @@ class Connection(RequestCommands):
             subject = check_xml_text(str(subject), "subject")
         if thread is not None:
             thread = check_xml_text(str(thread), "thread")
-        node = attachments_node(attachments or ())
+        inline, links = prepare_attachments(self, attachments or (), self.inline_limit)
+        node = attachments_node(inline)
+        extra = (str(node) if node is not None else "") + "".join(
+            oob_xml(url, name) for url, name in links)
         return message_xml(to, body, subject, thread, type or None, id or self.new_id(),
-                           extra=str(node) if node is not None else "")
+                           extra=extra)
 
     def post(self, to: Any, message: str, subject: Optional[str] = None,
              thread: Optional[str] = None, attachments: Iterable[Any] = None,
@@ -320,8 +332,10 @@ class Connection(RequestCommands):
         """Send ``message`` to ``to``; returns the stanza id. Any thread may call it.
 
         ``attachments``: strings, bytes (sent base64-encoded), :class:`Attachment`
-        objects or dicts, in the Perl module's format. Text that XML cannot carry
-        raises ``ValueError`` before anything is sent.
+        objects or dicts, in the Perl module's format; one over ``inline_limit``
+        bytes is uploaded through the server's upload service and sent as an
+        XEP-0066 link (:class:`~netchat.upload.UploadError` when it cannot be).
+        Text that XML cannot carry raises ``ValueError`` before anything is sent.
         """
         msg_id = self.new_id()
         xml = self.message_xml(to, message, subject, thread, attachments, type, msg_id)

@@ -26,6 +26,7 @@ from .access import AccessPolicy
 from .callbacks import Callbacks
 from .commands import Command, command_names, find_handler, help_for, resolve
 from .connection import Connection
+from .download import DOWNLOAD_TIMEOUT, MAX_FILE
 from .fleet import Fleet
 from .handler import DaemonHandler
 from .jid import parse_user
@@ -100,6 +101,12 @@ class Daemon:
     :param max_reply: largest reply stanza in bytes (UTF-8 XML as sent, default
         250,000: servers close the stream of a client sending a stanza over their limit,
         256 KiB by default for Prosody). A longer result is answered ``too-large``.
+    :param max_file: largest file fetched from an XEP-0066 link, in bytes (default
+        100 MiB); ``download_hosts``: more ``host[:port]`` to fetch from besides the
+        upload services (see :mod:`netchat.download`); ``download_timeout``: seconds
+        per file (default 60); ``file_command``: the command a file sent alone (its
+        URL as the body) runs with the file's name and the file (default None: such
+        a message is answered with a hint).
     :param connect: connect in the constructor (default True, as in Perl); False
         leaves that to :meth:`reconnect`.
 
@@ -125,6 +132,8 @@ class Daemon:
     #: Reply when a handler's result does not fit in a reply (size, max_reply).
     MSG_REPLY_TOO_LARGE = ("too large: the reply would be %d bytes, over the limit of %d "
                            "(max_reply); the command ran")
+    #: Reply to a file sent alone (its URL as the body) without ``file_command``.
+    MSG_FILE_ALONE = "a file needs a command: send 'COMMAND ARGS...' with the file attached"
     #: Reply when a handler's result cannot be turned into text (the exception).
     MSG_NO_TEXT = "error: the command ran, but its result cannot be turned into text: %s"
     #: Subscription requests approved per session (each one grows the daemon's roster
@@ -144,6 +153,9 @@ class Daemon:
                  acl: Optional[Dict[str, Any]] = None, max_body: int = MAX_BODY,
                  max_args: int = MAX_ARGS, max_attachment: int = MAX_ATTACHMENT,
                  max_age: Optional[float] = None, max_reply: int = MAX_REPLY,
+                 max_file: int = MAX_FILE, download_hosts: Any = (),
+                 download_timeout: float = DOWNLOAD_TIMEOUT,
+                 file_command: Optional[str] = None,
                  connect: bool = True, **options: Any):
         self.user = parse_user(user)
         for name, value in options.items():
@@ -164,6 +176,8 @@ class Daemon:
         self.max_attachment = int(max_attachment)
         self.max_age = max_age
         self.max_reply = int(max_reply)
+        self.max_file, self.download_hosts = int(max_file), list(download_hosts or ())
+        self.download_timeout, self.file_command = download_timeout, file_command
         self.loglevel = loglevel
         if loglevel is not None:
             self.configure_logging(loglevel)

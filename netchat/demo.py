@@ -7,6 +7,7 @@ Run it against any server with::
 
 import os
 import re
+import shutil
 import tempfile
 
 import netchat
@@ -30,8 +31,11 @@ class MyServer(netchat.Daemon):
     def handleSave(self, filename, file):
         if not re.fullmatch(r"[.\w]+", filename) or filename in (".", ".."):
             return "denied"
-        with open(os.path.join(self.repository, filename), "wb") as f:
-            f.write(file.bytes)
+        # a large file arrives on disk (sent through the server's upload service):
+        # stream it rather than read it whole
+        with file.open() as source, open(os.path.join(self.repository, filename),
+                                         "wb") as target:
+            shutil.copyfileobj(source, target, 1024 * 1024)
         return "ok"
 
     def someMethod(self, *args):

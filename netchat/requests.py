@@ -7,15 +7,21 @@ Chat requests (:meth:`RequestPipeline.handle`) and XEP-0050 ad-hoc commands
    ``max_body`` (and the parser kept all of it), a stored request is younger than
    ``max_age``, the body parses, the command's handler may be run by the sender
    (``acl``, decided on the handler that would run), arguments and attachments are
-   under ``max_args`` and ``max_attachment``;
+   under ``max_args`` and ``max_attachment``; the files the request links to
+   (XEP-0066) are fetched to temporary files (see :mod:`netchat.download`), a
+   refused or failed one answered ``error`` before any handler runs;
 2. **dispatch**: the handler runs inline or on the worker pool (``busy`` when its
    backlog is full or the daemon is closing);
 3. **reply**: the result becomes text (an error reply when it cannot), a reply over
    ``max_reply`` becomes ``too-large``; a reply is always sent;
 4. **audit**: one line on the ``netchat.audit`` logger per request handled or refused.
+
+The temporary files of a request are removed once its reply is sent, so after its
+handler returned.
 """
 
 import logging
+import os
 import threading
 import traceback
 import unicodedata
@@ -23,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, NamedTuple, Optional
 
 from .attachments import AttachmentError, parse_attachments
 from .commands import ParseError, parse_body
+from .download import DownloadError, Downloader, file_name_of, oob_links
 from .errors import CommandError, Disconnected
 from .wire import delay_stamp, reply_xml
 
@@ -54,6 +61,9 @@ class RequestPipeline:
     def __init__(self, daemon: "Daemon"):
         self.daemon = daemon
         self._local = threading.local()
+        #: Fetches the files requests link to (``max_file``, ``download_hosts``).
+        self.downloader = Downloader(daemon.cxn, daemon.download_hosts, daemon.max_file,
+                                     daemon.download_timeout)
 
     @property
     def current_message(self):
@@ -82,6 +92,13 @@ class RequestPipeline:
                 if age > daemon.max_age:
                     return self.reply(msg, Outcome(daemon.MSG_EXPIRED % (
                         age, daemon.max_age), "expired"), command=first_word(body))
+        links = oob_links(msg, daemon.max_args + 1)
+        if any(body.strip() == link.url for link in links):
+            # a file sent alone, as mobile clients send one: the body is its URL
+            if not daemon.file_command:
+                return self.reply(msg, Outcome(daemon.MSG_FILE_ALONE, "unknown"),
+                                  command="-")
+            body = "%s %s" % (daemon.file_command, quote(file_name_of(links[0].url)))
         try:
             command, args = parse_body(body)
         except ParseError as exc:
@@ -101,13 +118,44 @@ class RequestPipeline:
             attachments = parse_attachments(msg)
         except AttachmentError as exc:
             return self.reply(msg, Outcome("error: %s" % exc, "error"), command=name)
-        refusal = self.check_limits(len(args), attachments)
+        refusal = self.check_limits(len(args) + len(links), attachments)
         if refusal is not None:
             return self.reply(msg, refusal, command=name)
-        words: List[Any] = args + attachments if attachments else args
-        return self.dispatch(name, words, msg, lambda text, status: self.reply(
-            msg, Outcome(text, status), command=name),
-            found.handler if found is not None else None)
+        handler = found.handler if found is not None else None
+        if not links:
+            words: List[Any] = args + attachments if attachments else args
+            return self.dispatch(name, words, msg, lambda text, status: self.reply(
+                msg, Outcome(text, status), command=name), handler)
+        try:
+            files = self.fetch(links, sender)
+        except DownloadError as exc:
+            log.warning("[%s] %s from %s: %s", daemon.jid, name, sender, exc)
+            return self.reply(msg, Outcome("error: %s" % exc, "error"), command=name)
+
+        def respond(text: str, status: str):
+            try:
+                return self.reply(msg, Outcome(text, status), command=name)
+            finally:
+                remove_files(files)
+        try:
+            return self.dispatch(name, args + attachments + files, msg, respond, handler)
+        except BaseException:
+            remove_files(files)
+            raise
+
+    def fetch(self, links: list, sender) -> List[Any]:
+        """The files ``links`` point to, as file-backed attachments; on a refusal or
+        failure the ones already fetched are removed and :class:`DownloadError`
+        raised."""
+        files: List[Any] = []
+        domain = str(sender).split("@", 1)[-1].split("/", 1)[0] if sender else None
+        try:
+            for link in links:
+                files.append(self.downloader.fetch(link, domain))
+        except BaseException:
+            remove_files(files)
+            raise
+        return files
 
     # -- admit -----------------------------------------------------------------------------
 
@@ -236,6 +284,20 @@ class RequestPipeline:
         if audit.isEnabledFor(level):
             audit.log(level, "%s from=%s command=%s result=%s via=%s", self.daemon.jid,
                       audit_field(str(sender)), audit_field(command), status, via)
+
+
+def remove_files(files: List[Any]):
+    """Delete the temporary files of fetched attachments."""
+    for attachment in files:
+        try:
+            os.unlink(attachment.path)
+        except OSError:
+            pass
+
+
+def quote(word: str) -> str:
+    """``word`` as one argument of a request body."""
+    return '"%s"' % word.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def first_word(body: str) -> str:

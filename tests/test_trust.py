@@ -293,6 +293,7 @@ def test_the_presence_table_bounds_bare_jids_and_resources_in_all():
 
 def test_an_oversized_attachment_is_not_kept_in_memory(guarded, peer):
     user = peer("user")
+    user.inline_limit = 10 ** 6  # inline, as a peer that knows no upload service sends it
     daemon = guarded(max_attachment=1000, max_body=2000)
     seen = []
     daemon.push_callback("message", lambda sid, msg: seen.append(msg) and False)

@@ -1,5 +1,6 @@
 """``netchat server`` and ``netchat demo``."""
 
+import filecmp
 import os
 import shutil
 import signal
@@ -24,6 +25,9 @@ def cmd_server(args) -> int:
               % (server.name, server.domain, server.host, server.port,
                  server.direct_tls_port))
         print("CA file:   %s" % server.ca_file)
+        if server.upload_service:
+            print("uploads:   %s (XEP-0363), files served on %s"
+                  % (server.upload_service, server.upload_url))
         print("log:       %s" % server.log_path)
         print("accounts:  netchat daemons register themselves; jabber with --register")
         print("try:       netchat run netchat.demo:MyServer --jid node1@%s --host %s "
@@ -106,12 +110,17 @@ def cmd_demo(args) -> int:
         notes = os.path.join(workdir, "notes.txt")
         with open(notes, "w") as f:
             f.write("remember the milk\n")
+        photo = os.path.join(workdir, "photo.bin")
+        with open(photo, "wb") as f:
+            f.write(os.urandom(3 * 1024 * 1024))
         steps = [
             (["hello"], [], "hello to you too"),
             (["help"], [], "Available commands: callMethod hello help save"),
             (["help", "save"], [], "save FILENAME (attach the file)"),
             (["callMethod", "a", "b", "c"], [], "someMethod called with: a b c"),
             (["save", "notes.txt"], ["-a", notes], "ok"),
+            # 3 MiB: over what fits in a message, so through the upload service
+            (["save", "photo.bin"], ["-a", photo], "ok"),
         ]
         failures = 0
         env = dict(os.environ, NETCHAT_PASSWORD=user_password)
@@ -135,6 +144,13 @@ def cmd_demo(args) -> int:
         else:
             print("\n%s holds: %s" % (saved.replace(workdir + os.sep, ""),
                                       _read(saved).strip()))
+        saved_photo = os.path.join(repository, "photo.bin")
+        if not (os.path.exists(saved_photo) and filecmp.cmp(photo, saved_photo,
+                                                            shallow=False)):
+            failures += 1
+            print("the saved photo.bin is different")
+        else:
+            print("repository/photo.bin: 3 MiB, identical to the file sent")
         print("\nall replies right" if not failures else "\n%d step(s) went wrong (daemon "
               "log: %s)" % (failures, os.path.join(workdir, "daemon.log")))
         return 0 if not failures else 1

@@ -9,6 +9,7 @@ from typing import List, Optional, Sequence
 from .. import __version__
 from ..attachments import Attachment
 from ..errors import AuthError, ConnectError, Disconnected, Timeout
+from ..upload import INLINE_LIMIT, UploadError
 from ..wire import check_xml_text
 from .common import (EXIT_CONNECT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
                      UsageError,
@@ -33,9 +34,13 @@ def join_message(words: Sequence[str]) -> str:
     return " ".join(quote_word(w) for w in words)
 
 
-def load_attachment(path: str) -> Attachment:
-    """A file as an attachment: text as it is, anything else as bytes (base64)."""
+def load_attachment(path: str, inline_limit: int = INLINE_LIMIT) -> Attachment:
+    """A file as an attachment: text as it is, anything else as bytes (base64); a
+    file over ``inline_limit`` bytes (0: any file) is left on disk
+    (:meth:`Attachment.from_path`), to go through the server's upload service."""
     try:
+        if inline_limit <= 0 or os.path.getsize(path) > inline_limit:
+            return Attachment.from_path(path)
         with open(path, "rb") as f:
             data = f.read()
     except OSError as exc:
@@ -70,8 +75,12 @@ def _jabber_parser() -> argparse.ArgumentParser:
     parser.add_argument("-r", "--resource", help="your resource (default: jabber-PID)")
     parser.add_argument("-s", "--subject", help="subject of the request")
     parser.add_argument("-a", "--attach", metavar="FILE", action="append", default=[],
-                        help="attach FILE (repeatable): text as it is, binary files "
-                             "base64-encoded, with the file's name")
+                        help="attach FILE (repeatable): in the message (text as it is, "
+                             "binary files base64-encoded) up to %d KiB, larger ones "
+                             "through the server's upload service (XEP-0363) as a link"
+                             % (INLINE_LIMIT // 1024))
+    parser.add_argument("--upload", action="store_true",
+                        help="send every attached file through the upload service")
     parser.add_argument("-t", "--timeout", type=float, default=30.0,
                         help="seconds to wait for the replies (default 30)")
     parser.add_argument("--no-wait", action="store_true",
@@ -111,6 +120,9 @@ def jabber_main(argv: Optional[List[str]] = None) -> int:
     except Disconnected as exc:
         print("jabber: %s" % exc, file=sys.stderr)
         return EXIT_CONNECT
+    except UploadError as exc:
+        print("jabber: %s" % exc, file=sys.stderr)
+        return EXIT_FAILED
     except KeyboardInterrupt:
         print("jabber: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -143,7 +155,8 @@ def _jabber(args, words, parser) -> int:
         check_xml_text(message, "the message")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    attachments = [load_attachment(path) for path in args.attach]
+    inline_limit = 0 if args.upload else INLINE_LIMIT
+    attachments = [load_attachment(path, inline_limit) for path in args.attach]
     password = read_password("jabber", args)
     options = connection_options(args)
     options["resource"] = args.resource or "jabber-%d" % os.getpid()
@@ -152,6 +165,7 @@ def _jabber(args, words, parser) -> int:
         conn = Connection(args.user_jid, password, **options)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    conn.inline_limit = inline_limit
     conn.connect()
     try:
         if args.no_wait:

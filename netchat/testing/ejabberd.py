@@ -135,7 +135,7 @@ class EjabberdServer(ThrowawayServer):
       ``ejabberd``, switches root to ``ejabberd`` and reads ``/etc/default/ejabberd``.
     - The VM is not distributed (no node name): no epmd, no distribution port, no
       ``~/.erlang.cookie``; any number run side by side, as root or not. Its only
-      listening sockets are the two c2s ports.
+      listening sockets are the two c2s ports and the upload service's HTTPS port.
     - Accounts are made through a control channel (the VM's standard input), about
       20 ms each; :meth:`stop` asks the node to stop through it (clients get
       ``<system-shutdown/>``), and the node also stops when the pipe closes because
@@ -223,7 +223,31 @@ class EjabberdServer(ThrowawayServer):
                                                    "    allow: loopback"])]),
             ("modules", modules),
         ]
+        if self.upload:
+            self._add_upload(listen, blocks)
         return blocks
+
+    #: The largest file the upload service takes (bytes).
+    UPLOAD_LIMIT = 64 * 1024 * 1024
+
+    def _add_upload(self, listen: list, blocks: list):
+        """XEP-0363 (mod_http_upload) on an HTTPS listener of its own (a free port,
+        the run's certificate), files up to :attr:`UPLOAD_LIMIT` bytes."""
+        listen += ["  - port: %d" % self.upload_port, "    ip: %s" % _yaml(self.host),
+                   "    module: ejabberd_http", "    tls: true",
+                   "    request_handlers:", "      /upload: mod_http_upload"]
+        # one put_url for every host must name @HOST@: each domain gets its own
+        # upload.DOMAIN and URLs on https://DOMAIN:PORT (the certificate names it)
+        dict(blocks)["modules"].append(("mod_http_upload", [
+            "  mod_http_upload:",
+            "    host: %s" % _yaml("upload.@HOST@"),
+            "    put_url: %s" % _yaml("https://@HOST@:%d/upload" % self.upload_port),
+            "    docroot: %s" % _yaml(self._path("upload")),
+            "    max_size: %d" % self.UPLOAD_LIMIT,
+            "    access: upload",
+            "    thumbnail: false"]))
+        rules = dict(blocks)["access_rules"]
+        rules.append(("upload", ["  upload:", "    allow: all"]))
 
     def _write_config(self):
         # ejabberd refuses an option given twice (here and in the included

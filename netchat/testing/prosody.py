@@ -33,6 +33,9 @@ class ProsodyServer(ThrowawayServer):
     #: SASL mechanisms Prosody may offer, for ``mechanisms``.
     known_mechanisms = ("SCRAM-SHA-1", "SCRAM-SHA-1-PLUS", "PLAIN", "DIGEST-MD5")
 
+    #: The largest file the upload service takes (bytes).
+    UPLOAD_LIMIT = 64 * 1024 * 1024
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.log_level = os.environ.get("NETCHAT_PROSODY_LOG", self.log_level)
@@ -64,7 +67,7 @@ class ProsodyServer(ThrowawayServer):
             "c2s_direct_tls_ports = { %d }" % self.direct_tls_port if self.tls else "",
             "s2s_ports = {}",
             "http_ports = {}",
-            "https_ports = {}",
+            "https_ports = {}" if not self.upload else "",
             'modules_enabled = { "roster", "saslauth", %s"disco", "ping", "register",'
             ' "offline", "presence", "message", "iq" }' % ('"tls", ' if self.tls else ""),
             # no s2s: a test server talks to nobody; no posix: we do not daemonize and
@@ -79,13 +82,36 @@ class ProsodyServer(ThrowawayServer):
             "certificates = %s" % _lua(os.path.join(self.directory, "certs")) if self.tls
             else "",
             tls,
+        ] + (self._upload_globals() if self.upload else []) + [
             self.extra_config,
         ]
         for domain in [self.domain] + self.extra_domains:
             lines += ["VirtualHost %s" % _lua(domain), "  " + tls]
+        if self.upload:  # after every VirtualHost: a Component's lines are its own
+            lines += [
+                "Component %s %s" % (_lua(self.upload_service), _lua("http_file_share")),
+                # served under the domain's name, which the certificate names
+                "  http_host = %s" % _lua(self.domain),
+                "  http_file_share_size_limit = %d" % self.UPLOAD_LIMIT,
+                "  http_file_share_daily_quota = %d" % (self.UPLOAD_LIMIT * 100),
+            ]
         lines.append("")
         with open(self.config_path, "w") as f:
             f.write("\n".join(lines))
+
+    def _upload_globals(self) -> list:
+        """XEP-0363 (mod_http_file_share): HTTPS on a free port with the run's
+        certificate; files up to :attr:`UPLOAD_LIMIT` bytes."""
+        https = "{ key = %s; certificate = %s; }" % (
+            _lua(self._certs["key_file"]), _lua(self._certs["cert_file"]))
+        return [
+            "-- XEP-0363 upload service: HTTPS only, on its own port",
+            "https_ports = { %d }" % self.upload_port,
+            "https_interfaces = { %s }" % _lua(self.host),
+            "https_ssl = %s" % https,
+            "http_external_url = %s" % _lua(self.upload_url + "/"),
+            "http_max_content_size = %d" % self.UPLOAD_LIMIT,
+        ]
 
     def _spawn(self) -> subprocess.Popen:
         return subprocess.Popen(

@@ -64,6 +64,9 @@ class ThrowawayServer:
     :param extra_domains: more XMPP domains the server hosts (the certificate names
         them too), so that tests can have peers on a domain other than ``domain``.
         Accounts there register in-band: see :meth:`account`.
+    :param upload: offer an XEP-0363 HTTP upload service (default, with TLS): the
+        component :attr:`upload_service` hands out slots whose URLs are on
+        :attr:`upload_url` (HTTPS on :attr:`upload_port`, with the run's CA).
 
     After :meth:`start`: :attr:`port` (STARTTLS), :attr:`direct_tls_port` (XEP-0368),
     :attr:`ca_file`, :attr:`log_path`, :attr:`connection_options`.
@@ -81,7 +84,7 @@ class ThrowawayServer:
                  cert_names: Optional[List[str]] = None, log_level: str = "info",
                  extra_config: str = "", tls: bool = True, registration: bool = True,
                  mechanisms: Optional[List[str]] = None,
-                 extra_domains: Optional[List[str]] = None):
+                 extra_domains: Optional[List[str]] = None, upload: bool = True):
         self.domain = domain
         self.host = host
         self.extra_domains = list(extra_domains or [])
@@ -91,6 +94,8 @@ class ThrowawayServer:
         self.tls = tls
         self.registration = registration
         self.mechanisms = list(mechanisms) if mechanisms is not None else None
+        self.upload = upload and tls
+        self.upload_port: Optional[int] = None
         self.port: Optional[int] = None
         self.direct_tls_port: Optional[int] = None
         self.directory: Optional[str] = None
@@ -152,6 +157,18 @@ class ThrowawayServer:
         return {"host": self.host, "port": self.port, "ca_file": self.ca_file}
 
     @property
+    def upload_service(self) -> Optional[str]:
+        """The JID of the XEP-0363 upload service (None without one)."""
+        return "upload.%s" % self.domain if self.upload else None
+
+    @property
+    def upload_url(self) -> Optional[str]:
+        """The HTTPS origin the upload service's slots point to (None without one)."""
+        if not self.upload or self.upload_port is None:
+            return None
+        return "https://%s:%d" % (self.domain, self.upload_port)
+
+    @property
     def pid(self) -> Optional[int]:
         return self._proc.pid if self._proc else None
 
@@ -199,6 +216,8 @@ class ThrowawayServer:
             if first:
                 self.port = free_port(self.host)
                 self.direct_tls_port = free_port(self.host, avoid=(self.port,))
+                self.upload_port = free_port(self.host, avoid=(self.port,
+                                                               self.direct_tls_port))
             self._write_config()
             try:
                 self._launch(timeout or self.start_timeout)

@@ -1,0 +1,260 @@
+"""Fetching the files a request links to (XEP-0066), safely.
+
+A link in a request is a URL a peer chose: fetching it for them could reach anything
+the daemon's machine can reach (SSRF). So a daemon fetches only
+
+- from the origin (``https://host:port``) of its own server's upload service, learned
+  by asking that service for a slot itself (service discovery names the service,
+  ``upload.example.org``, not the HTTP address it hands out);
+- from the upload service the sender's server announces, when the sender is on
+  another domain: its host name on port 443, and only when every address it resolves
+  to is a public one (the connection goes to the address that was checked);
+- from the hosts given in ``download_hosts`` (``host`` or ``host:port``).
+
+Anything else is refused before any connection is made. Downloads use HTTPS only,
+with the certificate checks of the XMPP connection (``ca_file``), a timeout, no
+redirects, and a size cap (``max_file``) checked against the Content-Length before
+reading and while streaming to a temporary file, never held in memory.
+"""
+
+import ipaddress
+import logging
+import os
+import re
+import socket
+import tempfile
+import threading
+import time
+import urllib.parse
+from typing import Dict, Iterable, List, NamedTuple, Optional, Set, Tuple
+
+from xmpp.simplexml import Node
+
+from .attachments import Attachment
+from .errors import NetChatError, RemoteError, Timeout
+from .upload import NS_OOB, UploadError, find_upload_service, request_slot
+
+log = logging.getLogger("netchat.download")
+
+__all__ = ["DownloadError", "Link", "Downloader", "oob_links", "file_name_of",
+           "MAX_FILE", "DOWNLOAD_TIMEOUT"]
+
+#: Default cap on one downloaded file (bytes) and on one download's duration (s).
+MAX_FILE = 100 * 1024 * 1024
+DOWNLOAD_TIMEOUT = 60.0
+CHUNK = 256 * 1024
+MAX_NAME = 200
+_TYPE = re.compile(r"[\w.+-]+/[\w.+-]+")
+
+
+class DownloadError(NetChatError):
+    """A linked file was refused or could not be fetched; the text says why (and
+    goes back to the sender as it is)."""
+
+
+class Link(NamedTuple):
+    """An XEP-0066 link: its URL and the sender's description (or None)."""
+    url: str
+    desc: Optional[str]
+
+
+def oob_links(message: Node, limit: int = 256) -> List[Link]:
+    """The XEP-0066 links of a message (``<x xmlns='jabber:x:oob'><url>``), at most
+    ``limit`` of them."""
+    links = []
+    for node in message.getTags("x", namespace=NS_OOB)[:limit]:
+        url = (node.getTagData("url") or "").strip()
+        if url:
+            links.append(Link(url, node.getTagData("desc")))
+    return links
+
+
+def file_name_of(url: str) -> str:
+    """A harmless file name from the last part of ``url``'s path: percent-decoded,
+    without path separators, control characters or leading dots; ``file`` when
+    nothing is left."""
+    path = urllib.parse.urlsplit(url).path
+    name = urllib.parse.unquote(path.rstrip("/").rsplit("/", 1)[-1])
+    name = "".join("_" if c in "/\\" or ord(c) < 32 or ord(c) == 127 else c for c in name)
+    name = name.lstrip(". ").strip()[:MAX_NAME]
+    return name or "file"
+
+
+class Origin(NamedTuple):
+    host: str
+    port: int
+    public_only: bool  # resolve and refuse private, loopback, link-local addresses
+
+
+def _origin_of(url: str) -> Tuple[str, int]:
+    parts = urllib.parse.urlsplit(url)
+    return (parts.hostname or "").lower(), parts.port or 443
+
+
+def _parse_host(entry: str) -> Tuple[str, int]:
+    host, _, port = entry.strip().lower().rpartition(":")
+    if host and port.isdigit():
+        return host.strip("[]"), int(port)
+    return entry.strip().lower().strip("[]"), 443
+
+
+def pinned_https(host: str, port: int, address: str, context, timeout: float):
+    """An ``http.client.HTTPSConnection`` to ``address`` (already checked), its
+    certificate verified for ``host``. (http.client is imported here: an idle
+    daemon does not load it.)"""
+    import http.client
+
+    class PinnedHTTPSConnection(http.client.HTTPSConnection):
+        def connect(self):
+            sock = socket.create_connection((address, port), timeout)
+            self.sock = context.wrap_socket(sock, server_hostname=host)
+    return PinnedHTTPSConnection(host, port, timeout=timeout, context=context)
+
+
+class Downloader:
+    """Fetches linked files for one daemon's connection ``conn``, from the origins
+    the module describes; ``max_file`` bytes at most per file, ``timeout`` seconds
+    at most per download."""
+
+    def __init__(self, conn, hosts: Iterable[str] = (), max_file: int = MAX_FILE,
+                 timeout: float = DOWNLOAD_TIMEOUT):
+        self.conn = conn
+        self.hosts: Set[Tuple[str, int]] = {_parse_host(h) for h in hosts or ()}
+        self.max_file = int(max_file)
+        self.timeout = float(timeout)
+        self._lock = threading.Lock()
+        self._learned: Dict[str, List[Origin]] = {}  # domain -> origins
+
+    # -- which hosts ---------------------------------------------------------------------
+
+    def origins(self, sender_domain: Optional[str] = None) -> List[Origin]:
+        """The origins files may come from for a sender on ``sender_domain``: the
+        explicit hosts, the own server's upload origin, the sender's server's upload
+        service. Asks the servers once per domain (and again after a failure)."""
+        found = [Origin(host, port, False) for host, port in sorted(self.hosts)]
+        found += self._domain_origins(self.conn.domain, own=True)
+        if sender_domain and sender_domain.lower() != self.conn.domain:
+            found += self._domain_origins(sender_domain.lower(), own=False)
+        return found
+
+    def _domain_origins(self, domain: str, own: bool) -> List[Origin]:
+        with self._lock:
+            if domain in self._learned:
+                return self._learned[domain]
+        origins: List[Origin] = []
+        try:
+            service = find_upload_service(self.conn, domain)
+            if service is not None and own:
+                # ask for a slot ourselves: its URLs name the service's HTTP origin
+                slot = request_slot(self.conn, service.jid, "origin-probe", 1,
+                                    "application/octet-stream")
+                for url in {slot.get_url, slot.put_url}:
+                    origins.append(Origin(*_origin_of(url), public_only=False))
+            elif service is not None:
+                origins.append(Origin(service.jid.lower(), 443, True))
+        except (UploadError, RemoteError, Timeout) as exc:
+            log.warning("cannot learn the upload service of %s: %s", domain, exc)
+            return origins  # not cached: asked again next time
+        with self._lock:
+            self._learned[domain] = origins
+        log.info("files are accepted from %s for %s",
+                 ", ".join("%s:%d" % o[:2] for o in origins) or "nowhere", domain)
+        return origins
+
+    def check(self, url: str, sender_domain: Optional[str] = None) -> Tuple[str, int, str]:
+        """``(host, port, address)`` to fetch ``url`` from; raises
+        :class:`DownloadError` when the link is not HTTPS or not from an allowed
+        origin (nothing is connected to)."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme.lower() != "https":
+            raise DownloadError("refused %s: only https links are fetched" % _short(url))
+        host, port = _origin_of(url)
+        if parts.username or parts.password or not host:
+            raise DownloadError("refused %s: not a plain https URL" % _short(url))
+        for origin in self.origins(sender_domain):
+            if (origin.host, origin.port) == (host, port):
+                return host, port, self._address(host, port, origin.public_only)
+        raise DownloadError("refused %s: %s:%d is not an upload service this daemon "
+                            "trusts (its own server's, the sender's server's, or "
+                            "download_hosts)" % (_short(url), host, port))
+
+    def _address(self, host: str, port: int, public_only: bool) -> str:
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise DownloadError("cannot resolve %s: %s" % (host, exc)) from None
+        addresses = [str(info[4][0]) for info in infos]
+        if public_only:
+            for address in addresses:
+                if not ipaddress.ip_address(address.split("%")[0]).is_global:
+                    raise DownloadError("refused %s: it resolves to %s, not a public "
+                                        "address" % (host, address))
+        return addresses[0]
+
+    # -- fetching ------------------------------------------------------------------------
+
+    def fetch(self, link: Link, sender_domain: Optional[str] = None,
+              directory: Optional[str] = None) -> Attachment:
+        """Download ``link`` into a temporary file (in ``directory``); returns a
+        file-backed :class:`Attachment` (name from the URL, ``content_type`` from the
+        response, ``url``). The caller removes ``.path``. Raises
+        :class:`DownloadError`."""
+        host, port, address = self.check(link.url, sender_domain)
+        parts = urllib.parse.urlsplit(link.url)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        deadline = time.monotonic() + self.timeout
+        import http.client
+        conn = pinned_https(host, port, address, self.conn.tls_context(), self.timeout)
+        fd, path = tempfile.mkstemp(prefix="netchat-file-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                conn.request("GET", target, headers={"Accept-Encoding": "identity"})
+                response = conn.getresponse()
+                if response.status != 200:
+                    raise DownloadError("fetching %s failed: HTTP %d %s" % (
+                        _short(link.url), response.status, response.reason))
+                length = response.getheader("Content-Length")
+                if length is not None and (not length.strip().isdigit()
+                                           or int(length) > self.max_file):
+                    raise DownloadError("refused %s: %s bytes is over the limit of %d "
+                                        "(max_file)" % (_short(link.url), length.strip(),
+                                                        self.max_file))
+                size = 0
+                while True:
+                    chunk = response.read(CHUNK)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > self.max_file:
+                        raise DownloadError("refused %s: over the limit of %d bytes "
+                                            "(max_file)" % (_short(link.url),
+                                                            self.max_file))
+                    if time.monotonic() > deadline:
+                        raise DownloadError("fetching %s took over %gs" % (
+                            _short(link.url), self.timeout))
+                    out.write(chunk)
+                if length is not None and size != int(length):
+                    raise DownloadError("fetching %s: got %d of %s bytes" % (
+                        _short(link.url), size, length))
+        except DownloadError:
+            os.unlink(path)
+            raise
+        except (OSError, http.client.HTTPException) as exc:
+            os.unlink(path)
+            raise DownloadError("fetching %s failed: %s" % (_short(link.url), exc)
+                                ) from None
+        finally:
+            conn.close()
+        content_type = (response.getheader("Content-Type") or "").split(";")[0].strip()
+        attachment = Attachment.from_path(path, name=file_name_of(link.url),
+                                          url=link.url)
+        if _TYPE.fullmatch(content_type):
+            attachment["content_type"] = content_type.lower()
+        log.info("fetched %s (%d bytes)", _short(link.url), size)
+        return attachment
+
+
+def _short(url: str, limit: int = 120) -> str:
+    return url if len(url) <= limit else url[:limit] + "..."
