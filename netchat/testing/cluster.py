@@ -127,14 +127,14 @@ class EjabberdCluster:
         config = "net_ticktime: %d\n%s" % (NET_TICKTIME, self.extra_config)
         for i in range(self.n):
             ports = []
-            for _ in range(3):  # c2s, direct TLS, distribution
+            for _ in range(4):  # c2s, direct TLS, distribution, upload (HTTPS)
                 port = free_port("127.0.0.1", avoid=taken)
                 taken.add(port)
                 ports.append(port)
             member = EjabberdServer(self.domain, extra_config=config,
                                     log_level=self.log_level)
             member.prepare(os.path.join(self.directory, "member%d" % i), certs,
-                           ports[0], ports[1])
+                           ports[0], ports[1], upload_port=ports[3])
             member.erl_args = [
                 "-sname", "netchat%d_%d@localhost" % (i, ports[2]),
                 "-setcookie", self.cookie,

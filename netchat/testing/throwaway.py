@@ -179,7 +179,7 @@ class ThrowawayServer:
     # -- life cycle ------------------------------------------------------------------
 
     def prepare(self, directory: str, certificates: Dict[str, str], port: int,
-                direct_tls_port: int):
+                direct_tls_port: int, upload_port: Optional[int] = None):
         """Lay the server out in ``directory`` (made here) with ``certificates`` (what
         :func:`~netchat.testing.make_certificates` returns) and these ports, instead of
         what the first :meth:`start` makes: for servers that share one CA (a cluster).
@@ -191,6 +191,8 @@ class ThrowawayServer:
         self._certs = dict(certificates)
         self.ca_file = self._certs["ca_file"]
         self.port, self.direct_tls_port = port, direct_tls_port
+        self.upload_port = upload_port if upload_port is not None else free_port(
+            self.host, avoid=(port, direct_tls_port))
 
     def start(self, timeout: Optional[float] = None) -> "ThrowawayServer":
         """Start the server (again, after :meth:`kill`, on the same ports and data).
