@@ -248,9 +248,10 @@ class Connection(RequestCommands):
 
     def message_xml(self, to: Any, message: str, subject: Optional[str] = None,
                     thread: Optional[str] = None, attachments: Iterable[Any] = None,
-                    type: Optional[str] = None, id: Optional[str] = None) -> str:
+                    type: Optional[str] = None, id: Optional[str] = None,
+                    extra: str = "") -> str:
         """The message :meth:`post` sends, as XML text (checked: text that XML cannot
-        carry raises ``ValueError``)."""
+        carry raises ``ValueError``); ``extra``: XML added after the attachments."""
         to = self.expand_jid(to)
         check_xml_text(to, "recipient")
         body = check_xml_text(str(message if message is not None else ""), "message body")
@@ -260,7 +261,7 @@ class Connection(RequestCommands):
             thread = check_xml_text(str(thread), "thread")
         node = attachments_node(attachments or ())
         return message_xml(to, body, subject, thread, type or None, id or self.new_id(),
-                           extra=str(node) if node is not None else "")
+                           extra=(str(node) if node is not None else "") + extra)
 
     def post(self, to: Any, message: str, subject: Optional[str] = None,
              thread: Optional[str] = None, attachments: Iterable[Any] = None,

@@ -122,6 +122,9 @@ class Daemon:
     MSG_TOO_LARGE = "too large: %s is over the limit of %s"
     #: Reply to a stored request older than ``max_age`` (age, max_age).
     MSG_EXPIRED = "expired: this request waited %.0fs on the server (max_age %gs)"
+    #: Reply to a request that arrived (or waited for a worker) past the deadline its
+    #: sender gave (the seconds it was valid for).
+    MSG_DEADLINE = "expired: the sender gave this request %gs, and they have passed"
     #: Reply when a handler's result does not fit in a reply (size, max_reply).
     MSG_REPLY_TOO_LARGE = ("too large: the reply would be %d bytes, over the limit of %d "
                            "(max_reply); the command ran")

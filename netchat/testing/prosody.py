@@ -66,7 +66,8 @@ class ProsodyServer(ThrowawayServer):
             "http_ports = {}",
             "https_ports = {}",
             'modules_enabled = { "roster", "saslauth", %s"disco", "ping", "register",'
-            ' "offline", "presence", "message", "iq" }' % ('"tls", ' if self.tls else ""),
+            ' "offline", "presence", "message", "iq", "smacks" }'
+            % ('"tls", ' if self.tls else ""),
             # no s2s: a test server talks to nobody; no posix: we do not daemonize and
             # must run as an ordinary user and as root alike.
             'modules_disabled = { "s2s", "s2s_auth_certs", "posix" }',
