@@ -44,7 +44,8 @@ __all__ = ["Daemon"]
 #: Connection options a Daemon passes on to :class:`~netchat.Connection`.
 CONNECTION_OPTIONS = ("host", "port", "resource", "ca_file", "ca_path", "verify",
                       "direct_tls", "require_tls", "register", "connect_timeout",
-                      "ping_interval", "ping_timeout", "password")
+                      "ping_interval", "ping_timeout", "password",
+                      "stream_management", "resume_timeout")
 
 #: Default caps on what one request may carry.
 MAX_BODY = 64 * 1024          # characters
@@ -221,6 +222,12 @@ class Daemon:
     def jid(self) -> Optional[str]:
         """The full JID this daemon is logged in as."""
         return self.cxn.jid
+
+    @property
+    def resuming(self) -> bool:
+        """True while a lost link waits to be resumed (see
+        :attr:`netchat.Connection.resuming`)."""
+        return self.cxn.resuming
 
     @property
     def last_message(self) -> Optional[Message]:

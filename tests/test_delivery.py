@@ -12,15 +12,19 @@ from xmpp.simplexml import XML2Node
 import netchat
 from netchat.deadlines import MAX_VALIDITY, request_deadline, valid_for, validity_xml
 from netchat.dedupe import RUNNING, RecentRequests
+from netchat.testing.proxy import LinkCutter
 from netchat.wire import reply_status
 from helpers import Recorder, connect, wait_for
 
 
 class Counting(netchat.Daemon):
-    """Counts how often each request ran."""
+    """Counts how often each request ran; ``run GATE`` waits for ``gate``."""
 
     def handleRun(self, word):
+        if word == self.gate_at:
+            self.gate.wait(10)
         self.runs[word] += 1
+        self.order.append(word)
         return "ran %s" % word
 
     def handleHold(self, word):
@@ -32,6 +36,9 @@ class Counting(netchat.Daemon):
 def counting(daemon_factory, **options):
     options.setdefault("runs", collections.Counter())
     options.setdefault("holding", threading.Event())
+    options.setdefault("gate", threading.Event())
+    options.setdefault("order", [])
+    options.setdefault("gate_at", None)
     return daemon_factory(Counting, "counting", **options)
 
 
@@ -174,3 +181,129 @@ def test_retransmitted_request_runs_once_and_the_copy_gets_the_first_reply(
         assert node.runs == {"once": 1, "twice": 1}
     finally:
         coord.close()
+
+
+# -- live: links cut under stream management ----------------------------------------------
+
+N = 300
+
+
+@pytest.fixture
+def proxy(xmpp_server):
+    with LinkCutter(xmpp_server.host, xmpp_server.port) as cutter:
+        yield cutter
+
+
+def via(account, proxy):
+    """Connection options through the proxy; a server that acknowledges nothing for
+    5 s has a wedged session (see netchat.resumption.RESTART_AFTER)."""
+    return dict(account.connection_options, ping_timeout=5, **proxy.connection_options)
+
+
+def burst(coord, to, n=N):
+    """n pipelined requests; returns {body: replies} as they come."""
+    replies = collections.Counter()
+    for i in range(n):
+        coord.send_request(to, "run %d" % i,
+                           onReply=lambda msg, thread: replies.update([msg.getBody()]))
+    return replies
+
+
+def everything_once(n=N):
+    return {"ran %d" % i: 1 for i in range(n)}
+
+
+def nothing_else(conn):
+    """Nothing but the replies counted reached ``conn``: exactly one reply each. Only
+    when the server ended the resumed session (Prosody 0.12 may, see
+    netchat.resumption.RESTART_AFTER) and a fresh one sent the requests again may
+    copies of replies come late, as ordinary messages that run nothing."""
+    conn.ping()  # anything still in flight has come
+    late = conn.handler.messages + [m for m, _ in conn.handler.replies]
+    if conn.stream.sm.failed_count:
+        assert all(reply_status(m) == "ok" and m.getBody().startswith("ran ")
+                   for m in late)
+    else:
+        assert late == []
+
+
+def test_daemon_link_cut_mid_burst_every_request_runs_and_is_answered_once(
+        daemon_factory, xmpp_account, proxy):
+    account = xmpp_account("node")
+    node = counting(daemon_factory, account=account, connection_options=via(account, proxy),
+                    gate_at=str(N // 2))
+    coord = connect(xmpp_account("coord"), Recorder())
+    try:
+        replies = burst(coord, node.jid)
+        wait_for(lambda: coord.poll() is None or len(node.order) >= N // 2, 20,
+                 message="half the burst run")
+        proxy.cut()                       # the daemon is inside a handler, mid-burst
+        node.gate.set()
+        coord.barrier(60)
+        assert replies == everything_once()
+        assert node.runs == {str(i): 1 for i in range(N)}
+        assert node.cxn.resumer.recovered >= 1
+        nothing_else(coord)
+    finally:
+        coord.close()
+
+
+def test_coordinator_link_cut_mid_burst_requests_survive_and_are_answered_once(
+        daemon_factory, xmpp_account, proxy):
+    node = counting(daemon_factory, gate_at=str(N // 2))
+    account = xmpp_account("coord")
+    coord = connect(account, Recorder(), **via(account, proxy))
+    try:
+        replies = burst(coord, node.jid)
+        waiting = []
+        asker = threading.Thread(target=lambda: waiting.append(
+            coord.request(node.jid, "run waiting", timeout=60)))
+        wait_for(lambda: coord.poll() is None or len(node.order) >= N // 2, 20,
+                 message="half the burst run")
+        proxy.cut()                       # replies are on their way
+        node.gate.set()
+        asker.start()                     # request() waits through the lost link
+        coord.barrier(60)
+        asker.join(60)
+        assert waiting == ["ran waiting"]
+        assert replies == everything_once()
+        assert node.runs == dict({str(i): 1 for i in range(N)}, waiting=1)
+        assert coord.resumer.recovered >= 1
+        nothing_else(coord)
+    finally:
+        coord.close()
+
+
+def test_failed_resumption_starts_afresh_and_resent_requests_run_once(
+        daemon_factory, xmpp_account, proxy):
+    node = counting(daemon_factory)
+    account = xmpp_account("coord")
+    coord = connect(account, Recorder(), **via(account, proxy))
+    try:
+        coord.stream.sm.resume_id = "forgotten-by-the-server"
+        replies = burst(coord, node.jid)  # written, not yet acknowledged
+        proxy.cut()
+        coord.barrier(60)
+        assert coord.stream.sm.failed_count == 1 and coord.stream.sm.resent_count >= 1
+        assert replies == everything_once()
+        wait_for(lambda: len(node.order) >= N, 10, message="every request run")
+        assert node.runs == {str(i): 1 for i in range(N)}
+    finally:
+        coord.close()
+
+
+def test_stream_management_is_enabled_on_both_servers(xmpp_account):
+    conn = connect(xmpp_account("sm"))
+    try:
+        assert conn.stream.sm.enabled and conn.stream.sm.resumable
+        conn.ping()
+        wait_for(lambda: conn.poll() is None or not conn.stream.sm.unacked, 5,
+                 message="the server's acknowledgement")
+        assert conn.stream.sm.acked >= 2     # presence and the ping
+    finally:
+        conn.close()
+    off = connect(xmpp_account("nosm"), stream_management=False)
+    try:
+        assert off.stream.sm is None and off.ping() >= 0
+    finally:
+        off.close()
