@@ -391,7 +391,8 @@ class Stream:
             late = now - sm.ack_requested_at - self.ping_timeout
             if late >= 0:
                 self.error_condition = "no-acknowledgement"
-                self.mark_dead("the server acknowledged nothing for %.0fs"
+                self.mark_dead("no answer from the server for %.0fs after a stream "
+                               "management ack request (ping_timeout)"
                                % (now - sm.ack_requested_at))
                 return None
             wait = self._ping_due(now)
