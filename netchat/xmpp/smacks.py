@@ -6,9 +6,9 @@ authentication), a connection enables it with resumption right after binding:
 - **inbound**: every stanza received counts; the server's ``<r/>`` is answered at
   once with ``<a h='count'/>`` (in :meth:`netchat.xmpp.stream.Stream` as it parses);
 - **outbound**: every stanza written is kept (:attr:`StreamManagement.unacked`) until
-  the server's ``<a h='N'/>`` says it has the first N; one ``<r/>`` rides along with a
-  write whenever stanzas are unacknowledged and no request is outstanding, so the
-  queue stays about one round trip long;
+  the server's ``<a h='N'/>`` says it has the first N; an ``<r/>`` rides along with a
+  write every :data:`ACK_EVERY` stanzas (when no request is outstanding), and right
+  after a resumption, so the queue stays short;
 - **a lost link**: stanzas queued and not written are kept too; the next connection
   sends ``<resume h='…' previd='…'/>`` after authentication instead of binding. On
   ``<resumed h='N'/>`` what the server has not got is written again, in order, and
@@ -43,6 +43,11 @@ MAX_UNACKED = 20000
 
 REQUEST_ACK = b"<r xmlns='urn:xmpp:sm:3'/>"
 
+#: Stanzas written between two ack requests. Acknowledgements only bound the queue
+#: (a resumption's ``h`` settles the rest), so they need not be frequent; each one
+#: costs the server a round of parsing. After a resumption one goes at once.
+ACK_EVERY = 64
+
 
 class Nonza(bytes):
     """Bytes for the stream that are not a stanza (``<r/>``, ``<a/>``, the stream's
@@ -71,6 +76,9 @@ class StreamManagement:
         #: To write once the next session is up (after resumption or a fresh start).
         self.resend: List[bytes] = []
         self.ack_requested = False
+        #: Stanzas written since the last ack request; ask with the next write anyway.
+        self.since_request = 0
+        self.request_soon = False
         #: When the outstanding ``<r/>`` went out (``time.monotonic()``).
         self.ack_requested_at = 0.0
         #: Sessions resumed, fresh sessions after a failed resumption, and stanzas
@@ -113,9 +121,11 @@ class StreamManagement:
         """Keep the stanzas of a batch about to be written; True when an ack request
         should go with it."""
         unacked = self.unacked
+        before = len(unacked)
         for item in batch:
             if type(item) is not Nonza:
                 unacked.append(item)
+        self.since_request += len(unacked) - before
         if len(unacked) > MAX_UNACKED:
             log.warning("the server acknowledged none of the last %d stanzas: stream "
                         "resumption is off for this session", len(unacked))
@@ -123,8 +133,9 @@ class StreamManagement:
             self.enabled = False
             unacked.clear()
             return False
-        if unacked and not self.ack_requested:
-            self.ack_requested = True
+        if unacked and not self.ack_requested and (
+                self.since_request >= ACK_EVERY or self.request_soon):
+            self.ack_requested, self.request_soon, self.since_request = True, False, 0
             self.ack_requested_at = time.monotonic()
             return True
         return False
@@ -185,6 +196,7 @@ class StreamManagement:
         self.resend = list(self.unacked)
         self.unacked.clear()
         self.ack_requested = False
+        self.request_soon = True  # find a wedged session soon
         self.resumed_count += 1
 
     def failed(self, h):
@@ -199,6 +211,7 @@ class StreamManagement:
             self.held.clear()
             self.held.extend(held)
         self.enabled, self.resume_id = False, None
+        self.request_soon = True
         self.failed_count += 1
 
 
