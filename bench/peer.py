@@ -45,7 +45,8 @@ def run_netchat(config: dict):
             return "slept"
 
     server = config["server"]
-    options = dict(host=server["host"], port=server["port"], ca_file=server["ca_file"])
+    options = dict(host=server["host"], port=server["port"], ca_file=server["ca_file"],
+                   stream_management=config.get("stream_management", True))
     node = EchoNode("%s@%s/%s" % (config["user"], server["domain"], config["resource"]),
                     password=config["password"], connection_options=options,
                     threads=config.get("threads", 0), loglevel=config.get("loglevel"),

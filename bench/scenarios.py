@@ -7,6 +7,7 @@
 ``threads``   handlers of 50 ms at threads = 1, 4, 16, 64, beside the ideal
 ``files``     a 20 MiB file from ``jabber -a`` to a handler, beside a plain HTTPS copy
               (see :mod:`bench.files`)
+``smacks``    the echo pair with XEP-0198 stream management on and off
 """
 
 import contextlib
@@ -25,7 +26,7 @@ from netchat.jabber import bare_jid
 from .files import files
 from .procs import CpuMeter, Peer, PeerGroup, rss_bytes
 from .report import Row, percentile
-from .systems import NetchatRequester, RawRequester, requesters
+from .systems import NetchatNoAckRequester, NetchatRequester, RawRequester, requesters
 
 WUAH_TIMEOUT = 120.0
 
@@ -387,6 +388,37 @@ def threads_once(bench: Bench, count: int):
     return elapsed, meter
 
 
+def stream_management(bench: Bench):
+    """What XEP-0198 costs: the echo pair with stream management on (netchat's
+    default: acknowledgements both ways) and off, beside raw xmpppy, rounds
+    interleaved."""
+    sizes = bench.sizes
+    with PeerGroup() as group, contextlib.ExitStack() as stack:
+        pairs = []
+        for cls in (RawRequester, NetchatRequester, NetchatNoAckRequester):
+            config = bench.peer_config(cls.peer, bench.account("sm-echo"), "echo")
+            config["stream_management"] = getattr(cls, "stream_management", False)
+            [peer] = group.start({cls.peer: config})
+            requester = cls(bench.server, bench.account("sm-req"))
+            stack.callback(requester.close)
+            pairs.append(Pair(requester, peer))
+            requester.burst([peer.jid] * sizes.warmup)
+        per_round = sizes.seq_requests // sizes.seq_rounds
+        for index in range(max(sizes.pipe_rounds, 2)):
+            for pair in pairs:
+                bench.say("XEP-0198 %s, round %d" % (pair.system, index + 1))
+                pair.bursts.append(pair.requester.burst([pair.peer.jid] * sizes.pipelined))
+                pair.latencies += pair.requester.sequential(pair.peer.jid, per_round)
+        for pair in pairs:
+            bench.add("xep-0198", "pipelined throughput", pair.system,
+                      sizes.pipelined * len(pair.bursts) / sum(pair.bursts), "requests/s",
+                      "higher", rounds_s=pair.bursts)
+        for pair in pairs:
+            lat = pair.latencies
+            bench.add("xep-0198", "sequential throughput", pair.system,
+                      len(lat) / sum(lat), "round trips/s", "higher")
+
+
 SCENARIOS: Dict[str, object] = {"echo": echo, "fanout": fan_out,
                                 "wuah": wait_until_all_here, "threads": threads,
-                                "files": files}
+                                "files": files, "smacks": stream_management}

@@ -114,11 +114,16 @@ class NetchatRequester(SyncRequester):
     system = "netchat"
     peer = "netchat"
 
+    #: XEP-0198 on this side and the echo peer's (when the server offers it).
+    stream_management = True
+
     def __init__(self, server, account, resource: str = "bench"):
         import netchat
         self.daemon = netchat.Daemon("%s/%s" % (account.jid, resource),
                                      password=account.password,
-                                     connection_options=account.connection_options)
+                                     connection_options=dict(
+                                         account.connection_options,
+                                         stream_management=self.stream_management))
 
     def request(self, to: str):
         self.daemon.request(to, "echo x", timeout=REQUEST_TIMEOUT)
@@ -131,6 +136,12 @@ class NetchatRequester(SyncRequester):
 
     def close(self):
         self.daemon.close()
+
+
+class NetchatNoAckRequester(NetchatRequester):
+    """netchat with stream management (XEP-0198) off on both sides."""
+    system = "netchat, XEP-0198 off"
+    stream_management = False
 
 
 class SlixmppRequester:

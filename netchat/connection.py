@@ -26,10 +26,12 @@ from .handler import ConnectionHandler
 from .jid import bare_jid, expand_jid, normalize_jid, parse_user
 from .loop import BackgroundLoop
 from .presence import PresenceTable
+from .resumption import Resumer
 from .router import Router
 from .transactions import RequestCommands, TransactionTable
 from .wire import check_xml_text, message_xml
 from .xmpp.negotiate import Account, negotiate
+from .xmpp.smacks import StreamManagement
 from .xmpp.stream import Stream
 
 log = logging.getLogger("netchat.jabber")
@@ -79,6 +81,12 @@ class Connection(RequestCommands):
         a request ``too-large``).
     :param handler: a :class:`~netchat.handler.ConnectionHandler`: receives incoming
         traffic that no transaction claims (a :class:`netchat.Daemon` brings its own).
+    :param stream_management: use XEP-0198 when the server offers it (default True):
+        acknowledged stanzas, and a lost link resumed without losing any (see
+        :mod:`netchat.resumption`).
+    :param resume_timeout: seconds a lost link is waited for and resumed before what
+        waits on it fails with :class:`~netchat.errors.Disconnected` (default 60;
+        the server's own limit may be shorter; 0: never resume).
 
     Nothing happens on the network until :meth:`connect`.
     """
@@ -96,7 +104,8 @@ class Connection(RequestCommands):
                  register: bool = True, connect_timeout: float = 30.0,
                  ping_interval: Optional[float] = 60.0, ping_timeout: float = 20.0,
                  text_limit: Optional[int] = None,
-                 handler: Optional[ConnectionHandler] = None):
+                 handler: Optional[ConnectionHandler] = None,
+                 stream_management: bool = True, resume_timeout: float = 60.0):
         jid = parse_user(jid)
         bare, _, jid_resource = jid.partition("/")
         if "@" not in bare or not bare.split("@", 1)[0] or not bare.split("@", 1)[1]:
@@ -128,6 +137,10 @@ class Connection(RequestCommands):
         #: The socket, parser and owner lock (see :mod:`netchat.xmpp.stream`).
         self.stream = Stream(self.where, self._dispatch, self._on_dead, text_limit,
                              ping_interval, ping_timeout)
+        if stream_management:
+            self.stream.sm = StreamManagement()
+        #: Brings a lost link back (see :mod:`netchat.resumption`).
+        self.resumer = Resumer(self, resume_timeout)
         #: Requests awaiting replies (see :mod:`netchat.transactions`).
         self.transactions = TransactionTable(self.stream.cond)
         #: Who is online, from the presence this connection received.
@@ -155,6 +168,12 @@ class Connection(RequestCommands):
     def dead(self) -> Optional[str]:
         """Why the link is down (None while it is up)."""
         return self.stream.dead
+
+    @property
+    def resuming(self) -> bool:
+        """True while a lost link waits to be resumed (see :mod:`netchat.resumption`):
+        call :meth:`process` again, as :meth:`loop_start`'s thread does."""
+        return self.resumer.pending
 
     @property
     def stream_id(self) -> Optional[str]:
@@ -216,14 +235,17 @@ class Connection(RequestCommands):
             context = self._ssl_context()
             account = Account(self.user, self.domain, self._password, self.resource,
                               self.require_tls, self.register)
-            self.presence.clear()
             outcome = self._connect_any(account, context, deadline)
             self.jid, self.mechanism = outcome.jid, outcome.mechanism
-            stream.up()
+            if not outcome.resumed:  # a resumed session keeps what it knew
+                self.presence.clear()
+            stream.up(outcome.resumed)
             log.info("connected to %s as %s (%s, %s)", self.where, self.jid,
                      self.tls_version or "no TLS", self.mechanism)
         finally:
             stream.leave()
+        if outcome.resumed:
+            return self
         try:
             self.handler.on_connected(self)
         except Exception:
@@ -252,7 +274,8 @@ class Connection(RequestCommands):
                 features = stream.open(self.host, self.port, self.domain, until,
                                        context if self.direct_tls else None, self.verify)
                 outcome = negotiate(stream, account, features, deadline,
-                                    None if self.direct_tls else context, self.verify)
+                                    None if self.direct_tls else context, self.verify,
+                                    stream.sm)
             except AuthError:
                 stream.release_socket("connect failed")
                 raise  # the account is the cluster's: another member says the same
@@ -276,7 +299,8 @@ class Connection(RequestCommands):
         self.router.dispatch_inbox()
 
     def _on_dead(self, reason: str):
-        self.transactions.fail_all(reason, self.where)
+        if not self.resumer.lost(reason):
+            self.transactions.fail_all(reason, self.where)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -299,9 +323,15 @@ class Connection(RequestCommands):
     def send_xml(self, xml: Union[str, bytes], flush: bool = True):
         """Send a stanza written as XML text, or as its UTF-8 bytes (any thread); see
         :meth:`send_stanza`. The text is sent as it is: the caller makes it valid."""
-        if self.stream.dead is not None:
-            raise Disconnected("not connected to %s (%s)" % (self.where, self.stream.dead))
-        self.stream.send_bytes(xml.encode("utf-8") if isinstance(xml, str) else xml, flush)
+        data = xml.encode("utf-8") if isinstance(xml, str) else xml
+        stream = self.stream
+        if stream.dead is not None:
+            with stream.cond:  # a link being resumed takes it along
+                if stream.dead is not None and self.resumer.pending and stream.sm.hold(data):
+                    return
+            if stream.dead is not None:
+                raise Disconnected("not connected to %s (%s)" % (self.where, stream.dead))
+        stream.send_bytes(data, flush)
 
     def expand_jid(self, to: Any) -> str:
         """A JID for ``to``: a bare user id (no ``@``) is taken to be on our domain."""
@@ -309,9 +339,10 @@ class Connection(RequestCommands):
 
     def message_xml(self, to: Any, message: str, subject: Optional[str] = None,
                     thread: Optional[str] = None, attachments: Iterable[Any] = None,
-                    type: Optional[str] = None, id: Optional[str] = None) -> str:
+                    type: Optional[str] = None, id: Optional[str] = None,
+                    extra: str = "") -> str:
         """The message :meth:`post` sends, as XML text (checked: text that XML cannot
-        carry raises ``ValueError``)."""
+        carry raises ``ValueError``); ``extra``: XML added after the attachments."""
         to = self.expand_jid(to)
         check_xml_text(to, "recipient")
         body = check_xml_text(str(message if message is not None else ""), "message body")
@@ -321,10 +352,10 @@ class Connection(RequestCommands):
             thread = check_xml_text(str(thread), "thread")
         inline, links = prepare_attachments(self, attachments or (), self.inline_limit)
         node = attachments_node(inline)
-        extra = (str(node) if node is not None else "") + "".join(
+        inline_xml = (str(node) if node is not None else "") + "".join(
             oob_xml(url, name) for url, name in links)
         return message_xml(to, body, subject, thread, type or None, id or self.new_id(),
-                           extra=extra)
+                           extra=inline_xml + extra)
 
     def post(self, to: Any, message: str, subject: Optional[str] = None,
              thread: Optional[str] = None, attachments: Iterable[Any] = None,
@@ -361,7 +392,17 @@ class Connection(RequestCommands):
             if done():
                 return True
             if stream.dead is not None:
-                return done()
+                if not self.resumer.pending or (stream.is_owner() and
+                                                stream.dispatch_depth):
+                    return done()
+                if deadline is not None and time.monotonic() >= deadline:
+                    return done()
+                if not stream.want_loop and self.resumer.attempt():
+                    continue
+                with stream.cond:  # the loop thread resumes it, or we try again soon
+                    stream.cond.wait(0.5 if deadline is None else
+                                     max(0.0, min(0.5, deadline - time.monotonic())))
+                continue
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return done()
@@ -386,10 +427,14 @@ class Connection(RequestCommands):
 
         Returns 1 when data was received, 0 when the link is fine but nothing came,
         None when the connection is down. Never raises for network trouble.
+
+        With stream management, a link that died returns None once; while it may be
+        resumed (:attr:`resuming`), the next call first tries to resume the session
+        (which may take up to ``connect_timeout``), and returns 0 when it did.
         """
         stream = self.stream
         if stream.dead is not None:
-            return None
+            return 0 if self.resumer.attempt() else None
         stream.yield_to_waiters()
         stream.enter()
         try:
@@ -464,6 +509,8 @@ class Connection(RequestCommands):
             stream.goodbye(timeout)
             stream.release()
             self.presence.clear()
+            if stream.sm is not None:
+                stream.sm.reset(warn=False)
         finally:
             stream.leave()
 

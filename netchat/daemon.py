@@ -45,7 +45,8 @@ __all__ = ["Daemon"]
 #: Connection options a Daemon passes on to :class:`~netchat.Connection`.
 CONNECTION_OPTIONS = ("host", "port", "endpoints", "resolver", "resource", "ca_file",
                       "ca_path", "verify", "direct_tls", "require_tls", "register",
-                      "connect_timeout", "ping_interval", "ping_timeout", "password")
+                      "connect_timeout", "ping_interval", "ping_timeout", "password",
+                      "stream_management", "resume_timeout")
 
 #: Default caps on what one request may carry.
 MAX_BODY = 64 * 1024          # characters
@@ -129,6 +130,9 @@ class Daemon:
     MSG_TOO_LARGE = "too large: %s is over the limit of %s"
     #: Reply to a stored request older than ``max_age`` (age, max_age).
     MSG_EXPIRED = "expired: this request waited %.0fs on the server (max_age %gs)"
+    #: Reply to a request that arrived (or waited for a worker) past the deadline its
+    #: sender gave (the seconds it was valid for).
+    MSG_DEADLINE = "expired: the sender gave this request %gs, and they have passed"
     #: Reply when a handler's result does not fit in a reply (size, max_reply).
     MSG_REPLY_TOO_LARGE = ("too large: the reply would be %d bytes, over the limit of %d "
                            "(max_reply); the command ran")
@@ -232,6 +236,12 @@ class Daemon:
     def jid(self) -> Optional[str]:
         """The full JID this daemon is logged in as."""
         return self.cxn.jid
+
+    @property
+    def resuming(self) -> bool:
+        """True while a lost link waits to be resumed (see
+        :attr:`netchat.Connection.resuming`)."""
+        return self.cxn.resuming
 
     @property
     def last_message(self) -> Optional[Message]:

@@ -51,13 +51,17 @@ class RemoteError(NetChatError):
     """The peer (or its server) answered a request with an XMPP error.
 
     ``condition`` is the defined condition (e.g. ``service-unavailable``), ``jid`` the
-    peer the request was sent to.
+    peer the request was sent to. ``offline`` is True when the server bounced a
+    request sent with a timeout because its target is offline: the server did not
+    keep it, so it will not run later.
     """
 
-    def __init__(self, message: str, condition: str = "", jid: str = ""):
+    def __init__(self, message: str, condition: str = "", jid: str = "",
+                 offline: bool = False):
         super().__init__(message)
         self.condition = condition
         self.jid = jid
+        self.offline = offline
 
 
 class CommandError(NetChatError):

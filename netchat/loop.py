@@ -2,7 +2,8 @@
 
 ``conn.loop_start()`` (or ``daemon.loop_start()``) starts a :class:`BackgroundLoop`:
 a named daemon thread calling ``process(timeout)`` until :meth:`BackgroundLoop.stop`
-or until the link dies (``process`` returns None). Other threads may meanwhile call
+or until the link dies (``process`` returns None and the link is not being resumed:
+see :attr:`netchat.Connection.resuming`). Other threads may meanwhile call
 ``request``, ``post``, ``requestAll`` and the rest.
 """
 
@@ -36,7 +37,7 @@ class BackgroundLoop:
             while not self._stop.is_set():
                 result = self.target.process(self.timeout)
                 self.results.append(result)
-                if result is None:
+                if result is None and not getattr(self.target, "resuming", False):
                     return
         except BaseException as exc:  # noqa: B036 - reported through .error
             self.error = exc

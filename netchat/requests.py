@@ -7,11 +7,15 @@ Chat requests (:meth:`RequestPipeline.handle`) and XEP-0050 ad-hoc commands
    ``max_body`` (and the parser kept all of it), a stored request is younger than
    ``max_age``, the body parses, the command's handler may be run by the sender
    (``acl``, decided on the handler that would run), arguments and attachments are
-   under ``max_args`` and ``max_attachment``; the files the request links to
-   (XEP-0066) are fetched to temporary files (see :mod:`netchat.download`), a
+   under ``max_args`` and ``max_attachment``; a copy of a request already seen (same
+   sender, id and thread: :mod:`netchat.dedupe`) is answered with the first one's
+   reply and never runs again; a request past the deadline its sender gave
+   (:mod:`netchat.deadlines`) is answered ``expired``; the files the request links
+   to (XEP-0066) are fetched to temporary files (see :mod:`netchat.download`), a
    refused or failed one answered ``error`` before any handler runs;
 2. **dispatch**: the handler runs inline or on the worker pool (``busy`` when its
-   backlog is full or the daemon is closing);
+   backlog is full or the daemon is closing); a request whose deadline passed while
+   it waited for a worker is answered ``expired`` instead;
 3. **reply**: the result becomes text (an error reply when it cannot), a reply over
    ``max_reply`` becomes ``too-large``; a reply is always sent;
 4. **audit**: one line on the ``netchat.audit`` logger per request handled or refused.
@@ -23,6 +27,7 @@ handler returned.
 import logging
 import os
 import threading
+import time
 import traceback
 import unicodedata
 from typing import TYPE_CHECKING, Any, Callable, List, NamedTuple, Optional
@@ -30,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Callable, List, NamedTuple, Optional
 from .attachments import AttachmentError, parse_attachments
 from .commands import ParseError, parse_body
 from .download import DownloadError, Downloader, file_name_of, oob_links
+from .deadlines import request_deadline, valid_for
+from .dedupe import RUNNING, RecentRequests
 from .errors import CommandError, Disconnected
 from .wire import delay_stamp, reply_xml
 
@@ -64,6 +71,9 @@ class RequestPipeline:
         #: Fetches the files requests link to (``max_file``, ``download_hosts``).
         self.downloader = Downloader(daemon.cxn, daemon.download_hosts, daemon.max_file,
                                      daemon.download_timeout)
+        #: Requests seen recently and their replies (see :mod:`netchat.dedupe`):
+        #: a copy of one of them is answered from here and never runs.
+        self.recent = RecentRequests()
 
     @property
     def current_message(self):
@@ -84,6 +94,13 @@ class RequestPipeline:
         refusal = self.admit_sender(sender, len(body), getattr(msg, "truncated", None))
         if refusal is not None:
             return self.reply(msg, refusal, command=first_word(body))
+        if not self.first_time(msg, sender, body):
+            return True
+        deadline = request_deadline(msg)
+        if deadline is not None:
+            if time.monotonic() >= deadline:
+                return self.reply(msg, self.expired(msg), command=first_word(body))
+            msg.netchat_deadline = deadline
         if daemon.max_age is not None:
             stamp = delay_stamp(msg)
             if stamp is not None:
@@ -159,6 +176,30 @@ class RequestPipeline:
 
     # -- admit -----------------------------------------------------------------------------
 
+    def first_time(self, msg, sender, body: str) -> bool:
+        """False for a copy of a request seen recently (answered here with the first
+        one's reply, or left to the first one while it runs); True for a new one,
+        which is then remembered with the reply :meth:`reply` sends."""
+        key = self.recent.key(sender, msg.getID(), msg.getThread())
+        if key is None:
+            return True
+        seen = self.recent.claim(key)
+        if seen is None:
+            msg.netchat_key = key
+            return True
+        self.audit(sender, first_word(body), "duplicate")
+        if seen is not RUNNING:
+            try:
+                self.daemon.cxn.send_xml(seen, flush=False)
+            except Disconnected as exc:
+                log.warning("[%s] reply to a copy from %s lost: %s", self.daemon.jid,
+                            sender, exc)
+        return False
+
+    def expired(self, msg) -> Outcome:
+        """The answer to a request past the deadline its sender gave."""
+        return Outcome(self.daemon.MSG_DEADLINE % (valid_for(msg) or 0), "expired")
+
     def admit_sender(self, sender, size: int, truncated: Optional[str] = None
                      ) -> Optional[Outcome]:
         """The refusal when ``sender`` may not command the daemon or sent too much."""
@@ -216,7 +257,11 @@ class RequestPipeline:
         return respond(*self.call_handler(handler, command, args, request))
 
     def call_handler(self, handler: Callable, command: str, args: list, msg) -> Outcome:
-        """Run a handler: its outcome, whatever it returns or raises."""
+        """Run a handler: its outcome, whatever it returns or raises (``expired``,
+        without running it, when the request's deadline has passed)."""
+        deadline = getattr(msg, "netchat_deadline", None)
+        if deadline is not None and time.monotonic() >= deadline:
+            return self.expired(msg)
         self._local.message = msg
         try:
             result = handler(*args)
@@ -270,6 +315,9 @@ class RequestPipeline:
                     len(data), daemon.max_reply), status), None
         if command is not None:
             self.audit(msg.getFrom(), command, status)
+        key = getattr(msg, "netchat_key", None)
+        if key is not None:
+            self.recent.answered(key, data if data is not None else xml)
         try:
             daemon.cxn.send_xml(data if data is not None else xml, flush=False)
         except Disconnected as exc:

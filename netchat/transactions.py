@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 
 from xmpp.simplexml import Node
 
+from .deadlines import validity_xml
 from .errors import Disconnected, RemoteError, Timeout
 from .wire import new_thread_id, reply_status
 from .xmpp.parser import NS_PING, error_condition, make_iq
@@ -41,12 +42,14 @@ class Transaction:
     ``reply`` (the stanza) or ``error`` (an exception to raise).
     """
     __slots__ = ("thread", "to", "msg_id", "callback", "on_error", "waiting", "started",
-                 "reply", "error", "done", "finished")
+                 "reply", "error", "done", "finished", "timeout")
 
     def __init__(self, thread: str, to: Any = None, callback: Optional[Callable] = None,
                  on_error: Optional[Callable] = None, waiting: bool = False,
-                 msg_id: Optional[str] = None):
+                 msg_id: Optional[str] = None, timeout: Optional[float] = None):
         self.thread, self.to, self.msg_id = thread, to, msg_id
+        #: The validity the request carried (it was sent ``no-store``), or None.
+        self.timeout = timeout
         self.callback, self.on_error, self.waiting = callback, on_error, waiting
         self.started = time.monotonic()
         self.reply: Any = None
@@ -127,9 +130,16 @@ class TransactionTable:
             self._by_id.pop(tx.msg_id, None)
             if error:
                 condition, text = error_condition(msg)
-                tx.error = RemoteError("request to %s failed: %s%s" % (
-                    tx.to or msg.getFrom(), condition, " (%s)" % text if text else ""),
-                    condition=condition, jid=str(tx.to or msg.getFrom()))
+                target = tx.to or msg.getFrom()
+                if tx.timeout is not None and bounced_offline(condition, text):
+                    tx.error = RemoteError(
+                        "%s is offline: the server did not keep the request (%s), so it "
+                        "will not run later" % (target, condition), condition=condition,
+                        jid=str(target), offline=True)
+                else:
+                    tx.error = RemoteError("request to %s failed: %s%s" % (
+                        target, condition, " (%s)" % text if text else ""),
+                        condition=condition, jid=str(target))
             else:
                 tx.reply = msg
             tx.done, tx.finished = True, time.monotonic()
@@ -177,6 +187,14 @@ class TransactionTable:
             self.cond.notify_all()
 
 
+def bounced_offline(condition: str, text: str) -> bool:
+    """Does an error answering a ``no-store`` request say its target is offline?
+    ``recipient-unavailable`` says so; ejabberd says ``service-unavailable`` with the
+    text ``User session not found`` (without text it means: no such account)."""
+    return condition == "recipient-unavailable" or (
+        condition == "service-unavailable" and "session not found" in text.lower())
+
+
 class Reply:
     """What :func:`request_all` learned of one node.
 
@@ -207,7 +225,8 @@ class Reply:
         if tx.error is not None:
             condition = "disconnected" if isinstance(tx.error, Disconnected) \
                 else getattr(tx.error, "condition", None)
-            return cls("error", str(tx.error), elapsed, condition)
+            status = "offline" if getattr(tx.error, "offline", False) else "error"
+            return cls(status, str(tx.error), elapsed, condition)
         msg = tx.reply
         status = reply_status(msg) or "ok"
         return cls("ok" if status == "ok" else "error", msg.getBody() or "", elapsed,
@@ -225,7 +244,9 @@ def request_all(conn, nodes: Iterable[Any], message: str, timeout: float,
     asked: Dict[Any, Transaction] = {}
 
     def ask(node):
-        asked[node] = conn.open_request(node, message, attachments=attachments, **options)
+        asked[node] = conn.open_request(node, message, attachments=attachments,
+                                        timeout=max(deadline - time.monotonic(), 0.001),
+                                        **options)
 
     for node in nodes:
         if conn.is_available(node) is False:
@@ -298,7 +319,8 @@ class RequestCommands:
 
         def message_xml(self, to: Any, message: str, subject: Optional[str] = None,
                         thread: Optional[str] = None, attachments: Any = None,
-                        type: Optional[str] = None, id: Optional[str] = None) -> str: ...
+                        type: Optional[str] = None, id: Optional[str] = None,
+                        extra: str = "") -> str: ...
 
         def send_xml(self, xml: Any, flush: bool = True): ...
 
@@ -341,33 +363,41 @@ class RequestCommands:
     def send_request(self, to: Any, message: str, onReply: Optional[Callable] = None,
                      thread: Optional[str] = None, subject: Optional[str] = None,
                      attachments: Iterable[Any] = None, type: Optional[str] = None,
-                     onError: Optional[Callable] = None) -> str:
+                     onError: Optional[Callable] = None,
+                     timeout: Optional[float] = None) -> str:
         """Send a request without waiting for the reply; returns its thread id.
 
         ``onReply(msg, thread)`` gets the reply; ``onError(msg, thread)`` an error
-        stanza answering the request.
+        stanza answering the request. With ``timeout`` (seconds) the request says
+        how long it stays valid: a netchat daemon never runs it later (see
+        :mod:`netchat.deadlines`), and a server that honours the ``no-store`` hint
+        bounces it at once when the target is offline (``onError`` gets that).
         """
         return self._send_request(to, message, onReply, thread, subject, attachments,
-                                  type, onError, waiting=False).thread
+                                  type, onError, waiting=False, timeout=timeout).thread
 
     def open_request(self, to: Any, message: str, thread: Optional[str] = None,
                      subject: Optional[str] = None, attachments: Iterable[Any] = None,
-                     type: Optional[str] = None) -> Transaction:
+                     type: Optional[str] = None,
+                     timeout: Optional[float] = None) -> Transaction:
         """Send a request and return its :class:`~netchat.transactions.Transaction`
         for the caller to wait on (:meth:`wait_until` its ``done``): no callback runs;
-        the reply lands in ``tx.reply``, a failure in ``tx.error``."""
+        the reply lands in ``tx.reply``, a failure in ``tx.error``. ``timeout``: how
+        long the request stays valid (see :meth:`send_request`)."""
         return self._send_request(to, message, None, thread, subject, attachments, type,
-                                  None, waiting=True)
+                                  None, waiting=True, timeout=timeout)
 
     def _send_request(self, to, message, onReply, thread, subject, attachments, type,
-                      onError, waiting: bool) -> Transaction:
+                      onError, waiting: bool, timeout: Optional[float] = None
+                      ) -> Transaction:
         thread = thread or new_thread_id()
         msg_id = self.new_id()
         to = self.expand_jid(to)
         xml = self.message_xml(to, message, subject if subject is not None
-                               else self.REQUEST_SUBJECT, thread, attachments, type, msg_id)
+                               else self.REQUEST_SUBJECT, thread, attachments, type, msg_id,
+                               extra=validity_xml(timeout) if timeout else "")
         tx = self.transactions.open(Transaction(thread, to, onReply, onError, waiting,
-                                                msg_id))
+                                                msg_id, timeout or None))
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> %s request thr=%s: %.200s", self.jid, to, thread, message)
         try:
@@ -389,7 +419,7 @@ class RequestCommands:
         it pumps the connection itself; from another thread it waits while the loop
         thread pumps. ``options``: those of :meth:`open_request`.
         """
-        tx = self.open_request(to, message, **options)
+        tx = self.open_request(to, message, timeout=timeout, **options)
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.wait_until(lambda: tx.done, deadline) and not tx.done:
             self.transactions.close(tx.thread)

@@ -315,7 +315,7 @@ def test_answered_pings_keep_the_link(xmpp_account):
 
 def test_in_flight_requests_fail_with_disconnected(server):
     srv = server()
-    a = connect(srv.account("a"))
+    a = connect(srv.account("a"), resume_timeout=1)  # the server is gone for good
     b = connect(srv.account("b"), Recorder())  # never answers
     errors = []
 

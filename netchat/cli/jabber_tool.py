@@ -179,6 +179,9 @@ def _jabber(args, words, parser) -> int:
         conn.close()
 
 
+#: What a user is told when the target's server bounced the request (no-store).
+MSG_OFFLINE = "offline: the request was not kept, and will not run later"
+
 #: Error conditions a server answers a message to an account that does not exist with.
 NO_SUCH_ACCOUNT = ("service-unavailable", "item-not-found", "recipient-unavailable")
 
@@ -191,12 +194,14 @@ def describe_error(condition: str) -> str:
 
 
 def _ask_one(conn, to, message, args, attachments) -> int:
+    from ..transactions import bounced_offline
     from ..wire import reply_status
+    from ..xmpp.parser import error_condition
     replies = []
     try:
         conn.send_request(to, message, onReply=lambda m, t: replies.append(m),
                           subject=args.subject, attachments=attachments,
-                          onError=lambda m, t: replies.append(m))
+                          onError=lambda m, t: replies.append(m), timeout=args.timeout)
         conn.barrier(args.timeout)
     except Timeout:
         print("jabber: %s: no reply within %gs" % (to, args.timeout), file=sys.stderr)
@@ -205,7 +210,10 @@ def _ask_one(conn, to, message, args, attachments) -> int:
         raise Disconnected("%s: no reply: the server closed the connection" % to)
     reply = replies[0]
     if reply.getType() == "error":
-        print("jabber: %s: %s" % (to, describe_error(reply.getError())), file=sys.stderr)
+        condition, text = error_condition(reply)
+        detail = MSG_OFFLINE if bounced_offline(condition, text) \
+            else describe_error(condition)
+        print("jabber: %s: %s" % (to, detail), file=sys.stderr)
         return EXIT_FAILED
     status = reply_status(reply) or "ok"
     if status != "ok":
@@ -228,7 +236,7 @@ def _ask_many(conn, targets, message, args, attachments) -> int:
         if reply.status == "timeout":
             detail = "no reply within %gs" % args.timeout
         elif reply.status == "offline":
-            detail = "offline"
+            detail = MSG_OFFLINE if reply.condition else "offline (not asked)"
         elif reply.condition in NO_SUCH_ACCOUNT:
             detail = describe_error(reply.condition)
         else:

@@ -193,7 +193,8 @@ class EjabberdServer(ThrowawayServer):
             disabled = [m for m in self.known_mechanisms if m not in self.mechanisms]
         modules = [("mod_disco", ["  mod_disco: {}"]), ("mod_ping", ["  mod_ping: {}"]),
                    ("mod_roster", ["  mod_roster: {}"]),
-                   ("mod_offline", ["  mod_offline: {}"])]
+                   ("mod_offline", ["  mod_offline: {}"]),
+                   ("mod_stream_mgmt", ["  mod_stream_mgmt:", "    resume_timeout: 60"])]
         if self.registration:
             modules.append(("mod_register", ["  mod_register:", "    access: register",
                                              "    ip_access: trusted_network"]))

@@ -69,10 +69,14 @@ class ProsodyServer(ThrowawayServer):
             "http_ports = {}",
             "https_ports = {}" if not self.upload else "",
             'modules_enabled = { "roster", "saslauth", %s"disco", "ping", "register",'
-            ' "offline", "presence", "message", "iq" }' % ('"tls", ' if self.tls else ""),
+            ' "offline", "presence", "message", "iq", "smacks" }'
+            % ('"tls", ' if self.tls else ""),
             # no s2s: a test server talks to nobody; no posix: we do not daemonize and
             # must run as an ordinary user and as root alike.
             'modules_disabled = { "s2s", "s2s_auth_certs", "posix" }',
+            # a lost client session is kept for resumption (XEP-0198) a minute, not
+            # ten: meanwhile it still looks present to its peers
+            "smacks_hibernation_time = 60",
             "allow_registration = %s" % ("true" if self.registration else "false"),
             "c2s_require_encryption = %s" % ("true" if self.tls else "false"),
             "disable_sasl_mechanisms = { %s }" % ", ".join(_lua(m) for m in disabled),

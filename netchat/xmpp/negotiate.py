@@ -7,6 +7,9 @@
 - In-band registration (XEP-0077) when the account does not exist and ``register`` is
   on, over verified TLS only; logged as a warning.
 - Resource binding, and a session when the server still requires one.
+- XEP-0198 stream management (:mod:`netchat.xmpp.smacks`), when the server offers it
+  and the connection wants it: resuming the session that was lost instead of
+  binding, else enabling it on the new session.
 
 Each step reads the server's answers through :meth:`Stream.await_element`, within one
 deadline for the whole set-up.
@@ -23,6 +26,7 @@ from xmpp.simplexml import Node
 from ..errors import AuthError, ConnectError, TLSError
 from ..scram import MECHANISMS as SCRAM_MECHANISMS, ScramClient, ScramError
 from .parser import error_condition, make_iq
+from . import smacks
 from .stream import Stream
 
 log = logging.getLogger("netchat.jabber")
@@ -43,15 +47,19 @@ class Account(NamedTuple):
 
 
 class Outcome(NamedTuple):
-    """What negotiation settled: the bound JID and the SASL mechanism used."""
+    """What negotiation settled: the bound JID, the SASL mechanism used, and whether
+    the session that was lost was resumed (XEP-0198)."""
     jid: str
     mechanism: str
+    resumed: bool = False
 
 
 def negotiate(stream: Stream, account: Account, features: Node, deadline: float,
-              context: Optional[ssl.SSLContext], verified: bool) -> Outcome:
+              context: Optional[ssl.SSLContext], verified: bool,
+              sm: Optional[smacks.StreamManagement] = None) -> Outcome:
     """Run the steps on a freshly opened stream (``features``: its first features).
-    ``context`` is None when TLS already runs (direct TLS)."""
+    ``context`` is None when TLS already runs (direct TLS); ``sm``: the connection's
+    stream management state (None: not wanted)."""
     where = stream.where
     if context is not None:
         if features.getTag("starttls", namespace=NS_TLS) is not None:
@@ -81,7 +89,15 @@ def negotiate(stream: Stream, account: Account, features: Node, deadline: float,
     if failure is not None:
         raise AuthError("authentication of %s on %s failed: %s" % (bare, where, failure))
     features = stream.restart(deadline)
-    return Outcome(bind(stream, account, features, deadline), mechanism)
+    offered = sm is not None and smacks.offered(features)
+    if offered and sm.resumable and smacks.resume(stream, sm, deadline):
+        return Outcome(sm.jid, mechanism, resumed=True)
+    jid = bind(stream, account, features, deadline)
+    if offered:
+        smacks.enable(stream, sm, jid, deadline)
+    elif sm is not None:
+        sm.reset()
+    return Outcome(jid, mechanism)
 
 
 def _sasl(name: str, payload: bytes = b"", **attrs) -> bytes:

@@ -11,6 +11,10 @@
   the XML parser.
 - **Keepalive.** After ``ping_interval`` seconds without traffic an XEP-0199 ping
   goes to the server; no answer within ``ping_timeout`` means a dead link.
+- **Stream management.** With XEP-0198 enabled (:attr:`Stream.sm`, see
+  :mod:`netchat.xmpp.smacks`) received stanzas are counted and the server's ``<r/>``
+  answered as they are parsed, written stanzas are kept until acknowledged, and a
+  lost link keeps what was queued, for the next session to send.
 - **The end.** A lost link is handled once (:meth:`Stream.mark_dead`): the socket is
   closed, queued stanzas are dropped and ``on_dead(reason)`` fails what waits. A thread
   that cannot get the stream (its owner is busy in a handler) can still cut it
@@ -35,6 +39,7 @@ from ..errors import ConnectError
 from .owner import OwnerLock
 from .parser import (NS_PING, STANZA_CLASSES, Dispatcher, as_stanza,
                      error_condition, make_iq)
+from .smacks import NS_SM, REQUEST_ACK, Nonza, StreamManagement
 from .transport import WRITE_TIMEOUT, Transport, open_socket, wrap_tls
 
 log = logging.getLogger("netchat.jabber")
@@ -42,6 +47,11 @@ log = logging.getLogger("netchat.jabber")
 __all__ = ["Stream", "FLUSH_AT"]
 
 FLUSH_AT = 1 << 16          # queued bytes that force a write while dispatching
+#: Largest write of several stanzas under stream management: one TLS record (16 KiB
+#: of plain text), so that a cut link never leaves half a stanza in the server's
+#: parser. (Prosody 0.12 feeds a resumed connection into the parser of the lost one:
+#: half a stanza there breaks the resumed stream as not-well-formed.)
+RECORD_AT = (1 << 14) - 64
 
 
 class Stream:
@@ -69,6 +79,11 @@ class Stream:
         self.dead: Optional[str] = "not connected"
         #: close() is under way: a lost link is then expected.
         self.closing = False
+        #: The server ended the stream itself (a stream error or its closing tag):
+        #: the session is over, not to be resumed.
+        self.ended_by_server = False
+        #: The condition of the stream error that ended the stream, if one did.
+        self.error_condition: Optional[str] = None
         #: The server's stream id, TLS version, and whether TLS is verified.
         self.stream_id: Optional[str] = None
         self.tls_version: Optional[str] = None
@@ -84,6 +99,8 @@ class Stream:
         #: Who owns the stream (see :mod:`netchat.xmpp.owner`).
         self.owner = OwnerLock(self.cond)
         self.transport: Optional[Transport] = None
+        #: XEP-0198 state (None: not wanted; see :mod:`netchat.xmpp.smacks`).
+        self.sm: Optional[StreamManagement] = None
         self._client: Optional[Client] = None
         self._outq: collections.deque = collections.deque()
         self._outq_bytes = 0
@@ -144,6 +161,9 @@ class Stream:
         self.release_socket("reconnecting")
         self.owner.open_wake()
         self.closing = False
+        self.ended_by_server = False
+        #: The condition of the stream error that ended the stream, if one did.
+        self.error_condition = None
         self.inbox.clear()
         self._outq.clear()
         self._outq_bytes = 0
@@ -227,12 +247,19 @@ class Stream:
         except OSError as exc:
             raise ConnectError("write to %s failed: %s" % (self.where, exc)) from None
 
-    def up(self):
-        """The stream is set up: start counting keepalive time, send presence."""
-        self.dead = None
+    def up(self, resumed: bool = False):
+        """The stream is set up: start counting keepalive time, send presence (unless
+        the session was resumed: the server kept it), then what a lost link left."""
+        with self.cond:
+            self.dead = None
+            pending = self.sm.take_resend() if self.sm is not None else []
         self._last_rx = time.monotonic()
         self.ping_id = None
-        self.send_bytes(str(Presence()).encode("utf-8"))
+        if not resumed:
+            self.send_bytes(str(Presence()).encode("utf-8"), flush=False)
+        for data in pending:
+            self.send_bytes(data, flush=False)
+        self.flush()
 
     # -- receiving (owner) ----------------------------------------------------------------
 
@@ -248,10 +275,21 @@ class Stream:
                 except Exception as exc:  # a malformed stanza must not end the stream
                     log.warning("dropped a malformed <%s> from %s: %s", name,
                                 node.getAttr("from"), exc)
+                    if self.sm is not None and self.sm.enabled:
+                        self.sm.inbound += 1  # the server counted it
                     return
+            if self.sm is not None and self.sm.enabled:
+                self.sm.inbound += 1
         elif namespace == NS_STREAMS and name == "error":
             self._stream_error = error_condition(node)
             return
+        elif namespace == NS_SM and self.sm is not None and self.sm.enabled:
+            if name == "r":
+                self._outq.append(self.sm.answer())
+                return
+            if name == "a":
+                self.sm.on_ack(node)
+                return
         self.inbox.append(node)
 
     def _footer(self):
@@ -273,10 +311,13 @@ class Stream:
                 return None
         if self._stream_error:
             condition, text = self._stream_error
+            self.ended_by_server = True
+            self.error_condition = condition
             self.mark_dead("stream error from server: %s%s"
                            % (condition, " (%s)" % text if text else ""))
             return None
         if self._stream_ended or eof:
+            self.ended_by_server = self._stream_ended
             if self.inbox:  # hand over what arrived with the goodbye
                 self.dispatch()
             self.mark_dead("server closed the %s" % ("stream" if self._stream_ended
@@ -341,7 +382,24 @@ class Stream:
                 return 0
 
     def _keepalive(self, now: float) -> Optional[float]:
-        """Send XEP-0199 pings on a quiet link; returns seconds until the next check."""
+        """Send XEP-0199 pings on a quiet link, and with stream management find a
+        server that acknowledges nothing within ``ping_timeout`` (its session is
+        wedged: :mod:`netchat.resumption` starts a fresh one); returns seconds until
+        the next check."""
+        sm = self.sm
+        if sm is not None and sm.ack_requested:
+            late = now - sm.ack_requested_at - self.ping_timeout
+            if late >= 0:
+                self.error_condition = "no-acknowledgement"
+                self.mark_dead("no answer from the server for %.0fs after a stream "
+                               "management ack request (ping_timeout)"
+                               % (now - sm.ack_requested_at))
+                return None
+            wait = self._ping_due(now)
+            return -late if wait is None else min(wait, -late)
+        return self._ping_due(now)
+
+    def _ping_due(self, now: float) -> Optional[float]:
         interval = self.ping_interval
         if not interval or interval <= 0:
             return None
@@ -397,17 +455,24 @@ class Stream:
         while self._outq:
             if self.dead is not None or transport is None:
                 dropped = len(self._outq)
+                if self.sm is not None and self.sm.resumable and not self.closing:
+                    self.sm.lost(self._outq)
+                else:
+                    log.warning("dropped %d unsent stanza(s): %s", dropped, self.dead)
                 self._outq.clear()
                 self._outq_bytes = 0
-                log.warning("dropped %d unsent stanza(s): %s", dropped, self.dead)
                 return
             batch = []
             size = 0
-            while self._outq and size < FLUSH_AT * 4:
+            # with stream management, whole stanzas per TLS record (see RECORD_AT)
+            limit = RECORD_AT if self.sm is not None and self.sm.enabled else FLUSH_AT * 4
+            while self._outq and (not batch or size + len(self._outq[0]) <= limit):
                 item = self._outq.popleft()
                 batch.append(item)
                 size += len(item)
             self._outq_bytes = 0
+            if self.sm is not None and self.sm.enabled and self.sm.track(batch):
+                batch.append(REQUEST_ACK)
             try:
                 transport.write_all(b"".join(batch), WRITE_TIMEOUT)
             except (OSError, AttributeError) as exc:
@@ -427,7 +492,10 @@ class Stream:
         if self.transport is not None:
             self.transport.close()
         if self._outq:
-            log.warning("dropped %d unsent stanza(s)", len(self._outq))
+            if self.sm is not None and self.sm.resumable and not self.closing:
+                self.sm.lost(self._outq)
+            else:
+                log.warning("dropped %d unsent stanza(s)", len(self._outq))
             self._outq.clear()
             self._outq_bytes = 0
         self.on_dead(reason)
@@ -454,7 +522,7 @@ class Stream:
             return
         try:
             self._outq.append(str(Presence(typ="unavailable")).encode("utf-8"))
-            self._outq.append(b"</stream:stream>")
+            self._outq.append(Nonza(b"</stream:stream>"))
             self.flush()
             deadline = time.monotonic() + timeout
             while self.dead is None and not self._stream_ended:

@@ -1,0 +1,102 @@
+"""The memory of recent requests: a request that arrives twice runs once.
+
+A request is the same request when the same sender (full JID, as the server
+stamped it) sends it with the same message id and thread: a retransmission, for
+instance after a link was lost and its unacknowledged stanzas were re-sent
+(:mod:`netchat.xmpp.smacks`). The copy is answered with the reply the first one got;
+a copy that comes while the first still runs gets nothing of its own (the first's
+reply, with the same id and thread, answers both).
+
+The memory is bounded three ways: by count (``max_entries``), by age
+(``max_age`` seconds) and by the bytes of the replies it keeps (``max_bytes``); the
+oldest entries go first. A copy that comes after its entry was forgotten runs again:
+that is the window the README documents. Requests without an id are not remembered
+(nothing tells a copy from a new request). Keys are hashed, so a peer's long ids
+cost the memory nothing.
+"""
+
+import collections
+import hashlib
+import threading
+import time
+from typing import Optional, Tuple, Union
+
+__all__ = ["RecentRequests", "RUNNING"]
+
+#: What :meth:`RecentRequests.claim` returns for a copy of a request still running.
+RUNNING = "running"
+
+
+class RecentRequests:
+    """Requests seen recently, and their replies (thread-safe)."""
+
+    def __init__(self, max_entries: int = 4096, max_age: float = 600.0,
+                 max_bytes: int = 16 << 20):
+        self.max_entries, self.max_age, self.max_bytes = max_entries, max_age, max_bytes
+        #: key -> [seen at (monotonic), reply bytes or None while running]
+        self._entries: "collections.OrderedDict[bytes, list]" = collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        #: Copies recognised so far.
+        self.copies = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @staticmethod
+    def key(sender, msg_id: Optional[str], thread: Optional[str]) -> Optional[bytes]:
+        """The key of a request, None when it has no id."""
+        if not msg_id:
+            return None
+        raw = "%s\0%s\0%s" % (sender, msg_id, thread or "")
+        return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).digest()
+
+    def claim(self, key: bytes) -> Union[None, str, bytes]:
+        """None: a new request (now remembered as running); :data:`RUNNING`: a copy of
+        one still running; bytes: a copy of one answered with that reply."""
+        now = time.monotonic()
+        with self._lock:
+            self._expire(now)
+            entry = self._entries.get(key)
+            if entry is None:
+                self._entries[key] = [now, None]
+                while len(self._entries) > self.max_entries:
+                    self._drop_oldest()
+                return None
+            self.copies += 1
+            return RUNNING if entry[1] is None else entry[1]
+
+    def answered(self, key: bytes, reply: Union[str, bytes]):
+        """Remember the reply a request got (when it is still remembered)."""
+        data = reply.encode("utf-8") if isinstance(reply, str) else reply
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[1] is not None:
+                return
+            if len(data) > self.max_bytes:
+                del self._entries[key]
+                return
+            entry[1] = data
+            self._bytes += len(data)
+            while self._bytes > self.max_bytes:
+                self._drop_oldest()
+
+    def forget(self, key: bytes):
+        """Forget a request (it was refused before running: a copy may try again)."""
+        with self._lock:
+            entry = self._entries.pop(key, None)
+            if entry is not None and entry[1] is not None:
+                self._bytes -= len(entry[1])
+
+    def _drop_oldest(self):
+        _, entry = self._entries.popitem(last=False)
+        if entry[1] is not None:
+            self._bytes -= len(entry[1])
+
+    def _expire(self, now: float):
+        entries = self._entries
+        while entries:
+            first: Tuple[bytes, list] = next(iter(entries.items()))
+            if now - first[1][0] <= self.max_age:
+                return
+            self._drop_oldest()

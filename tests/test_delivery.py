@@ -1,0 +1,311 @@
+"""Delivery one can count on: request deadlines, duplicate suppression, and (with a
+proxy that cuts TCP links) stream management's resumption."""
+
+import collections
+import datetime
+import threading
+import time
+
+import pytest
+from xmpp.simplexml import XML2Node
+
+import netchat
+from netchat.deadlines import MAX_VALIDITY, request_deadline, valid_for, validity_xml
+from netchat.dedupe import RUNNING, RecentRequests
+from netchat.testing.proxy import LinkCutter
+from netchat.xmpp.smacks import ACK_EVERY
+from netchat.wire import reply_status
+from helpers import Recorder, connect, wait_for
+
+
+class Counting(netchat.Daemon):
+    """Counts how often each request ran; ``run GATE`` waits for ``gate``."""
+
+    def handleRun(self, word):
+        if word == self.gate_at:
+            self.gate.wait(10)
+        self.runs[word] += 1
+        self.order.append(word)
+        return "ran %s" % word
+
+    def handleHold(self, word):
+        self.holding.wait(10)
+        self.runs[word] += 1
+        return "held %s" % word
+
+
+def counting(daemon_factory, **options):
+    options.setdefault("runs", collections.Counter())
+    options.setdefault("holding", threading.Event())
+    options.setdefault("gate", threading.Event())
+    options.setdefault("order", [])
+    options.setdefault("gate_at", None)
+    return daemon_factory(Counting, "counting", **options)
+
+
+def stanza(xml):
+    return XML2Node(xml)
+
+
+# -- the deadline element, without a server ---------------------------------------------------
+
+def test_validity_is_written_in_netchats_namespace_with_no_store():
+    xml = "<message>%s</message>" % validity_xml(2)
+    assert valid_for(stanza(xml)) == 2.0
+    assert "urn:xmpp:hints" in xml and "no-store" in xml
+    with pytest.raises(ValueError):
+        validity_xml(0)
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("nan", None), ("text", None), ("", None), ("-5", 0.0), ("1e300", MAX_VALIDITY),
+    ("inf", MAX_VALIDITY), ("3", 3.0)])
+def test_hostile_validity_values_are_tamed(value, expected):
+    msg = stanza('<message><valid xmlns="urn:x-netchat:0" for="%s"/></message>' % value)
+    assert valid_for(msg) == expected
+
+
+def test_deadline_counts_from_the_servers_delay_stamp():
+    stamp = datetime.datetime(2030, 1, 1, 12, 0, 0, tzinfo=datetime.timezone.utc)
+    msg = stanza('<message><valid xmlns="urn:x-netchat:0" for="2"/>'
+                 '<delay xmlns="urn:xmpp:delay" stamp="2030-01-01T12:00:00Z"/></message>')
+    now = time.monotonic()
+    late = request_deadline(msg, now=stamp + datetime.timedelta(seconds=5))
+    early = request_deadline(msg, now=stamp + datetime.timedelta(seconds=0.5))
+    assert late < now            # 5 s after the stamp: past its 2 s
+    assert early > now + 1.0     # half a second after: 1.5 s left
+    assert request_deadline(stanza("<message/>")) is None
+
+
+# -- the memory of recent requests ----------------------------------------------------------
+
+def test_recent_requests_answer_a_copy_with_the_first_reply():
+    recent = RecentRequests()
+    key = recent.key("a@b/c", "id1", "tid-1")
+    assert recent.claim(key) is None
+    assert recent.claim(key) == RUNNING
+    recent.answered(key, "<message>first</message>")
+    assert recent.claim(key) == b"<message>first</message>"
+    assert recent.key("a@b/c", "", "tid-1") is None          # no id: never a copy
+    assert recent.key("a@b/OTHER", "id1", "tid-1") != key    # another sender
+    assert recent.copies == 2
+
+
+def test_recent_requests_are_bounded_by_count_bytes_and_age():
+    recent = RecentRequests(max_entries=10, max_age=3600, max_bytes=1000)
+    keys = [recent.key("a@b/c", "id%d" % i, "t") for i in range(25)]
+    for key in keys:
+        recent.claim(key)
+        recent.answered(key, b"x" * 90)
+    assert len(recent) == 10 and recent.claim(keys[0]) is None  # forgotten: new again
+    recent = RecentRequests(max_entries=100, max_age=3600, max_bytes=1000)
+    for key in keys:
+        recent.claim(key)
+        recent.answered(key, b"x" * 90)
+    assert len(recent) <= 12                                    # 1000 bytes of replies
+    recent = RecentRequests(max_age=0.0)
+    recent.claim(keys[0])
+    wait_for(lambda: recent.claim(keys[1]) is None and len(recent) == 1, 2)
+    huge = recent.key("a@b/c", "i" * 100000, "t" * 100000)
+    assert len(huge) == 32                                      # keys are hashed
+
+
+# -- live: deadlines ---------------------------------------------------------------------------
+
+def test_request_with_a_timeout_never_runs_after_it_and_one_without_still_does(
+        daemon_factory, xmpp_account):
+    node_account = xmpp_account("away")
+    counting(daemon_factory, account=node_account, loop=False).close()  # went away
+    coord = connect(xmpp_account("coord"), Recorder())
+    try:
+        stored = False
+        try:
+            coord.request(node_account.jid, "run late", timeout=2)
+            raise AssertionError("an offline node answered")
+        except netchat.RemoteError as exc:   # a server honouring no-store bounces it
+            assert exc.offline and "will not run later" in str(exc)
+        except netchat.Timeout:              # one that stores it anyway
+            stored = True
+        coord.send_request(node_account.jid, "run stored")   # no timeout: kept
+        coord.ping()  # the server has taken the request (one stream keeps its order)
+        node = counting(daemon_factory, account=node_account)
+        wait_for(lambda: node.runs["stored"], 20, message="the stored request")
+        # stored messages come in order: the late one was judged before
+        assert node.runs == {"stored": 1}
+        if stored:  # it was answered expired, never run
+            wait_for(lambda: coord.poll() is None or [
+                m for m in coord.handler.messages if reply_status(m) == "expired"], 10,
+                message="the expired reply")
+            late = [m for m in coord.handler.messages if reply_status(m) == "expired"]
+            assert "2s" in late[0].getBody()
+    finally:
+        coord.close()
+
+
+def test_request_whose_deadline_passes_while_waiting_for_a_worker_never_runs(
+        daemon_factory, xmpp_account):
+    node = counting(daemon_factory, threads=1)
+    coord = connect(xmpp_account("coord"), Recorder())
+    try:
+        held = coord.open_request(node.jid, "hold first")
+        queued = coord.open_request(node.jid, "run queued", timeout=0.5)
+        coord.wait_until(lambda: False, time.monotonic() + 0.8)  # let it expire
+        node.holding.set()
+        coord.wait_until(lambda: held.done and queued.done, time.monotonic() + 10)
+        assert held.reply.getBody() == "held first"
+        assert reply_status(queued.reply) == "expired"
+        assert node.runs == {"first": 1}
+    finally:
+        coord.close()
+
+
+# -- live: duplicates ---------------------------------------------------------------------
+
+def test_retransmitted_request_runs_once_and_the_copy_gets_the_first_reply(
+        daemon_factory, xmpp_account):
+    node = counting(daemon_factory)
+    coord = connect(xmpp_account("coord"), Recorder())
+    try:
+        xml = coord.message_xml(node.jid, "run once", thread="tid-copy", id="copy-1")
+        coord.start_transaction("tid-copy", to=node.jid)
+        coord.send_xml(xml)
+        coord.barrier(10)
+        coord.send_xml(xml)               # the same stanza again: a retransmission
+        fresh = coord.request(node.jid, "run twice", timeout=10)
+        wait_for(lambda: coord.handler.replies and coord.handler.messages or
+                 coord.poll() is None, 10, message="the copy's reply")
+        first = coord.handler.replies[0][0]
+        copy = coord.handler.messages[0]
+        assert first.getBody() == copy.getBody() == "ran once"
+        assert copy.getThread() == "tid-copy" and copy.getID() == "copy-1"
+        assert fresh == "ran twice"
+        assert node.runs == {"once": 1, "twice": 1}
+    finally:
+        coord.close()
+
+
+# -- live: links cut under stream management ----------------------------------------------
+
+N = 300
+
+
+@pytest.fixture
+def proxy(xmpp_server):
+    with LinkCutter(xmpp_server.host, xmpp_server.port) as cutter:
+        yield cutter
+
+
+def via(account, proxy):
+    """Connection options through the proxy; a server that acknowledges nothing for
+    5 s has a wedged session (see netchat.resumption.RESTART_AFTER)."""
+    return dict(account.connection_options, ping_timeout=5, **proxy.connection_options)
+
+
+def burst(coord, to, n=N):
+    """n pipelined requests; returns {body: replies} as they come."""
+    replies = collections.Counter()
+    for i in range(n):
+        coord.send_request(to, "run %d" % i,
+                           onReply=lambda msg, thread: replies.update([msg.getBody()]))
+    return replies
+
+
+def everything_once(n=N):
+    return {"ran %d" % i: 1 for i in range(n)}
+
+
+def nothing_else(conn, *others):
+    """Nothing but the replies counted reached ``conn``: exactly one reply each. Only
+    when the server ended the resumed session (Prosody 0.12 may, see
+    netchat.resumption.RESTART_AFTER) and a fresh one sent the requests again may
+    copies of replies come late, as ordinary messages that run nothing."""
+    conn.ping()  # anything still in flight has come
+    late = conn.handler.messages + [m for m, _ in conn.handler.replies]
+    if any(c.stream.sm.failed_count for c in (conn,) + others):
+        assert all(reply_status(m) == "ok" and m.getBody().startswith("ran ")
+                   for m in late)
+    else:
+        assert late == []
+
+
+def test_daemon_link_cut_mid_burst_every_request_runs_and_is_answered_once(
+        daemon_factory, xmpp_account, proxy):
+    account = xmpp_account("node")
+    node = counting(daemon_factory, account=account, connection_options=via(account, proxy),
+                    gate_at=str(N // 2))
+    coord = connect(xmpp_account("coord"), Recorder())
+    try:
+        replies = burst(coord, node.jid)
+        wait_for(lambda: coord.poll() is None or len(node.order) >= N // 2, 20,
+                 message="half the burst run")
+        proxy.cut()                       # the daemon is inside a handler, mid-burst
+        node.gate.set()
+        coord.barrier(60)
+        assert replies == everything_once()
+        assert node.runs == {str(i): 1 for i in range(N)}
+        assert node.cxn.resumer.recovered >= 1
+        nothing_else(coord, node.cxn)
+    finally:
+        coord.close()
+
+
+def test_coordinator_link_cut_mid_burst_requests_survive_and_are_answered_once(
+        daemon_factory, xmpp_account, proxy):
+    node = counting(daemon_factory, gate_at=str(N // 2))
+    account = xmpp_account("coord")
+    coord = connect(account, Recorder(), **via(account, proxy))
+    try:
+        replies = burst(coord, node.jid)
+        waiting = []
+        asker = threading.Thread(target=lambda: waiting.append(
+            coord.request(node.jid, "run waiting", timeout=60)))
+        wait_for(lambda: coord.poll() is None or len(node.order) >= N // 2, 20,
+                 message="half the burst run")
+        proxy.cut()                       # replies are on their way
+        node.gate.set()
+        asker.start()                     # request() waits through the lost link
+        coord.barrier(60)
+        asker.join(60)
+        assert waiting == ["ran waiting"]
+        assert replies == everything_once()
+        assert node.runs == dict({str(i): 1 for i in range(N)}, waiting=1)
+        assert coord.resumer.recovered >= 1
+        nothing_else(coord, node.cxn)
+    finally:
+        coord.close()
+
+
+def test_failed_resumption_starts_afresh_and_resent_requests_run_once(
+        daemon_factory, xmpp_account, proxy):
+    node = counting(daemon_factory)
+    account = xmpp_account("coord")
+    coord = connect(account, Recorder(), **via(account, proxy))
+    try:
+        coord.stream.sm.resume_id = "forgotten-by-the-server"
+        replies = burst(coord, node.jid)  # written, not yet acknowledged
+        proxy.cut()
+        coord.barrier(60)
+        assert coord.stream.sm.failed_count == 1 and coord.stream.sm.resent_count >= 1
+        assert replies == everything_once()
+        wait_for(lambda: len(node.order) >= N, 10, message="every request run")
+        assert node.runs == {str(i): 1 for i in range(N)}
+    finally:
+        coord.close()
+
+
+def test_stream_management_is_enabled_on_both_servers(xmpp_account):
+    conn = connect(xmpp_account("sm"))
+    try:
+        assert conn.stream.sm.enabled and conn.stream.sm.resumable
+        for _ in range(ACK_EVERY + 2):       # presence, then pings: ack requests go
+            conn.ping()
+        wait_for(lambda: conn.poll() is None or conn.stream.sm.acked >= ACK_EVERY + 1, 5,
+                 message="the server's acknowledgement")
+        assert len(conn.stream.sm.unacked) <= ACK_EVERY + 2
+    finally:
+        conn.close()
+    off = connect(xmpp_account("nosm"), stream_management=False)
+    try:
+        assert off.stream.sm is None and off.ping() >= 0
+    finally:
+        off.close()
