@@ -494,8 +494,9 @@ class Stream:
         if self._outq:
             if self.sm is not None and self.sm.resumable and not self.closing:
                 self.sm.lost(self._outq)
-            else:
-                log.warning("dropped %d unsent stanza(s)", len(self._outq))
+            else:  # while closing: the goodbye's leftovers (an ack), nobody's loss
+                log.log(logging.DEBUG if self.closing else logging.WARNING,
+                        "dropped %d unsent stanza(s)", len(self._outq))
             self._outq.clear()
             self._outq_bytes = 0
         self.on_dead(reason)
