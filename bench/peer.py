@@ -46,7 +46,7 @@ def run_netchat(config: dict):
 
     server = config["server"]
     options = dict(host=server["host"], port=server["port"], ca_file=server["ca_file"],
-                   stream_management=config.get("stream_management", True))
+                   stream_management=config.get("stream_management", False))
     node = EchoNode("%s@%s/%s" % (config["user"], server["domain"], config["resource"]),
                     password=config["password"], connection_options=options,
                     threads=config.get("threads", 0), loglevel=config.get("loglevel"),

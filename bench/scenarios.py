@@ -26,7 +26,7 @@ from netchat.jabber import bare_jid
 from .files import files
 from .procs import CpuMeter, Peer, PeerGroup, rss_bytes
 from .report import Row, percentile
-from .systems import NetchatNoAckRequester, NetchatRequester, RawRequester, requesters
+from .systems import NetchatAckRequester, NetchatRequester, RawRequester, requesters
 
 WUAH_TIMEOUT = 120.0
 
@@ -389,15 +389,15 @@ def threads_once(bench: Bench, count: int):
 
 
 def stream_management(bench: Bench):
-    """What XEP-0198 costs: the echo pair with stream management on (netchat's
-    default: acknowledgements both ways) and off, beside raw xmpppy, rounds
+    """What XEP-0198 costs: the echo pair with stream management off (netchat's
+    default) and on (acknowledgements both ways), beside raw xmpppy, rounds
     interleaved."""
     sizes = bench.sizes
     with PeerGroup() as group, contextlib.ExitStack() as stack:
         pairs = []
-        for cls in (RawRequester, NetchatRequester, NetchatNoAckRequester):
+        for cls in (RawRequester, NetchatRequester, NetchatAckRequester):
             config = bench.peer_config(cls.peer, bench.account("sm-echo"), "echo")
-            config["stream_management"] = getattr(cls, "stream_management", False)
+            config["stream_management"] = bool(getattr(cls, "stream_management", False))
             [peer] = group.start({cls.peer: config})
             requester = cls(bench.server, bench.account("sm-req"))
             stack.callback(requester.close)

@@ -26,7 +26,7 @@ import importlib.util
 import itertools
 import sys
 import time
-from typing import List
+from typing import List, Optional
 
 from . import peer as peers
 
@@ -114,16 +114,17 @@ class NetchatRequester(SyncRequester):
     system = "netchat"
     peer = "netchat"
 
-    #: XEP-0198 on this side and the echo peer's (when the server offers it).
-    stream_management = True
+    #: XEP-0198 on this side and the echo peer's: None is netchat's default (off).
+    stream_management: Optional[bool] = None
 
     def __init__(self, server, account, resource: str = "bench"):
         import netchat
+        options = dict(account.connection_options)
+        if self.stream_management is not None:
+            options["stream_management"] = self.stream_management
         self.daemon = netchat.Daemon("%s/%s" % (account.jid, resource),
                                      password=account.password,
-                                     connection_options=dict(
-                                         account.connection_options,
-                                         stream_management=self.stream_management))
+                                     connection_options=options)
 
     def request(self, to: str):
         self.daemon.request(to, "echo x", timeout=REQUEST_TIMEOUT)
@@ -138,10 +139,10 @@ class NetchatRequester(SyncRequester):
         self.daemon.close()
 
 
-class NetchatNoAckRequester(NetchatRequester):
-    """netchat with stream management (XEP-0198) off on both sides."""
-    system = "netchat, XEP-0198 off"
-    stream_management = False
+class NetchatAckRequester(NetchatRequester):
+    """netchat with stream management (XEP-0198) on on both sides."""
+    system = "netchat, XEP-0198 on"
+    stream_management = True
 
 
 class SlixmppRequester:

@@ -81,9 +81,11 @@ class Connection(RequestCommands):
         a request ``too-large``).
     :param handler: a :class:`~netchat.handler.ConnectionHandler`: receives incoming
         traffic that no transaction claims (a :class:`netchat.Daemon` brings its own).
-    :param stream_management: use XEP-0198 when the server offers it (default True):
+    :param stream_management: use XEP-0198 when the server offers it (default False):
         acknowledged stanzas, and a lost link resumed without losing any (see
-        :mod:`netchat.resumption`).
+        :mod:`netchat.resumption`). Off by default for its cost: Prosody 0.12's
+        mod_smacks halves a busy client's throughput (``python -m bench --only
+        smacks``).
     :param resume_timeout: seconds a lost link is waited for and resumed before what
         waits on it fails with :class:`~netchat.errors.Disconnected` (default 60;
         the server's own limit may be shorter; 0: never resume).
@@ -105,7 +107,7 @@ class Connection(RequestCommands):
                  ping_interval: Optional[float] = 60.0, ping_timeout: float = 20.0,
                  text_limit: Optional[int] = None,
                  handler: Optional[ConnectionHandler] = None,
-                 stream_management: bool = True, resume_timeout: float = 60.0):
+                 stream_management: bool = False, resume_timeout: float = 60.0):
         jid = parse_user(jid)
         bare, _, jid_resource = jid.partition("/")
         if "@" not in bare or not bare.split("@", 1)[0] or not bare.split("@", 1)[1]:
@@ -350,10 +352,12 @@ class Connection(RequestCommands):
             subject = check_xml_text(str(subject), "subject")
         if thread is not None:
             thread = check_xml_text(str(thread), "thread")
-        inline, links = prepare_attachments(self, attachments or (), self.inline_limit)
-        node = attachments_node(inline)
-        inline_xml = (str(node) if node is not None else "") + "".join(
-            oob_xml(url, name) for url, name in links)
+        inline_xml = ""
+        if attachments:
+            inline, links = prepare_attachments(self, attachments, self.inline_limit)
+            node = attachments_node(inline)
+            inline_xml = (str(node) if node is not None else "") + "".join(
+                oob_xml(url, name) for url, name in links)
         return message_xml(to, body, subject, thread, type or None, id or self.new_id(),
                            extra=inline_xml + extra)
 

@@ -44,13 +44,14 @@ def validity_xml(seconds: float, no_store: bool = True) -> str:
     return out
 
 
-def valid_for(stanza) -> Optional[float]:
+def valid_for(stanza, tag=None) -> Optional[float]:
     """The seconds a request says it stays valid, or None when it says nothing.
 
     Hostile values are tamed: what is not a number (``nan``, text) counts as absent,
     a negative or zero value means already expired (0), a huge one is capped at
     :data:`MAX_VALIDITY`."""
-    tag = stanza.getTag("valid", namespace=NS_NETCHAT)
+    if tag is None:
+        tag = stanza.getTag("valid", namespace=NS_NETCHAT)
     if tag is None:
         return None
     try:
@@ -62,18 +63,20 @@ def valid_for(stanza) -> Optional[float]:
     return min(max(seconds, 0.0), MAX_VALIDITY)
 
 
-def request_deadline(stanza, now: Optional[datetime.datetime] = None
-                     ) -> Optional[float]:
+def request_deadline(stanza, now: Optional[datetime.datetime] = None, valid=None,
+                     delayed: bool = True) -> Optional[float]:
     """The ``time.monotonic()`` after which ``stanza`` must not run, or None.
 
     A request the server delivered late counts its validity from the server's delay
     stamp; one delivered live, from now. A stamp in the future (the server's clock
-    ahead of ours) counts as now."""
-    seconds = valid_for(stanza)
+    ahead of ours) counts as now.
+    ``valid`` (the ``<valid/>`` element) and ``delayed`` (False: the stanza carries
+    no delay stamp) spare a look through the stanza when the caller has looked."""
+    seconds = valid_for(stanza, valid)
     if seconds is None:
         return None
     age = 0.0
-    stamp = delay_stamp(stanza)
+    stamp = delay_stamp(stanza) if delayed else None
     if stamp is not None:
         now = now or datetime.datetime.now(datetime.timezone.utc)
         age = max(0.0, (now - stamp).total_seconds())

@@ -11,12 +11,12 @@ The memory is bounded three ways: by count (``max_entries``), by age
 (``max_age`` seconds) and by the bytes of the replies it keeps (``max_bytes``); the
 oldest entries go first. A copy that comes after its entry was forgotten runs again:
 that is the window the README documents. Requests without an id are not remembered
-(nothing tells a copy from a new request). Keys are hashed, so a peer's long ids
-cost the memory nothing.
+(nothing tells a copy from a new request). Keys are Python's own hash of the three
+(SipHash with a key random per process, which peers cannot aim collisions at), so a
+peer's long ids cost the memory nothing.
 """
 
 import collections
-import hashlib
 import threading
 import time
 from typing import Optional, Tuple, Union
@@ -34,7 +34,7 @@ class RecentRequests:
                  max_bytes: int = 16 << 20):
         self.max_entries, self.max_age, self.max_bytes = max_entries, max_age, max_bytes
         #: key -> [seen at (monotonic), reply bytes or None while running]
-        self._entries: "collections.OrderedDict[bytes, list]" = collections.OrderedDict()
+        self._entries: "collections.OrderedDict[int, list]" = collections.OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
         #: Copies recognised so far.
@@ -44,14 +44,13 @@ class RecentRequests:
         return len(self._entries)
 
     @staticmethod
-    def key(sender, msg_id: Optional[str], thread: Optional[str]) -> Optional[bytes]:
+    def key(sender, msg_id: Optional[str], thread: Optional[str]) -> Optional[int]:
         """The key of a request, None when it has no id."""
         if not msg_id:
             return None
-        raw = "%s\0%s\0%s" % (sender, msg_id, thread or "")
-        return hashlib.sha256(raw.encode("utf-8", "surrogatepass")).digest()
+        return hash((str(sender), msg_id, thread or ""))
 
-    def claim(self, key: bytes) -> Union[None, str, bytes]:
+    def claim(self, key: int) -> Union[None, str, bytes]:
         """None: a new request (now remembered as running); :data:`RUNNING`: a copy of
         one still running; bytes: a copy of one answered with that reply."""
         now = time.monotonic()
@@ -66,9 +65,9 @@ class RecentRequests:
             self.copies += 1
             return RUNNING if entry[1] is None else entry[1]
 
-    def answered(self, key: bytes, reply: Union[str, bytes]):
+    def answered(self, key: int, reply: Union[str, bytes]):
         """Remember the reply a request got (when it is still remembered)."""
-        data = reply.encode("utf-8") if isinstance(reply, str) else reply
+        data = reply  # kept as it was sent (str or UTF-8 bytes); its length bounds it
         with self._lock:
             entry = self._entries.get(key)
             if entry is None or entry[1] is not None:
@@ -81,7 +80,7 @@ class RecentRequests:
             while self._bytes > self.max_bytes:
                 self._drop_oldest()
 
-    def forget(self, key: bytes):
+    def forget(self, key: int):
         """Forget a request (it was refused before running: a copy may try again)."""
         with self._lock:
             entry = self._entries.pop(key, None)
@@ -96,7 +95,7 @@ class RecentRequests:
     def _expire(self, now: float):
         entries = self._entries
         while entries:
-            first: Tuple[bytes, list] = next(iter(entries.items()))
+            first: Tuple[int, list] = next(iter(entries.items()))
             if now - first[1][0] <= self.max_age:
                 return
             self._drop_oldest()

@@ -38,7 +38,8 @@ from .download import DownloadError, Downloader, file_name_of, oob_links
 from .deadlines import request_deadline, valid_for
 from .dedupe import RUNNING, RecentRequests
 from .errors import CommandError, Disconnected
-from .wire import delay_stamp, reply_xml
+from .upload import NS_OOB
+from .wire import NS_DELAY, NS_LEGACY_DELAY, NS_NETCHAT, delay_stamp, reply_xml
 
 if TYPE_CHECKING:  # pragma: no cover
     from .daemon import Daemon
@@ -96,7 +97,9 @@ class RequestPipeline:
             return self.reply(msg, refusal, command=first_word(body))
         if not self.first_time(msg, sender, body):
             return True
-        deadline = request_deadline(msg)
+        valid, delayed, linked = scan_request(msg)
+        deadline = request_deadline(msg, valid=valid, delayed=delayed) \
+            if valid is not None else None
         if deadline is not None:
             if time.monotonic() >= deadline:
                 return self.reply(msg, self.expired(msg), command=first_word(body))
@@ -109,7 +112,7 @@ class RequestPipeline:
                 if age > daemon.max_age:
                     return self.reply(msg, Outcome(daemon.MSG_EXPIRED % (
                         age, daemon.max_age), "expired"), command=first_word(body))
-        links = oob_links(msg, daemon.max_args + 1)
+        links = oob_links(msg, daemon.max_args + 1) if linked else []
         if any(body.strip() == link.url for link in links):
             # a file sent alone, as mobile clients send one: the body is its URL
             if not daemon.file_command:
@@ -346,6 +349,23 @@ def remove_files(files: List[Any]):
 def quote(word: str) -> str:
     """``word`` as one argument of a request body."""
     return '"%s"' % word.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def scan_request(msg):
+    """One look through a request's children: ``(its <valid/> element or None,
+    whether it carries a delay stamp, whether it carries an XEP-0066 link)``, so that
+    a plain request costs no searches for what it does not hold."""
+    valid, delayed, linked = None, False, False
+    for kid in msg.kids:
+        namespace = kid.namespace
+        if namespace == NS_NETCHAT:
+            if kid.name == "valid" and valid is None:
+                valid = kid
+        elif namespace == NS_OOB:
+            linked = True
+        elif namespace in (NS_DELAY, NS_LEGACY_DELAY):
+            delayed = True
+    return valid, delayed, linked
 
 
 def first_word(body: str) -> str:
