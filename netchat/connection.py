@@ -28,8 +28,10 @@ from .loop import BackgroundLoop
 from .presence import PresenceTable
 from .resumption import Resumer
 from .router import Router
-from .transactions import RequestCommands, TransactionTable
+from .request_commands import RequestCommands
+from .transactions import TransactionTable
 from .wire import check_xml_text, message_xml
+from .xmpp.transport import client_context
 from .xmpp.negotiate import Account, negotiate
 from .xmpp.smacks import StreamManagement
 from .xmpp.stream import Stream
@@ -205,23 +207,10 @@ class Connection(RequestCommands):
 
     # -- connecting --------------------------------------------------------------------
 
-    def _ssl_context(self) -> ssl.SSLContext:
-        if not self.verify:
-            log.warning("TLS certificate verification is OFF for %s (verify=False): "
-                        "anyone on the path can read and change this connection",
-                        self.where)
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        else:
-            context = ssl.create_default_context(cafile=self.ca_file, capath=self.ca_path)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        return context
-
     def tls_context(self) -> ssl.SSLContext:
         """A TLS context checking certificates as this connection does (``ca_file``,
         ``ca_path``, ``verify``): for HTTPS uploads and downloads."""
-        return self._ssl_context()
+        return client_context(self.verify, self.ca_file, self.ca_path, self.where)
 
     def connect(self) -> "Connection":
         """Connect, secure, authenticate (registering if needed), bind, send presence.
@@ -234,7 +223,7 @@ class Connection(RequestCommands):
         stream.enter()
         try:
             deadline = time.monotonic() + self.connect_timeout
-            context = self._ssl_context()
+            context = self.tls_context()
             account = Account(self.user, self.domain, self._password, self.resource,
                               self.require_tls, self.register)
             outcome = self._connect_any(account, context, deadline)

@@ -9,6 +9,9 @@
 - :class:`Reply`: the verdict on one node of :func:`request_all`.
 - :func:`request_all`: fan-out with per-node ok/error/timeout/offline verdicts.
 
+The commands that use them (``request``, ``requestAll``, ``barrier``, iq waits) are
+in :mod:`netchat.request_commands`.
+
 Nothing here touches a socket: the table is driven by the connection's router, and
 :func:`request_all` by a connection's public methods, so both can be tested alone.
 """
@@ -16,18 +19,15 @@ Nothing here touches a socket: the table is driven by the connection's router, a
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from xmpp.simplexml import Node
-
-from .deadlines import validity_xml
-from .errors import Disconnected, RemoteError, Timeout
-from .wire import new_thread_id, reply_status
-from .xmpp.parser import NS_PING, error_condition, make_iq
+from .errors import Disconnected, RemoteError
+from .wire import reply_status
+from .xmpp.parser import error_condition
 
 log = logging.getLogger("netchat.jabber")
 
-__all__ = ["Transaction", "TransactionTable", "Reply", "request_all", "RequestCommands"]
+__all__ = ["Transaction", "TransactionTable", "Reply", "request_all"]
 
 #: ``answers(to, sender)``: may ``sender`` answer what was sent ``to``?
 Answers = Callable[[Any, Any], bool]
@@ -292,209 +292,3 @@ def request_all(conn, nodes: Iterable[Any], message: str, timeout: float,
             results[node] = Reply("timeout", elapsed=time.monotonic() - tx.started)
     watch.close()
     return {node: results[node] for node in nodes}
-
-
-class RequestCommands:
-    """The request commands of a :class:`~netchat.Connection` (Perl: the transaction
-    methods of Net::Chat::Jabber), written against its public interface:
-    ``transactions``, ``expand_jid``, ``message_xml``, ``new_id``, ``send_xml``,
-    ``send_stanza``, ``wait_until``, ``dead``, ``where``, ``domain``, ``jid`` and
-    ``REQUEST_SUBJECT``."""
-
-    transactions: TransactionTable
-    domain: str
-    jid: Optional[str]
-    REQUEST_SUBJECT: Optional[str]
-
-    if TYPE_CHECKING:  # what Connection provides
-        @property
-        def dead(self) -> Optional[str]: ...
-
-        @property
-        def where(self) -> str: ...
-
-        def expand_jid(self, to: Any) -> str: ...
-
-        def new_id(self) -> str: ...
-
-        def message_xml(self, to: Any, message: str, subject: Optional[str] = None,
-                        thread: Optional[str] = None, attachments: Any = None,
-                        type: Optional[str] = None, id: Optional[str] = None,
-                        extra: str = "") -> str: ...
-
-        def send_xml(self, xml: Any, flush: bool = True): ...
-
-        def send_stanza(self, stanza: Node, flush: bool = True): ...
-
-        def wait_until(self, done: Callable[[], bool], deadline: Optional[float]
-                       ) -> bool: ...
-
-    def start_transaction(self, thread: str, onReply: Optional[Callable] = None, *,
-                          to: Any = None, onError: Optional[Callable] = None
-                          ) -> Transaction:
-        """Open a transaction: a message with this ``thread`` is a reply to it.
-
-        ``onReply(msg, thread)`` is called on the loop thread when the reply comes;
-        without it the reply goes to the handler's ``on_reply``. With ``to`` (the JID
-        the request goes to) only that JID (any resource of a bare JID) can answer;
-        without it, anyone who knows the thread can, as in Perl. ``onError(msg,
-        thread)`` gets an error stanza answering it.
-        """
-        return self.transactions.open(Transaction(
-            thread, self.expand_jid(to) if to is not None else None, onReply, onError))
-
-    def end_transaction(self, thread: str) -> Optional[Callable]:
-        """Forget a transaction; returns its callback (None if it had none or was
-        not open)."""
-        tx = self.transactions.close(thread)
-        if tx is None:
-            log.debug("tried to end a transaction that is not open: %s", thread)
-            return None
-        return tx.callback
-
-    def count_transactions(self) -> int:
-        """How many requests are still waiting for their reply."""
-        return len(self.transactions)
-
-    def active_threads(self) -> List[str]:
-        """The threads of the requests still waiting for their reply."""
-        return self.transactions.threads()
-
-    def send_request(self, to: Any, message: str, onReply: Optional[Callable] = None,
-                     thread: Optional[str] = None, subject: Optional[str] = None,
-                     attachments: Iterable[Any] = None, type: Optional[str] = None,
-                     onError: Optional[Callable] = None,
-                     timeout: Optional[float] = None) -> str:
-        """Send a request without waiting for the reply; returns its thread id.
-
-        ``onReply(msg, thread)`` gets the reply; ``onError(msg, thread)`` an error
-        stanza answering the request. With ``timeout`` (seconds) the request says
-        how long it stays valid: a netchat daemon never runs it later (see
-        :mod:`netchat.deadlines`), and a server that honours the ``no-store`` hint
-        bounces it at once when the target is offline (``onError`` gets that).
-        """
-        return self._send_request(to, message, onReply, thread, subject, attachments,
-                                  type, onError, waiting=False, timeout=timeout).thread
-
-    def open_request(self, to: Any, message: str, thread: Optional[str] = None,
-                     subject: Optional[str] = None, attachments: Iterable[Any] = None,
-                     type: Optional[str] = None,
-                     timeout: Optional[float] = None) -> Transaction:
-        """Send a request and return its :class:`~netchat.transactions.Transaction`
-        for the caller to wait on (:meth:`wait_until` its ``done``): no callback runs;
-        the reply lands in ``tx.reply``, a failure in ``tx.error``. ``timeout``: how
-        long the request stays valid (see :meth:`send_request`)."""
-        return self._send_request(to, message, None, thread, subject, attachments, type,
-                                  None, waiting=True, timeout=timeout)
-
-    def _send_request(self, to, message, onReply, thread, subject, attachments, type,
-                      onError, waiting: bool, timeout: Optional[float] = None
-                      ) -> Transaction:
-        thread = thread or new_thread_id()
-        msg_id = self.new_id()
-        to = self.expand_jid(to)
-        xml = self.message_xml(to, message, subject if subject is not None
-                               else self.REQUEST_SUBJECT, thread, attachments, type, msg_id,
-                               extra=validity_xml(timeout) if timeout else "")
-        tx = self.transactions.open(Transaction(thread, to, onReply, onError, waiting,
-                                                msg_id, timeout or None))
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("%s -> %s request thr=%s: %.200s", self.jid, to, thread, message)
-        try:
-            self.send_xml(xml)
-        except BaseException:
-            self.transactions.close(thread)
-            raise
-        return tx
-
-    def request(self, to: Any, message: str, timeout: Optional[float] = None,
-                **options) -> str:
-        """Send a request and wait for the reply; returns the reply's body.
-
-        Raises :class:`~netchat.errors.Timeout` after ``timeout`` seconds (None: wait
-        as long as the link lives), :class:`~netchat.errors.RemoteError` when an error
-        stanza answers (e.g. the account does not exist), and
-        :class:`~netchat.errors.Disconnected` when the link drops. Called on the thread
-        in ``process()`` (e.g. from a handler) or while no thread is in ``process()``,
-        it pumps the connection itself; from another thread it waits while the loop
-        thread pumps. ``options``: those of :meth:`open_request`.
-        """
-        tx = self.open_request(to, message, timeout=timeout, **options)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if not self.wait_until(lambda: tx.done, deadline) and not tx.done:
-            self.transactions.close(tx.thread)
-            if self.dead is not None:
-                raise Disconnected("connection to %s lost while waiting for a reply from "
-                                   "%s: %s" % (self.where, tx.to, self.dead))
-            raise Timeout("no reply from %s within %.1fs to %r (thread %s)"
-                          % (tx.to, timeout, _short(message), tx.thread),
-                          missing=[tx.thread])
-        if tx.error is not None:
-            raise tx.error
-        return tx.reply.getBody() or ""
-
-    def requestAll(self, nodes: Iterable[Any], message: str, timeout: float,
-                   attachments: Iterable[Any] = None, **options) -> Dict[Any, Reply]:
-        """Send ``message`` as a request to every node and return ``{node: Reply}``.
-
-        A node last seen unavailable is not sent anything and is reported ``offline``
-        at once, unless it comes online during the call (it is asked then). A node
-        that goes offline before answering is reported ``offline`` when that is seen;
-        an error stanza gives ``error`` at once; no answer within ``timeout`` seconds
-        gives ``timeout``. Requests use Perl-compatible ``tid-`` threads, so Perl nodes
-        answer them too. Other keyword options go to :meth:`open_request`.
-        """
-        return request_all(self, nodes, message, timeout, attachments, **options)
-
-    def barrier(self, timeout: Optional[float] = None):
-        """Wait until no transaction is open. Raises :class:`~netchat.errors.Timeout`
-        naming the open threads, or :class:`~netchat.errors.Disconnected`."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        if self.wait_until(lambda: not len(self.transactions), deadline):
-            return
-        if self.dead is not None:
-            raise Disconnected("connection to %s lost with %d request(s) open: %s"
-                               % (self.where, len(self.transactions), self.dead))
-        missing = self.active_threads()
-        raise Timeout("%d request(s) still open after %.1fs: %s"
-                      % (len(missing), timeout, ", ".join(missing[:10]) +
-                         (" ..." if len(missing) > 10 else "")), missing=missing)
-
-    def send_iq(self, iq: Node, timeout: Optional[float] = 30.0) -> Node:
-        """Send an iq get/set and wait for its answer; returns the result stanza.
-
-        Raises :class:`~netchat.errors.RemoteError` for an error answer,
-        :class:`~netchat.errors.Timeout` and :class:`~netchat.errors.Disconnected`.
-        """
-        iq_id = iq.getID() or self.new_id()
-        iq.setID(iq_id)
-        tx = self.transactions.open_iq(Transaction(iq_id, to=iq.getTo() or self.domain,
-                                                   waiting=True))
-        try:
-            self.send_stanza(iq)
-            deadline = None if timeout is None else time.monotonic() + timeout
-            if not self.wait_until(lambda: tx.done, deadline) and not tx.done:
-                if self.dead is not None:
-                    raise Disconnected("connection to %s lost while waiting for an iq "
-                                       "answer from %s: %s" % (self.where, tx.to, self.dead))
-                raise Timeout("no answer from %s to an iq within %.1fs"
-                              % (tx.to, timeout), missing=[iq_id])
-        finally:
-            self.transactions.close_iq(iq_id)
-        if tx.error is not None:
-            raise tx.error
-        return tx.reply
-
-    def ping(self, jid: Any = None, timeout: Optional[float] = 10.0) -> float:
-        """XEP-0199 ping of ``jid`` (default: the server); returns the round trip in
-        seconds. A bare JID is answered by the server on the account's behalf."""
-        to = self.expand_jid(jid) if jid else self.domain
-        started = time.monotonic()
-        self.send_iq(make_iq("get", Node("ping", attrs={"xmlns": NS_PING}), to=to), timeout)
-        return time.monotonic() - started
-
-
-
-def _short(text: str, limit: int = 60) -> str:
-    text = str(text)
-    return text if len(text) <= limit else text[:limit] + "..."

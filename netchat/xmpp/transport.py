@@ -6,6 +6,7 @@ headers through :meth:`Transport.send`); netchat itself reads and writes through
 reads, and data buffered inside the SSL object never left unread.
 """
 
+import logging
 import select
 import socket
 import ssl
@@ -16,7 +17,9 @@ from xmpp.client import PlugIn
 
 from ..errors import ConnectError, TLSError
 
-__all__ = ["Transport", "open_socket", "wrap_tls", "READ_SIZE", "READ_LIMIT",
+log = logging.getLogger("netchat.jabber")
+
+__all__ = ["Transport", "open_socket", "wrap_tls", "client_context", "READ_SIZE", "READ_LIMIT",
            "WRITE_TIMEOUT"]
 
 READ_SIZE = 65536           # bytes per recv()
@@ -161,3 +164,19 @@ def wrap_tls(raw: socket.socket, domain: str, deadline: float, context: ssl.SSLC
         raw.close()
         raise ConnectError("TLS handshake with %s failed: %s"
                            % (where, exc.strerror or exc)) from None
+
+
+def client_context(verify: bool, ca_file=None, ca_path=None, where: str = "") -> ssl.SSLContext:
+    """The TLS context of a client: the certificate and host name verified against
+    the system's CA store or ``ca_file``/``ca_path``, TLS 1.2 at least; with
+    ``verify=False`` nothing is checked (logged as a warning naming ``where``)."""
+    if not verify:
+        log.warning("TLS certificate verification is OFF for %s (verify=False): "
+                    "anyone on the path can read and change this connection", where)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    else:
+        context = ssl.create_default_context(cafile=ca_file, capath=ca_path)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
