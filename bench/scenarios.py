@@ -8,6 +8,8 @@
 ``files``     a 20 MiB file from ``jabber -a`` to a handler, beside a plain HTTPS copy
               (see :mod:`bench.files`)
 ``smacks``    the echo pair with XEP-0198 stream management on and off
+``cluster``   fan-out and waitUntilAllHere on one ejabberd beside a 3-member cluster
+              (see :mod:`bench.cluster`)
 """
 
 import contextlib
@@ -23,6 +25,7 @@ from typing import Dict, List, Optional
 import netchat
 from netchat.jabber import bare_jid
 
+from .cluster import cluster
 from .files import files
 from .procs import CpuMeter, Peer, PeerGroup, rss_bytes
 from .report import Row, percentile
@@ -421,4 +424,5 @@ def stream_management(bench: Bench):
 
 SCENARIOS: Dict[str, object] = {"echo": echo, "fanout": fan_out,
                                 "wuah": wait_until_all_here, "threads": threads,
-                                "files": files, "smacks": stream_management}
+                                "files": files, "smacks": stream_management,
+                                "cluster": cluster}
