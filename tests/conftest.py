@@ -24,3 +24,28 @@ def daemon_factory(xmpp_account):
         if daemon.loop is not None:
             daemon.loop.stop()
         daemon.close(grace=1)
+
+
+@pytest.fixture
+def peers(xmpp_account):
+    """``peers(prefix)``: a connected Connection with a Recorder, for a fresh account;
+    all closed at the end of the test."""
+    from helpers import Recorder, connect
+    made = []
+
+    def make(prefix):
+        conn = connect(xmpp_account(prefix), Recorder())
+        made.append(conn)
+        return conn
+    yield make
+    for conn in made:
+        conn.close()
+
+
+@pytest.fixture
+def coord(xmpp_account):
+    """A connected Connection with a Recorder, closed at the end of the test."""
+    from helpers import Recorder, connect
+    conn = connect(xmpp_account("coord"), Recorder())
+    yield conn
+    conn.close()

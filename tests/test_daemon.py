@@ -10,7 +10,7 @@ from xmpp.protocol import Message
 
 import netchat
 from netchat.wire import reply_status
-from helpers import Recorder, connect, start_node, stop_process, wait_for
+from helpers import connect, start_node, stop_process, wait_for
 
 
 class MyServer(netchat.Daemon):
@@ -63,13 +63,6 @@ def make_daemon(daemon_factory):
             options.update(saved={}, called=[])
         return daemon_factory(cls, prefix, loop, **options)
     return make
-
-
-@pytest.fixture
-def coord(xmpp_account):
-    conn = connect(xmpp_account("coord"), Recorder())
-    yield conn
-    conn.close()
 
 
 def synopsis(make_daemon):

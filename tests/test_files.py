@@ -18,7 +18,7 @@ from netchat.download import Downloader, DownloadError, Link, file_name_of, oob_
 from netchat.testing.certificates import make_certificates
 from netchat.upload import UploadError, oob_xml
 from netchat.wire import reply_status
-from helpers import Recorder, connect
+from helpers import connect
 from test_cli import jabber
 
 
@@ -39,13 +39,6 @@ def files_daemon(daemon_factory):
     def make(**options):
         return daemon_factory(Files, "files", saved={}, **options)
     return make
-
-
-@pytest.fixture
-def coord(xmpp_account):
-    conn = connect(xmpp_account("coord"), Recorder())
-    yield conn
-    conn.close()
 
 
 def random_file(path, size):

@@ -8,7 +8,7 @@ import pytest
 import netchat
 from netchat.pool import WorkerPool
 from netchat.wire import reply_status
-from helpers import Loop, Recorder, connect, wait_for
+from helpers import Loop, wait_for
 
 
 class Slow(netchat.Daemon):
@@ -40,13 +40,6 @@ class Slow(netchat.Daemon):
 @pytest.fixture
 def slow(daemon_factory):
     return lambda **options: daemon_factory(Slow, "slow", **options)
-
-
-@pytest.fixture
-def coord(xmpp_account):
-    conn = connect(xmpp_account("coord"), Recorder())
-    yield conn
-    conn.close()
 
 
 def collect(coord, daemon, bodies):

@@ -16,7 +16,7 @@ from netchat import Connection
 from netchat.xmpp.parser import make_iq
 from netchat.presence import PresenceTable
 from netchat.wire import make_reply, new_thread_id, reply_status
-from helpers import Loop, Recorder, connect, wait_for
+from helpers import Loop, wait_for
 
 NS_COMMANDS = "http://jabber.org/protocol/commands"
 
@@ -56,20 +56,6 @@ def guarded(daemon_factory):
     return make
 
 
-@pytest.fixture
-def peer(xmpp_account):
-    """``peer(prefix)``: a connected Connection with a Recorder, for a fresh account."""
-    made = []
-
-    def make(prefix):
-        conn = connect(xmpp_account(prefix), Recorder())
-        made.append(conn)
-        return conn
-    yield make
-    for conn in made:
-        conn.close()
-
-
 def ask(conn, daemon, body, timeout=10, **options):
     """Send a request and return the reply stanza."""
     got = []
@@ -88,8 +74,8 @@ def run_adhoc(conn, daemon, node, args=""):
 
 # -- access control: one canonical name per handler ----------------------------------------
 
-def test_acl_holds_for_every_spelling_and_alias_of_a_command(guarded, peer):
-    admin, user = peer("admin"), peer("user")
+def test_acl_holds_for_every_spelling_and_alias_of_a_command(guarded, peers):
+    admin, user = peers("admin"), peers("user")
     daemon = guarded(allow=[admin.user, user.user], acl={"save": [admin.user]},
                      commands={"backup": "handleSave", "store": lambda *a: "stored"})
     for body in ("Save a", "\u017fave a", "SAVE a", "save a", "backup a", "Backup a"):
@@ -110,8 +96,8 @@ def test_acl_holds_for_every_spelling_and_alias_of_a_command(guarded, peer):
     assert daemon.ran == [("save", "a"), ("save", "b")]
 
 
-def test_an_explicit_acl_entry_of_an_alias_is_its_own(guarded, peer):
-    admin, user = peer("admin"), peer("user")
+def test_an_explicit_acl_entry_of_an_alias_is_its_own(guarded, peers):
+    admin, user = peers("admin"), peers("user")
     daemon = guarded(allow=[admin.user, user.user], commands={"backup": "handleSave"},
                      acl={"save": [admin.user], "backup": [admin.user, user.user]})
     assert ask(user, daemon, "backup x").getBody() == "saved"
@@ -149,8 +135,8 @@ def test_thread_ids_are_unpredictable():
     assert os.path.commonprefix(ids) == "tid-"   # no shared per-process tag, no counter
 
 
-def test_a_forged_reply_or_error_does_not_answer_someone_elses_request(peer):
-    coord, target, forger = peer("coord"), peer("target"), peer("forger")
+def test_a_forged_reply_or_error_does_not_answer_someone_elses_request(peers):
+    coord, target, forger = peers("coord"), peers("target"), peers("forger")
     got = []
     thread = coord.send_request(target.bare_jid, "work", onReply=lambda m, t: got.append(m),
                                 onError=lambda m, t: got.append(m))
@@ -171,8 +157,8 @@ def test_a_forged_reply_or_error_does_not_answer_someone_elses_request(peer):
     assert [m.getBody() for m in got] == ["genuine"] and coord.count_transactions() == 0
 
 
-def test_request_ignores_a_forged_reply_and_takes_the_real_one(peer):
-    coord, target, forger = peer("coord"), peer("target2"), peer("forger2")
+def test_request_ignores_a_forged_reply_and_takes_the_real_one(peers):
+    coord, target, forger = peers("coord"), peers("target2"), peers("forger2")
     with Loop(target):
         def answer_later():
             wait_for(lambda: target.handler.messages, 5)
@@ -190,8 +176,8 @@ def test_request_ignores_a_forged_reply_and_takes_the_real_one(peer):
 
 @pytest.mark.parametrize("threads", [0, 2])
 def test_a_reply_over_max_reply_is_answered_too_large_and_the_link_stays_up(
-        guarded, peer, threads):
-    user = peer("user")
+        guarded, peers, threads):
+    user = peers("user")
     daemon = guarded(threads=threads)
     for body in ("big 300000", "big 60000 &"):        # & travels as &amp;: 300 KB
         reply = ask(user, daemon, body)
@@ -207,8 +193,8 @@ def test_a_reply_over_max_reply_is_answered_too_large_and_the_link_stays_up(
 
 
 @pytest.mark.parametrize("threads", [0, 2])
-def test_a_result_that_cannot_become_text_still_gets_a_reply(guarded, peer, threads):
-    user = peer("user")
+def test_a_result_that_cannot_become_text_still_gets_a_reply(guarded, peers, threads):
+    user = peers("user")
     daemon = guarded(threads=threads)
     reply = ask(user, daemon, "odd")
     assert reply_status(reply) == "error"
@@ -219,8 +205,8 @@ def test_a_result_that_cannot_become_text_still_gets_a_reply(guarded, peer, thre
 
 # -- what strangers get ------------------------------------------------------------------------
 
-def test_ping_is_answered_only_to_peers_that_may_command(guarded, peer):
-    friend, stranger = peer("friend"), peer("stranger")
+def test_ping_is_answered_only_to_peers_that_may_command(guarded, peers):
+    friend, stranger = peers("friend"), peers("stranger")
     daemon = guarded(allow=[friend.user])
     assert friend.ping(daemon.jid, timeout=5) >= 0
     with pytest.raises(RemoteError) as err:
@@ -230,8 +216,8 @@ def test_ping_is_answered_only_to_peers_that_may_command(guarded, peer):
 
 
 def test_subscriptions_are_approved_up_to_a_bound_then_answered_by_presence(
-        guarded, peer, caplog):
-    a, b = peer("suba"), peer("subb")
+        guarded, peers, caplog):
+    a, b = peers("suba"), peers("subb")
     daemon = guarded()
     daemon.SUBSCRIPTIONS_MAX = 1
 
@@ -250,8 +236,8 @@ def test_subscriptions_are_approved_up_to_a_bound_then_answered_by_presence(
 
 # -- audit lines ----------------------------------------------------------------------------
 
-def test_audit_lines_name_the_command_and_cannot_be_forged(guarded, peer, caplog):
-    friend, stranger = peer("friend"), peer("stranger")
+def test_audit_lines_name_the_command_and_cannot_be_forged(guarded, peers, caplog):
+    friend, stranger = peers("friend"), peers("stranger")
     daemon = guarded(allow=[friend.user])
     with caplog.at_level(logging.INFO, logger="netchat.audit"):
         ask(stranger, daemon, "save secret.txt")
@@ -291,8 +277,8 @@ def test_the_presence_table_bounds_bare_jids_and_resources_in_all():
     assert table.is_available("u99@x", "r4") is False and table.is_available("u99@x")
 
 
-def test_an_oversized_attachment_is_not_kept_in_memory(guarded, peer):
-    user = peer("user")
+def test_an_oversized_attachment_is_not_kept_in_memory(guarded, peers):
+    user = peers("user")
     user.inline_limit = 10 ** 6  # inline, as a peer that knows no upload service sends it
     daemon = guarded(max_attachment=1000, max_body=2000)
     seen = []
@@ -309,10 +295,10 @@ def test_an_oversized_attachment_is_not_kept_in_memory(guarded, peer):
 # -- close() is bounded ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("threads", [0, 1])
-def test_close_from_another_thread_returns_while_a_handler_is_blocked(guarded, peer,
+def test_close_from_another_thread_returns_while_a_handler_is_blocked(guarded, peers,
                                                                       threads, caplog):
     caplog.set_level(logging.WARNING, logger="netchat")
-    user = peer("user")
+    user = peers("user")
     daemon = guarded(threads=threads)
     user.send_request(daemon.jid, "block", onReply=lambda m, t: None)
     assert daemon.entered.wait(10)
