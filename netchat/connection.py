@@ -24,7 +24,7 @@ from .errors import AuthError, ConnectError, Disconnected
 from .upload import INLINE_LIMIT, oob_xml, prepare_attachments
 from .handler import ConnectionHandler
 from .jid import bare_jid, expand_jid, normalize_jid, parse_user
-from .loop import BackgroundLoop
+from .loop import LoopMethods
 from .presence import PresenceTable
 from .resumption import Resumer
 from .router import Router
@@ -45,7 +45,7 @@ __all__ = ["Connection", "ENDPOINT_MIN_TIME"]
 ENDPOINT_MIN_TIME = 5.0
 
 
-class Connection(RequestCommands):
+class Connection(RequestCommands, LoopMethods):
     """A client connection to an XMPP server (Perl: Net::Chat::Jabber).
 
     :param jid: ``user@domain[/resource]`` (``jabber://`` and ``xmpp://`` accepted).
@@ -151,7 +151,6 @@ class Connection(RequestCommands):
         self.presence = PresenceTable()
         self.router = Router(self)
         self._ids = 0
-        self._loop: Optional[BackgroundLoop] = None
 
     # -- properties ------------------------------------------------------------------
 
@@ -438,31 +437,9 @@ class Connection(RequestCommands):
         finally:
             stream.leave()
 
-    def poll(self) -> Optional[int]:
-        """Handle what has arrived, without waiting (Perl: ``Process(0)``)."""
-        return self.process(0)
-
-    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
-        """Same as :meth:`process` (Perl's name)."""
-        return self.process(timeout)
-
     def interrupt(self):
         """Make the thread in :meth:`process` return (0) soon; any thread may call it."""
         self.stream.interrupt()
-
-    def loop_start(self, timeout: float = 0.1) -> "BackgroundLoop":
-        """Run :meth:`process` on a background thread until :meth:`loop_stop` (or
-        the link dies); returns the :class:`~netchat.loop.BackgroundLoop`."""
-        self.loop_stop()
-        self._loop = BackgroundLoop(self, timeout)
-        return self._loop
-
-    def loop_stop(self, timeout: float = 5.0):
-        """Stop the thread :meth:`loop_start` started (waits up to ``timeout``)."""
-        loop = self._loop
-        if loop is not None:
-            loop.stop(timeout)
-            self._loop = None
 
     # -- presence view -----------------------------------------------------------------------
 

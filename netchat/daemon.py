@@ -30,7 +30,7 @@ from .download import DOWNLOAD_TIMEOUT, MAX_FILE
 from .fleet import Fleet
 from .handler import DaemonHandler
 from .jid import parse_user
-from .loop import BackgroundLoop
+from .loop import LoopMethods
 from .peers import SUBSCRIPTIONS_MAX, Peers
 from .pool import WorkerPool
 from .requests import RequestPipeline
@@ -67,7 +67,7 @@ def _delegate(name: str):
     return method
 
 
-class Daemon:
+class Daemon(LoopMethods):
     """A daemon controlled through instant messages (Perl: Net::Chat::Daemon).
 
     :param user: ``jabber://user@host/resource``, ``xmpp://...`` or
@@ -204,7 +204,6 @@ class Daemon:
         #: True once closed (until :meth:`reconnect`).
         self.closed = False
         self._exit_request: Optional[BaseException] = None
-        self._loop: Optional[BackgroundLoop] = None
         # the parser keeps no more text of one element than the largest body or
         # (base64, possibly line-wrapped) attachment a request may carry
         text_limit = max(self.max_body, (self.max_attachment * 4 // 3 + 4) * 78 // 76 + 64)
@@ -311,30 +310,9 @@ class Daemon:
             raise exc
         return result
 
-    def poll(self) -> Optional[int]:
-        """Handle what has arrived, without waiting (Perl: ``Process(0)``)."""
-        return self.process(0)
-
-    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
-        """Same as :meth:`process` (Perl's name)."""
-        return self.process(timeout)
-
     def interrupt(self):
         """Make the thread in :meth:`process` return soon; any thread may call it."""
         self.cxn.interrupt()
-
-    def loop_start(self, timeout: float = 0.1) -> BackgroundLoop:
-        """Run :meth:`process` on a background thread until :meth:`loop_stop`, the
-        link dies or a handler exits; returns the :class:`~netchat.loop.BackgroundLoop`."""
-        self.loop_stop()
-        self._loop = BackgroundLoop(self, timeout)
-        return self._loop
-
-    def loop_stop(self, timeout: float = 5.0):
-        """Stop the thread :meth:`loop_start` started (waits up to ``timeout``)."""
-        if self._loop is not None:
-            self._loop.stop(timeout)
-            self._loop = None
 
     def _exit_from_worker(self, exc: BaseException):
         self._exit_request = exc

@@ -10,7 +10,7 @@ see :attr:`netchat.Connection.resuming`). Other threads may meanwhile call
 import threading
 from typing import List, Optional
 
-__all__ = ["BackgroundLoop"]
+__all__ = ["BackgroundLoop", "LoopMethods"]
 
 
 class BackgroundLoop:
@@ -61,3 +61,35 @@ class BackgroundLoop:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+class LoopMethods:
+    """Perl's loop names and paho's loop helpers, for any class with
+    ``process(timeout)`` and ``interrupt()`` (:class:`~netchat.Connection` and
+    :class:`~netchat.Daemon`: each call goes through that class's own ``process``)."""
+
+    _loop: Optional[BackgroundLoop] = None
+
+    def process(self, timeout: Optional[float] = None) -> Optional[int]:
+        raise NotImplementedError
+
+    def poll(self) -> Optional[int]:
+        """Handle what has arrived, without waiting (Perl: ``Process(0)``)."""
+        return self.process(0)
+
+    def wait(self, timeout: Optional[float] = None) -> Optional[int]:
+        """Same as ``process`` (Perl's name)."""
+        return self.process(timeout)
+
+    def loop_start(self, timeout: float = 0.1) -> BackgroundLoop:
+        """Run ``process`` on a background thread until :meth:`loop_stop`, the link
+        dies or (for a daemon) a handler exits; returns the :class:`BackgroundLoop`."""
+        self.loop_stop()
+        self._loop = BackgroundLoop(self, timeout)
+        return self._loop
+
+    def loop_stop(self, timeout: float = 5.0):
+        """Stop the thread :meth:`loop_start` started (waits up to ``timeout``)."""
+        if self._loop is not None:
+            self._loop.stop(timeout)
+            self._loop = None
