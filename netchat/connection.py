@@ -190,7 +190,7 @@ class Connection(RequestCommands, LoopMethods):
     @property
     def pings_sent(self) -> int:
         """Keepalive pings sent so far."""
-        return self.stream.pings_sent
+        return self.stream.keepalive.pings_sent
 
     def __repr__(self):
         return "<Connection %s to %s%s>" % (self.jid or self.bare_jid, self.where,

@@ -155,8 +155,7 @@ class Router:
         typ = iq.getType()
         sender = iq.getFrom()
         if typ in ("result", "error"):
-            if iq.getID() == conn.stream.ping_id and self.from_server(sender):
-                conn.stream.ping_id = None
+            if self.from_server(sender) and conn.stream.keepalive.answers(iq.getID()):
                 return
             if conn.transactions.settle_iq(iq, self.answers) is None:
                 conn.handler.on_iq(conn, iq)

@@ -36,9 +36,10 @@ from xmpp.protocol import NS_CLIENT, NS_STREAMS, Presence
 from xmpp.simplexml import Node
 
 from ..errors import ConnectError
+from .keepalive import Keepalive
 from .owner import OwnerLock
-from .parser import (NS_PING, STANZA_CLASSES, Dispatcher, as_stanza,
-                     error_condition, make_iq)
+from .parser import (STANZA_CLASSES, Dispatcher, as_stanza,
+                     error_condition)
 from .smacks import NS_SM, REQUEST_ACK, Nonza, StreamManagement
 from .transport import WRITE_TIMEOUT, Transport, open_socket, wrap_tls
 
@@ -71,8 +72,8 @@ class Stream:
         self.dispatch = dispatch
         self.on_dead = on_dead
         self.text_limit = text_limit
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
+        #: The ping schedule (see :mod:`netchat.xmpp.keepalive`).
+        self.keepalive = Keepalive(ping_interval, ping_timeout)
         #: Elements parsed and not yet dispatched (the owner's).
         self.inbox: collections.deque = collections.deque()
         #: Why the link is down (None while it is up).
@@ -90,9 +91,6 @@ class Stream:
         self.tls_verified = False
         #: Depth of nested dispatching (a handler pumping for its reply).
         self.dispatch_depth = 0
-        #: The id of the keepalive ping in flight, and how many were sent.
-        self.ping_id: Optional[str] = None
-        self.pings_sent = 0
         #: Condition shared with the waiters for replies: notified when the owner
         #: lets go or a stanza settles something.
         self.cond = threading.Condition(threading.Lock())
@@ -106,9 +104,6 @@ class Stream:
         self._outq_bytes = 0
         self._stream_error: Optional[Tuple[str, str]] = None
         self._stream_ended = False
-        self._last_rx = 0.0
-        self._ping_sent = 0.0
-        self._ping_ids = 0
         self._release_owed = False
 
     @property
@@ -253,8 +248,7 @@ class Stream:
         with self.cond:
             self.dead = None
             pending = self.sm.take_resend() if self.sm is not None else []
-        self._last_rx = time.monotonic()
-        self.ping_id = None
+        self.keepalive.reset(time.monotonic())
         if not resumed:
             self.send_bytes(str(Presence()).encode("utf-8"), flush=False)
         for data in pending:
@@ -303,7 +297,7 @@ class Stream:
             self.mark_dead("read failed: %s" % exc)
             return None
         if data:
-            self._last_rx = time.monotonic()
+            self.keepalive.heard(time.monotonic())
             try:
                 self._client.Dispatcher.Stream.Parse(data)
             except (ExpatError, ValueError) as exc:
@@ -388,7 +382,7 @@ class Stream:
         the next check."""
         sm = self.sm
         if sm is not None and sm.ack_requested:
-            late = now - sm.ack_requested_at - self.ping_timeout
+            late = now - sm.ack_requested_at - self.keepalive.timeout
             if late >= 0:
                 self.error_condition = "no-acknowledgement"
                 self.mark_dead("no answer from the server for %.0fs after a stream "
@@ -400,29 +394,12 @@ class Stream:
         return self._ping_due(now)
 
     def _ping_due(self, now: float) -> Optional[float]:
-        interval = self.ping_interval
-        if not interval or interval <= 0:
-            return None
-        if self.ping_id is not None:
-            if self._last_rx > self._ping_sent:
-                self.ping_id = None
-            elif now - self._ping_sent >= self.ping_timeout:
-                self.mark_dead("no answer from the server for %.0fs after a ping"
-                               % (now - self._ping_sent))
-                return None
-            else:
-                return self._ping_sent + self.ping_timeout - now
-        due = self._last_rx + interval
-        if now < due:
-            return due - now
-        self._ping_ids += 1
-        self.ping_id = "keepalive-%d" % self._ping_ids
-        self._ping_sent = now
-        self.pings_sent += 1
-        ping = make_iq("get", Node("ping", attrs={"xmlns": NS_PING}),
-                       to=self._client.Server, id=self.ping_id)
-        self.send_bytes(str(ping).encode("utf-8"))
-        return self.ping_timeout
+        due = self.keepalive.check(now, self._client.Server)
+        if due.dead is not None:
+            self.mark_dead(due.dead)
+        elif due.ping is not None:
+            self.send_bytes(due.ping.encode("utf-8"))
+        return due.wait
 
     # -- sending ----------------------------------------------------------------------------
 
