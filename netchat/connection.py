@@ -83,11 +83,9 @@ class Connection(RequestCommands, LoopMethods):
         a request ``too-large``).
     :param handler: a :class:`~netchat.handler.ConnectionHandler`: receives incoming
         traffic that no transaction claims (a :class:`netchat.Daemon` brings its own).
-    :param stream_management: use XEP-0198 when the server offers it (default False):
+    :param stream_management: use XEP-0198 when the server offers it (default True):
         acknowledged stanzas, and a lost link resumed without losing any (see
-        :mod:`netchat.resumption`). Off by default for its cost: Prosody 0.12's
-        mod_smacks halves a busy client's throughput (``python -m bench --only
-        smacks``).
+        :mod:`netchat.resumption` and, for what it costs, :mod:`netchat.xmpp.smacks`).
     :param resume_timeout: seconds a lost link is waited for and resumed before what
         waits on it fails with :class:`~netchat.errors.Disconnected` (default 60;
         the server's own limit may be shorter; 0: never resume).
@@ -109,7 +107,7 @@ class Connection(RequestCommands, LoopMethods):
                  ping_interval: Optional[float] = 60.0, ping_timeout: float = 20.0,
                  text_limit: Optional[int] = None,
                  handler: Optional[ConnectionHandler] = None,
-                 stream_management: bool = False, resume_timeout: float = 60.0):
+                 stream_management: bool = True, resume_timeout: float = 60.0):
         jid = parse_user(jid)
         bare, _, jid_resource = jid.partition("/")
         if "@" not in bare or not bare.split("@", 1)[0] or not bare.split("@", 1)[1]:
@@ -147,6 +145,8 @@ class Connection(RequestCommands, LoopMethods):
         self.resumer = Resumer(self, resume_timeout)
         #: Requests awaiting replies (see :mod:`netchat.transactions`).
         self.transactions = TransactionTable(self.stream.cond)
+        if self.stream.sm is not None:
+            self.stream.sm.reask = self.transactions.open_requests
         #: Who is online, from the presence this connection received.
         self.presence = PresenceTable()
         self.router = Router(self)

@@ -30,7 +30,7 @@ RUNNING = "running"
 class RecentRequests:
     """Requests seen recently, and their replies (thread-safe)."""
 
-    def __init__(self, max_entries: int = 4096, max_age: float = 600.0,
+    def __init__(self, max_entries: int = 16384, max_age: float = 600.0,
                  max_bytes: int = 16 << 20):
         self.max_entries, self.max_age, self.max_bytes = max_entries, max_age, max_bytes
         #: key -> [seen at (monotonic), reply bytes or None while running]

@@ -125,12 +125,13 @@ class RequestCommands:
         xml = self.message_xml(to, message, subject if subject is not None
                                else self.REQUEST_SUBJECT, thread, attachments, type, msg_id,
                                extra=validity_xml(timeout) if timeout else "")
-        tx = self.transactions.open(Transaction(thread, to, onReply, onError, waiting,
-                                                msg_id, timeout or None))
+        tx = Transaction(thread, to, onReply, onError, waiting, msg_id, timeout or None)
+        tx.stanza = data = xml.encode("utf-8")
+        self.transactions.open(tx)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> %s request thr=%s: %.200s", self.jid, to, thread, message)
         try:
-            self.send_xml(xml)
+            self.send_xml(data)
         except BaseException:
             self.transactions.close(thread)
             raise
@@ -177,9 +178,16 @@ class RequestCommands:
 
     def barrier(self, timeout: Optional[float] = None):
         """Wait until no transaction is open. Raises :class:`~netchat.errors.Timeout`
-        naming the open threads, or :class:`~netchat.errors.Disconnected`."""
+        naming the open threads, or :class:`~netchat.errors.Disconnected` when the
+        link was lost with requests open (also when that happened before the call,
+        since the previous barrier: their callbacks never run)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.wait_until(lambda: not len(self.transactions), deadline):
+            lost, reason = self.transactions.take_lost()
+            if lost:
+                raise Disconnected("%d request(s) lost without a reply (%s): %s" % (
+                    len(lost), reason, ", ".join(lost[:10]) +
+                    (" ..." if len(lost) > 10 else "")))
             return
         if self.dead is not None:
             raise Disconnected("connection to %s lost with %d request(s) open: %s"

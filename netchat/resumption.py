@@ -20,7 +20,7 @@ from .errors import AuthError, ConnectError
 
 log = logging.getLogger("netchat.jabber")
 
-__all__ = ["Resumer", "RESTART_AFTER"]
+__all__ = ["Resumer", "RESTART_AFTER", "ended_for_restart"]
 
 #: Stream errors after which a fresh session (with the unacknowledged messages sent
 #: again) is right: the server's parser or code broke, not our standing with it.
@@ -29,6 +29,15 @@ __all__ = ["Resumer", "RESTART_AFTER"]
 #: The same when the server acknowledges nothing for ``ping_timeout`` seconds (the
 #: other face of that bug: the lost half stanza swallows what follows, silently).
 RESTART_AFTER = ("not-well-formed", "internal-server-error", "no-acknowledgement")
+
+
+def ended_for_restart(condition: Optional[str], text: str) -> bool:
+    """Did the server end the stream so that a fresh session is right? One of
+    :data:`RESTART_AFTER`, or ejabberd's ``policy-violation`` "Too many unacked
+    stanzas": the client fell 5000 stanzas behind (its queue of stanzas kept for
+    us is full; it bounces them, so open requests are asked again)."""
+    return condition in RESTART_AFTER or (
+        condition == "policy-violation" and "unacked" in text.lower())
 
 
 class Resumer:
@@ -69,7 +78,7 @@ class Resumer:
         stream = self.conn.stream
         sm = stream.sm
         if sm is not None and sm.resumable and not stream.closing and \
-                stream.error_condition in RESTART_AFTER:
+                ended_for_restart(stream.error_condition, stream.error_text):
             log.warning("the server ended the session (%s): starting a fresh one",
                         stream.error_condition)
             sm.failed(None)

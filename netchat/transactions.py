@@ -19,7 +19,7 @@ Nothing here touches a socket: the table is driven by the connection's router, a
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .errors import Disconnected, RemoteError
 from .wire import reply_status
@@ -39,10 +39,12 @@ class Transaction:
     ``thread`` (or the iq id), ``to`` (None: anyone may answer, as in Perl),
     ``callback(msg, thread)`` and ``on_error(msg, thread)``; ``waiting``: a caller
     waits on it, so no callback runs. Once settled: ``done``, ``finished`` and either
-    ``reply`` (the stanza) or ``error`` (an exception to raise).
+    ``reply`` (the stanza) or ``error`` (an exception to raise). ``stanza``: the
+    request as sent (bytes), to send again when a lost session may have swallowed
+    its reply.
     """
     __slots__ = ("thread", "to", "msg_id", "callback", "on_error", "waiting", "started",
-                 "reply", "error", "done", "finished", "timeout")
+                 "reply", "error", "done", "finished", "timeout", "stanza")
 
     def __init__(self, thread: str, to: Any = None, callback: Optional[Callable] = None,
                  on_error: Optional[Callable] = None, waiting: bool = False,
@@ -56,6 +58,7 @@ class Transaction:
         self.error: Optional[Exception] = None
         self.done = False
         self.finished: Optional[float] = None
+        self.stanza: Optional[bytes] = None
 
     def __repr__(self):
         return "<Transaction %s to %s%s>" % (self.thread, self.to,
@@ -70,13 +73,28 @@ class TransactionTable:
         self._active: Dict[str, Transaction] = {}
         self._by_id: Dict[str, str] = {}
         self._iq: Dict[str, Transaction] = {}
+        self._lost: List[str] = []
+        self._lost_reason = ""
 
     def __len__(self) -> int:
         return len(self._active)
 
+    def take_lost(self) -> Tuple[List[str], str]:
+        """The threads of requests with a callback that a lost link failed since the
+        last call (their callbacks never run), and why; forgets them."""
+        with self.cond:
+            lost, self._lost = self._lost, []
+            return lost, self._lost_reason
+
     def threads(self) -> List[str]:
         with self.cond:
             return list(self._active)
+
+    def open_requests(self) -> List[bytes]:
+        """The requests still waiting for a reply, as sent, oldest first."""
+        with self.cond:
+            return [tx.stanza for tx in self._active.values()
+                    if tx.stanza is not None and not tx.done]
 
     def open(self, tx: Transaction) -> Transaction:
         with self.cond:
@@ -174,8 +192,14 @@ class TransactionTable:
         return tx
 
     def fail_all(self, reason: str, where: str):
-        """Fail every open transaction and iq wait with :class:`Disconnected`."""
+        """Fail every open transaction and iq wait with :class:`Disconnected`. The
+        requests nobody waits on (sent with a callback) are counted as lost, for
+        :meth:`take_lost` (``barrier()`` reports them)."""
         with self.cond:
+            lost = [tx.thread for tx in self._active.values() if not tx.waiting]
+            if lost:
+                self._lost += lost
+                self._lost_reason = "connection to %s lost: %s" % (where, reason)
             failed = list(self._active.values()) + list(self._iq.values())
             self._active.clear()
             self._by_id.clear()

@@ -13,7 +13,7 @@ import netchat
 from netchat.deadlines import MAX_VALIDITY, request_deadline, valid_for, validity_xml
 from netchat.dedupe import RUNNING, RecentRequests
 from netchat.testing.proxy import LinkCutter
-from netchat.xmpp.smacks import ACK_EVERY
+from netchat.xmpp.smacks import ACK_EVERY, ANSWER_EVERY
 from netchat.wire import reply_status
 from helpers import Recorder, connect, wait_for
 
@@ -196,9 +196,9 @@ def proxy(xmpp_server):
 
 
 def via(account, proxy):
-    """Connection options through the proxy, with stream management (off by default);
-    a server that acknowledges nothing for 5 s has a wedged session (see
-    netchat.resumption.RESTART_AFTER)."""
+    """Connection options through the proxy, with stream management (the default,
+    said anyway); a server that acknowledges nothing for 5 s has a wedged session
+    (see netchat.resumption.RESTART_AFTER)."""
     return dict(account.connection_options, ping_timeout=5, stream_management=True,
                 **proxy.connection_options)
 
@@ -296,20 +296,73 @@ def test_failed_resumption_starts_afresh_and_resent_requests_run_once(
         coord.close()
 
 
-def test_stream_management_is_enabled_on_both_servers_when_asked_for(xmpp_account):
-    default = connect(xmpp_account("default"))
+def test_barrier_reports_requests_a_lost_link_failed_instead_of_returning(
+        daemon_factory, xmpp_account, proxy):
+    """Without stream management a lost link fails the open requests; their
+    callbacks never run, so barrier() must say so rather than return as if all
+    were answered (also when the link died before barrier() was called)."""
+    node = counting(daemon_factory)
+    account = xmpp_account("coord")
+    coord = connect(account, Recorder(), **dict(account.connection_options,
+                                                stream_management=False,
+                                                **proxy.connection_options))
     try:
-        assert default.stream.sm is None          # off unless asked for (its cost)
+        replies = []
+        for i in range(20):               # held by the node: no reply before the cut
+            coord.send_request(node.jid, "hold %d" % i,
+                               onReply=lambda msg, thread: replies.append(msg))
+        proxy.cut()
+        wait_for(lambda: coord.process(0.05) is None, 10, message="the lost link seen")
+        node.holding.set()
+        with pytest.raises(netchat.Disconnected, match="20 request.s. lost"):
+            coord.barrier(10)
+        assert replies == []
+        coord.barrier(1)                  # reported once
     finally:
-        default.close()
-    conn = connect(xmpp_account("sm"), stream_management=True)
+        coord.close()
+
+
+def test_reply_swallowed_by_a_forgotten_session_is_asked_for_again_and_runs_once(
+        daemon_factory, xmpp_account, proxy):
+    """The server acknowledged the request, the daemon ran it, and its reply went to
+    the coordinator's lost session, which the server then forgot (a cluster member
+    died, or the server ended the session): a fresh session sends the request again,
+    and the daemon answers the copy with the first reply."""
+    node = counting(daemon_factory)
+    account = xmpp_account("coord")
+    coord = connect(account, Recorder(), **via(account, proxy))
     try:
-        assert conn.stream.sm.enabled and conn.stream.sm.resumable
-        for _ in range(ACK_EVERY + 2):       # presence, then pings: ack requests go
+        replies = []
+        coord.send_request(node.jid, "hold swallowed",
+                           onReply=lambda msg, thread: replies.append(msg.getBody()))
+        coord.ping()                      # the server has the request...
+        wait_for(lambda: coord.process(0.05) is None or not coord.stream.sm.unacked, 10,
+                 message="the request acknowledged")
+        assert coord.stream.sm.unacked == collections.deque()
+        coord.stream.sm.resume_id = "forgotten-by-the-server"
+        proxy.cut()                       # ...and the reply goes to the lost session
+        node.holding.set()
+        wait_for(lambda: node.runs["swallowed"] == 1, 10, message="the request run")
+        coord.barrier(30)
+        assert replies == ["held swallowed"]
+        assert coord.stream.sm.failed_count == 1
+        assert node.runs == {"swallowed": 1}
+    finally:
+        coord.close()
+
+
+def test_stream_management_is_on_by_default_and_acknowledges_in_batches(xmpp_account):
+    conn = connect(xmpp_account("sm"))
+    try:
+        sm = conn.stream.sm
+        assert sm.enabled and sm.resumable       # on by default: both servers offer it
+        for _ in range(ACK_EVERY + 2):           # presence, then pings: one ack request
             conn.ping()
-        wait_for(lambda: conn.poll() is None or conn.stream.sm.acked >= ACK_EVERY + 1, 5,
+        wait_for(lambda: conn.poll() is None or sm.acked >= ACK_EVERY + 1, 5,
                  message="the server's acknowledgement")
-        assert len(conn.stream.sm.unacked) <= ACK_EVERY + 2
+        assert len(sm.unacked) <= ACK_EVERY + 2
+        assert sm.requests_out <= 2              # not one per stanza
+        assert sm.answers_out <= sm.requests_in + 2 + (ACK_EVERY + 2) // ANSWER_EVERY
     finally:
         conn.close()
     off = connect(xmpp_account("nosm"), stream_management=False)
@@ -317,3 +370,18 @@ def test_stream_management_is_enabled_on_both_servers_when_asked_for(xmpp_accoun
         assert off.stream.sm is None and off.ping() >= 0
     finally:
         off.close()
+
+
+def test_acknowledgements_go_by_the_clock_on_a_quiet_link(xmpp_account):
+    """Fewer than ACK_EVERY stanzas still get acknowledged within ACK_AFTER (plus
+    a round trip), and the server's request within ANSWER_AFTER."""
+    conn = connect(xmpp_account("quiet"))
+    try:
+        sm = conn.stream.sm
+        conn.post(conn.jid, "a note to self")    # one stanza out, one in
+        wait_for(lambda: conn.process(0.1) is None or (not sm.unacked and
+                                                        sm.answers_out >= 1), 5,
+                 message="both directions acknowledged")
+        assert sm.requests_out >= 1 and not sm.unacked
+    finally:
+        conn.close()

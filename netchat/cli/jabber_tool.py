@@ -206,7 +206,9 @@ def _ask_one(conn, to, message, args, attachments) -> int:
     except Timeout:
         print("jabber: %s: no reply within %gs" % (to, args.timeout), file=sys.stderr)
         return EXIT_FAILED
-    if not replies:  # the link died and took the request with it
+    except Disconnected:  # the link died and took the request with it
+        replies = []
+    if not replies:
         raise Disconnected("%s: no reply: the server closed the connection" % to)
     reply = replies[0]
     if reply.getType() == "error":

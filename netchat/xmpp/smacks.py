@@ -3,12 +3,15 @@
 When the server offers it (``<sm xmlns='urn:xmpp:sm:3'/>`` among the features after
 authentication), a connection enables it with resumption right after binding:
 
-- **inbound**: every stanza received counts; the server's ``<r/>`` is answered at
-  once with ``<a h='count'/>`` (in :meth:`netchat.xmpp.stream.Stream` as it parses);
+- **inbound**: every stanza received counts; ``<a h='count'/>`` goes out every
+  :data:`ANSWER_EVERY` stanzas received, asked or not, and answers the server's
+  ``<r/>`` within :data:`ANSWER_AFTER` seconds (the XEP lets a client collect
+  stanzas for a while before acknowledging; see "Cost" below);
 - **outbound**: every stanza written is kept (:attr:`StreamManagement.unacked`) until
   the server's ``<a h='N'/>`` says it has the first N; an ``<r/>`` rides along with a
-  write every :data:`ACK_EVERY` stanzas (when no request is outstanding), and right
-  after a resumption, so the queue stays short;
+  write every :data:`ACK_EVERY` stanzas, goes on its own when the oldest stanza kept
+  has waited :data:`ACK_AFTER` seconds, and goes at once after a resumption (when no
+  request is outstanding), so the queue stays short;
 - **a lost link**: stanzas queued and not written are kept too; the next connection
   sends ``<resume h='…' previd='…'/>`` after authentication instead of binding. On
   ``<resumed h='N'/>`` what the server has not got is written again, in order, and
@@ -16,6 +19,17 @@ authentication), a connection enables it with resumption right after binding:
   on ``<failed/>`` a fresh session is bound and enabled, and only the unacknowledged
   *messages* are sent again (requests and replies: duplicate suppression makes a
   request that did arrive harmless, see :mod:`netchat.dedupe`).
+
+Cost: servers ask for an acknowledgement after nearly every stanza they send
+(Prosody 0.12 whenever its output buffer drains, ejabberd whenever no request is
+outstanding). Answered at once, that doubles the elements each side handles on a
+stream of one request at a time; answered in batches, ``<r/>`` and ``<a/>`` are
+about 3 % of the elements, and the client's CPU per request barely moves. What
+remains is the server's: it keeps a copy of each stanza until acknowledged (Prosody
+0.12 clones it, which its default incremental garbage collector makes expensive;
+``gc = { mode = "generational" }`` fixes most of that). Measured with ``python -m
+bench --only smacks``, which runs the same pair with stream management on and off
+on the servers it meets.
 
 Everything here runs on the thread that owns the stream, except :meth:`hold`.
 Counters are modulo 2**32 as the XEP says; a server that acknowledges more than was
@@ -26,13 +40,14 @@ import collections
 import logging
 import threading
 import time
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from xmpp.simplexml import Node
 
 log = logging.getLogger("netchat.jabber")
 
-__all__ = ["NS_SM", "Nonza", "StreamManagement", "offered", "enable", "resume"]
+__all__ = ["NS_SM", "Nonza", "StreamManagement", "offered", "enable", "resume",
+           "ACK_EVERY", "ACK_AFTER", "ANSWER_EVERY", "ANSWER_AFTER"]
 
 NS_SM = "urn:xmpp:sm:3"
 MOD = 1 << 32
@@ -44,11 +59,17 @@ MAX_UNACKED = 20000
 REQUEST_ACK = b"<r xmlns='urn:xmpp:sm:3'/>"
 
 #: Stanzas written between two ack requests (and one goes at once after a
-#: resumption). Frequent acknowledgements keep the queue short: what a fresh session
-#: must send again after a failed resumption, as copies the peer may already have.
-#: Measured (``python -m bench --only smacks``): asking every 64 stanzas instead of
-#: with every write changes nothing visible; the server's own work dominates.
-ACK_EVERY = 1
+#: resumption). The queue stays short: what a fresh session must send again after a
+#: failed resumption, as copies the peer may already have.
+ACK_EVERY = 64
+#: Seconds the oldest unacknowledged stanza waits before an ack request goes anyway.
+ACK_AFTER = 1.0
+#: An ``<a/>`` goes out every this many stanzas received, asked for or not: the
+#: server's queue of stanzas kept for us stays short (Prosody keeps 500 by default
+#: and then can no longer resume; ejabberd ends a session that leaves 5000 unacked).
+ANSWER_EVERY = 64
+#: The server's ``<r/>`` is answered within this many seconds at the latest.
+ANSWER_AFTER = 0.5
 
 
 class Nonza(bytes):
@@ -83,11 +104,23 @@ class StreamManagement:
         self.request_soon = False
         #: When the outstanding ``<r/>`` went out (``time.monotonic()``).
         self.ack_requested_at = 0.0
+        #: When the oldest stanza in :attr:`unacked` was written (0: none is).
+        self.unacked_since = 0.0
+        #: When the server's ``<r/>`` not answered yet came (None: none waits), and
+        #: the inbound count at which the next ``<a/>`` goes out anyway.
+        self.asked_at: Optional[float] = None
+        self.answer_at_count = ANSWER_EVERY
+        #: ``<r/>`` received and ``<a/>`` sent / ``<r/>`` sent and ``<a/>`` received.
+        self.requests_in = self.answers_out = self.requests_out = self.answers_in = 0
         #: Sessions resumed, fresh sessions after a failed resumption, and stanzas
         #: written again (for tests and logs).
         self.resumed_count = 0
         self.failed_count = 0
         self.resent_count = 0
+        #: What else a fresh session sends again after a failed resumption (set by
+        #: the connection: its open requests, whose replies the lost session may
+        #: have swallowed, even when the server acknowledged the request itself).
+        self.reask: Optional[Callable[[], List[bytes]]] = None
         self._lock = threading.Lock()
 
     @property
@@ -104,6 +137,8 @@ class StreamManagement:
         self.inbound = self.acked = 0
         self.unacked.clear()
         self.ack_requested = False
+        self.asked_at = None
+        self.answer_at_count = ANSWER_EVERY
 
     def reset(self, warn: bool = True):
         """Forget everything (a clean close, or resumption given up)."""
@@ -116,6 +151,7 @@ class StreamManagement:
             self.held.clear()
         self.resend = []
         self.ack_requested = False
+        self.asked_at = None
 
     # -- counting (owner) ----------------------------------------------------------------
 
@@ -128,6 +164,8 @@ class StreamManagement:
             if type(item) is not Nonza:
                 unacked.append(item)
         self.since_request += len(unacked) - before
+        if not before and unacked:
+            self.unacked_since = time.monotonic()
         if len(unacked) > MAX_UNACKED:
             log.warning("the server acknowledged none of the last %d stanzas: stream "
                         "resumption is off for this session", len(unacked))
@@ -137,15 +175,23 @@ class StreamManagement:
             return False
         if unacked and not self.ack_requested and (
                 self.since_request >= ACK_EVERY or self.request_soon):
-            self.ack_requested, self.request_soon, self.since_request = True, False, 0
-            self.ack_requested_at = time.monotonic()
+            self.requested(time.monotonic())
             return True
         return False
+
+    def requested(self, now: float):
+        """An ``<r/>`` goes out now."""
+        self.ack_requested, self.request_soon, self.since_request = True, False, 0
+        self.ack_requested_at = now
+        self.requests_out += 1
 
     def on_ack(self, node: Node):
         """The server's ``<a h='N'/>``: drop what it has."""
         self.ack_requested = False
+        self.answers_in += 1
         self.drop_acked(node.getAttr("h"))
+        if self.unacked:  # the rest was written after the request: count afresh
+            self.unacked_since = time.monotonic()
 
     def drop_acked(self, value) -> None:
         try:
@@ -163,9 +209,39 @@ class StreamManagement:
             self.unacked.popleft()
         self.acked = (self.acked + count) % MOD
 
+    def asked(self, now: float):
+        """The server's ``<r/>`` came (answered within :data:`ANSWER_AFTER`)."""
+        self.requests_in += 1
+        if self.asked_at is None:
+            self.asked_at = now
+
     def answer(self) -> Nonza:
-        """What answers the server's ``<r/>``."""
-        return Nonza(b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % self.inbound)
+        """An ``<a/>`` with the count so far (it answers any ``<r/>`` waiting)."""
+        self.asked_at = None
+        self.answer_at_count = self.inbound + ANSWER_EVERY
+        self.answers_out += 1
+        return Nonza(b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % (self.inbound % MOD))
+
+    def due(self, now: float):
+        """What the clock asks for: ``(nonzas to write now, seconds until the next is
+        due or None)``: an answer to the server's ``<r/>`` that waited
+        :data:`ANSWER_AFTER`, or an ``<r/>`` for stanzas kept :data:`ACK_AFTER`."""
+        out: List[bytes] = []
+        waits = []
+        if self.asked_at is not None:
+            wait = self.asked_at + ANSWER_AFTER - now
+            if wait <= 0:
+                out.append(self.answer())
+            else:
+                waits.append(wait)
+        if self.unacked and not self.ack_requested:
+            wait = self.unacked_since + ACK_AFTER - now
+            if wait <= 0:
+                self.requested(now)
+                out.append(Nonza(REQUEST_ACK))
+            else:
+                waits.append(wait)
+        return out, (min(waits) if waits else None)
 
     def lost(self, unsent):
         """The link died with these queued and never written: keep the stanzas."""
@@ -198,20 +274,28 @@ class StreamManagement:
         self.resend = list(self.unacked)
         self.unacked.clear()
         self.ack_requested = False
+        self.asked_at = None
+        self.answer_at_count = self.inbound + ANSWER_EVERY
         self.request_soon = True  # find a wedged session soon
         self.resumed_count += 1
 
     def failed(self, h):
-        """``<failed/>``: the session is gone. Send again the messages the server did
-        not acknowledge (all of them when it does not say) on a fresh session."""
+        """``<failed/>``: the session is gone. Send again on a fresh session the
+        messages the server did not acknowledge (all of them when it does not say),
+        and the requests still waiting for a reply (:attr:`reask`): what the server
+        held for the lost session is gone, replies too."""
         if h is not None:
             self.drop_acked(h)
+        again = self.reask() if self.reask is not None else []
         self.resend = [item for item in self.unacked if item.startswith(b"<message")]
         self.unacked.clear()
         with self._lock:
             held = [item for item in self.held if item.startswith(b"<message")]
             self.held.clear()
             self.held.extend(held)
+        kept = {id(item) for item in self.resend}
+        kept.update(id(item) for item in held)
+        self.resend += [item for item in again if id(item) not in kept]
         self.enabled, self.resume_id = False, None
         self.request_soon = True
         self.failed_count += 1
@@ -249,7 +333,7 @@ def resume(stream, sm: StreamManagement, deadline: float) -> bool:
     """Ask to resume the session that was lost; True when the server did."""
     previd = sm.resume_id or ""
     stream.write_now(b"<resume xmlns='urn:xmpp:sm:3' h='%d' previd='%s'/>" % (
-        sm.inbound, previd.replace("&", "&amp;").replace("'", "&apos;")
+        sm.inbound % MOD, previd.replace("&", "&amp;").replace("'", "&apos;")
         .replace("<", "&lt;").encode("utf-8")))
     answer = _answer(stream, deadline, "the resumption answer")
     if answer.getName() == "resumed":

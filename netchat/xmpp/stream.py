@@ -53,6 +53,13 @@ FLUSH_AT = 1 << 16          # queued bytes that force a write while dispatching
 #: parser. (Prosody 0.12 feeds a resumed connection into the parser of the lost one:
 #: half a stanza there breaks the resumed stream as not-well-formed.)
 RECORD_AT = (1 << 14) - 64
+#: Under stream management, while writing much (a burst of requests, or replies to a
+#: burst), what has arrived is read every this many stanzas written, as long as fewer
+#: than :data:`READ_AHEAD_INBOX` wait to be handled: the count we acknowledge keeps
+#: up, and the server's queue of stanzas kept for us stays short (ejabberd ends a
+#: session that leaves 5000 unacknowledged).
+READ_AHEAD_EVERY = 32
+READ_AHEAD_INBOX = 2000
 
 
 class Stream:
@@ -83,8 +90,9 @@ class Stream:
         #: The server ended the stream itself (a stream error or its closing tag):
         #: the session is over, not to be resumed.
         self.ended_by_server = False
-        #: The condition of the stream error that ended the stream, if one did.
+        #: The condition and text of the stream error that ended the stream, if one did.
         self.error_condition: Optional[str] = None
+        self.error_text = ""
         #: The server's stream id, TLS version, and whether TLS is verified.
         self.stream_id: Optional[str] = None
         self.tls_version: Optional[str] = None
@@ -102,6 +110,7 @@ class Stream:
         self._client: Optional[Client] = None
         self._outq: collections.deque = collections.deque()
         self._outq_bytes = 0
+        self._written = 0  # stanzas written since the last read (stream management)
         self._stream_error: Optional[Tuple[str, str]] = None
         self._stream_ended = False
         self._release_owed = False
@@ -158,7 +167,7 @@ class Stream:
         self.closing = False
         self.ended_by_server = False
         #: The condition of the stream error that ended the stream, if one did.
-        self.error_condition = None
+        self.error_condition, self.error_text = None, ""
         self.inbox.clear()
         self._outq.clear()
         self._outq_bytes = 0
@@ -272,14 +281,17 @@ class Stream:
                     if self.sm is not None and self.sm.enabled:
                         self.sm.inbound += 1  # the server counted it
                     return
-            if self.sm is not None and self.sm.enabled:
-                self.sm.inbound += 1
+            sm = self.sm
+            if sm is not None and sm.enabled:
+                sm.inbound += 1
+                if sm.inbound >= sm.answer_at_count:
+                    self._outq.append(sm.answer())
         elif namespace == NS_STREAMS and name == "error":
             self._stream_error = error_condition(node)
             return
         elif namespace == NS_SM and self.sm is not None and self.sm.enabled:
-            if name == "r":
-                self._outq.append(self.sm.answer())
+            if name == "r":  # answered soon (see netchat.xmpp.smacks.ANSWER_EVERY)
+                self.sm.asked(time.monotonic())
                 return
             if name == "a":
                 self.sm.on_ack(node)
@@ -296,6 +308,7 @@ class Stream:
         except (OSError, AttributeError) as exc:
             self.mark_dead("read failed: %s" % exc)
             return None
+        self._written = 0
         if data:
             self.keepalive.heard(time.monotonic())
             try:
@@ -306,7 +319,7 @@ class Stream:
         if self._stream_error:
             condition, text = self._stream_error
             self.ended_by_server = True
-            self.error_condition = condition
+            self.error_condition, self.error_text = condition, text or ""
             self.mark_dead("stream error from server: %s%s"
                            % (condition, " (%s)" % text if text else ""))
             return None
@@ -381,7 +394,9 @@ class Stream:
         wedged: :mod:`netchat.resumption` starts a fresh one); returns seconds until
         the next check."""
         sm = self.sm
-        if sm is not None and sm.ack_requested:
+        if sm is None or not sm.enabled:
+            return self._ping_due(now)
+        if sm.ack_requested:
             late = now - sm.ack_requested_at - self.keepalive.timeout
             if late >= 0:
                 self.error_condition = "no-acknowledgement"
@@ -389,9 +404,15 @@ class Stream:
                                "management ack request (ping_timeout)"
                                % (now - sm.ack_requested_at))
                 return None
-            wait = self._ping_due(now)
-            return -late if wait is None else min(wait, -late)
-        return self._ping_due(now)
+        nonzas, wait = sm.due(now)
+        if nonzas:
+            self._outq.extend(nonzas)
+            self.flush()
+        if sm.ack_requested:
+            late = sm.ack_requested_at + self.keepalive.timeout - now
+            wait = late if wait is None else min(wait, late)
+        ping = self._ping_due(now)
+        return wait if ping is None else ping if wait is None else min(wait, ping)
 
     def _ping_due(self, now: float) -> Optional[float]:
         due = self.keepalive.check(now, self._client.Server)
@@ -448,12 +469,30 @@ class Stream:
                 batch.append(item)
                 size += len(item)
             self._outq_bytes = 0
-            if self.sm is not None and self.sm.enabled and self.sm.track(batch):
+            sm = self.sm
+            if sm is not None and sm.enabled and sm.track(batch):
                 batch.append(REQUEST_ACK)
             try:
                 transport.write_all(b"".join(batch), WRITE_TIMEOUT)
             except (OSError, AttributeError) as exc:
                 self.mark_dead("write failed: %s" % exc)
+                continue
+            if sm is not None and sm.enabled:
+                self._written += len(batch)
+                if self._written >= READ_AHEAD_EVERY and len(self.inbox) < READ_AHEAD_INBOX:
+                    self._read_ahead()
+
+    def _read_ahead(self):
+        """Read what has come without waiting (see :data:`READ_AHEAD_EVERY`)."""
+        transport = self.transport
+        self._written = 0
+        try:
+            ready = transport.has_buffered() or select.select([transport.sock], [], [],
+                                                              0)[0]
+        except (OSError, ValueError):
+            return  # the next read finds out
+        if ready:
+            self._read()
 
     # -- ending ----------------------------------------------------------------------------
 
