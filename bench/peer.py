@@ -45,8 +45,9 @@ def run_netchat(config: dict):
             return "slept"
 
     server = config["server"]
-    options = dict(host=server["host"], port=server["port"], ca_file=server["ca_file"],
-                   stream_management=config.get("stream_management", False))
+    options = dict(host=server["host"], port=server["port"], ca_file=server["ca_file"])
+    if config.get("stream_management") is not None:  # else netchat's default
+        options["stream_management"] = config["stream_management"]
     node = EchoNode("%s@%s/%s" % (config["user"], server["domain"], config["resource"]),
                     password=config["password"], connection_options=options,
                     threads=config.get("threads", 0), loglevel=config.get("loglevel"),

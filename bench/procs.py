@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,6 +73,42 @@ class CpuMeter:
     def percent(self) -> float:
         """CPU time as a percentage of wall time (100 = one core busy)."""
         return 100.0 * self.cpu / self.wall if self.wall else 0.0
+
+
+# -- what a scenario measures of one requester and its echo peer --------------------------
+
+class Meters:
+    """CPU of Prosody, of the echo peer and of this (requester) process, together."""
+
+    def __init__(self, prosody_pid: int, peer_pid: int):
+        self.prosody = CpuMeter(prosody_pid)
+        self.peer = CpuMeter(peer_pid)
+        self.requester = CpuMeter(os.getpid())
+        self.requests = 0
+
+    def __enter__(self):
+        for meter in (self.prosody, self.peer, self.requester):
+            meter.start()
+        return self
+
+    def __exit__(self, *exc):
+        for meter in (self.prosody, self.peer, self.requester):
+            meter.stop()
+
+
+@dataclass
+class Pair:
+    """A requester in this process and its echo peer in another."""
+    requester: object
+    peer: "Peer"
+    latencies: List[float] = field(default_factory=list)
+    bursts: List[float] = field(default_factory=list)
+    seq: Optional[Meters] = None
+    pipe: Optional[Meters] = None
+
+    @property
+    def system(self) -> str:
+        return self.requester.system
 
 
 # -- peers -------------------------------------------------------------------------------

@@ -7,13 +7,13 @@
 ``threads``   handlers of 50 ms at threads = 1, 4, 16, 64, beside the ideal
 ``files``     a 20 MiB file from ``jabber -a`` to a handler, beside a plain HTTPS copy
               (see :mod:`bench.files`)
-``smacks``    the echo pair with XEP-0198 stream management on and off
+``smacks``    the echo pair with XEP-0198 stream management on (the default) and off,
+              on three servers (see :mod:`bench.smacks`)
 ``cluster``   fan-out and waitUntilAllHere on one ejabberd beside a 3-member cluster
               (see :mod:`bench.cluster`)
 """
 
 import contextlib
-import os
 import statistics
 import sys
 import threading
@@ -27,9 +27,10 @@ from netchat.jabber import bare_jid
 
 from .cluster import cluster
 from .files import files
-from .procs import CpuMeter, Peer, PeerGroup, rss_bytes
+from .smacks import stream_management
+from .procs import CpuMeter, Meters, Pair, Peer, PeerGroup, rss_bytes
 from .report import Row, percentile
-from .systems import NetchatAckRequester, NetchatRequester, RawRequester, requesters
+from .systems import NetchatRequester, RawRequester, requesters
 
 WUAH_TIMEOUT = 120.0
 
@@ -98,40 +99,6 @@ class Bench:
 
 
 # -- echo pairs: sequential, pipelined, memory, CPU per request ------------------------------
-
-class Meters:
-    """CPU of Prosody, of the echo peer and of this (requester) process, together."""
-
-    def __init__(self, prosody_pid: int, peer_pid: int):
-        self.prosody = CpuMeter(prosody_pid)
-        self.peer = CpuMeter(peer_pid)
-        self.requester = CpuMeter(os.getpid())
-        self.requests = 0
-
-    def __enter__(self):
-        for meter in (self.prosody, self.peer, self.requester):
-            meter.start()
-        return self
-
-    def __exit__(self, *exc):
-        for meter in (self.prosody, self.peer, self.requester):
-            meter.stop()
-
-
-@dataclass
-class Pair:
-    """A requester in this process and its echo peer in another."""
-    requester: object
-    peer: Peer
-    latencies: List[float] = field(default_factory=list)
-    bursts: List[float] = field(default_factory=list)
-    seq: Optional[Meters] = None
-    pipe: Optional[Meters] = None
-
-    @property
-    def system(self) -> str:
-        return self.requester.system
-
 
 def echo(bench: Bench):
     with PeerGroup() as group, contextlib.ExitStack() as stack:
@@ -389,37 +356,6 @@ def threads_once(bench: Bench, count: int):
         finally:
             requester.close()
     return elapsed, meter
-
-
-def stream_management(bench: Bench):
-    """What XEP-0198 costs: the echo pair with stream management off (netchat's
-    default) and on (acknowledgements both ways), beside raw xmpppy, rounds
-    interleaved."""
-    sizes = bench.sizes
-    with PeerGroup() as group, contextlib.ExitStack() as stack:
-        pairs = []
-        for cls in (RawRequester, NetchatRequester, NetchatAckRequester):
-            config = bench.peer_config(cls.peer, bench.account("sm-echo"), "echo")
-            config["stream_management"] = bool(getattr(cls, "stream_management", False))
-            [peer] = group.start({cls.peer: config})
-            requester = cls(bench.server, bench.account("sm-req"))
-            stack.callback(requester.close)
-            pairs.append(Pair(requester, peer))
-            requester.burst([peer.jid] * sizes.warmup)
-        per_round = sizes.seq_requests // sizes.seq_rounds
-        for index in range(max(sizes.pipe_rounds, 2)):
-            for pair in pairs:
-                bench.say("XEP-0198 %s, round %d" % (pair.system, index + 1))
-                pair.bursts.append(pair.requester.burst([pair.peer.jid] * sizes.pipelined))
-                pair.latencies += pair.requester.sequential(pair.peer.jid, per_round)
-        for pair in pairs:
-            bench.add("xep-0198", "pipelined throughput", pair.system,
-                      sizes.pipelined * len(pair.bursts) / sum(pair.bursts), "requests/s",
-                      "higher", rounds_s=pair.bursts)
-        for pair in pairs:
-            lat = pair.latencies
-            bench.add("xep-0198", "sequential throughput", pair.system,
-                      len(lat) / sum(lat), "round trips/s", "higher")
 
 
 SCENARIOS: Dict[str, object] = {"echo": echo, "fanout": fan_out,

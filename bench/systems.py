@@ -114,7 +114,8 @@ class NetchatRequester(SyncRequester):
     system = "netchat"
     peer = "netchat"
 
-    #: XEP-0198 on this side and the echo peer's: None is netchat's default (off).
+    #: XEP-0198 on this side and the echo peer's: None is netchat's default (on when
+    #: the server offers it).
     stream_management: Optional[bool] = None
 
     def __init__(self, server, account, resource: str = "bench"):
@@ -139,10 +140,10 @@ class NetchatRequester(SyncRequester):
         self.daemon.close()
 
 
-class NetchatAckRequester(NetchatRequester):
-    """netchat with stream management (XEP-0198) on on both sides."""
-    system = "netchat, XEP-0198 on"
-    stream_management = True
+class NetchatNoAckRequester(NetchatRequester):
+    """netchat with stream management (XEP-0198) off on both sides."""
+    system = "netchat, XEP-0198 off"
+    stream_management = False
 
 
 class SlixmppRequester:
