@@ -296,6 +296,23 @@ def test_failed_resumption_starts_afresh_and_resent_requests_run_once(
         coord.close()
 
 
+def test_a_flood_to_one_daemon_runs_each_request_once_and_answers_it(daemon_factory,
+                                                                     xmpp_account):
+    """10,000 requests sent without reading in between: ejabberd ends a session that
+    leaves 5,000 stanzas unacknowledged, so netchat reads while it writes; when the
+    server ends the session anyway, a fresh one asks again what is still open."""
+    n = 10000
+    node = counting(daemon_factory)
+    coord = connect(xmpp_account("coord"), Recorder())
+    try:
+        replies = burst(coord, node.jid, n)
+        coord.barrier(120)
+        assert replies == everything_once(n)
+        assert node.runs == {str(i): 1 for i in range(n)}
+    finally:
+        coord.close()
+
+
 def test_barrier_reports_requests_a_lost_link_failed_instead_of_returning(
         daemon_factory, xmpp_account, proxy):
     """Without stream management a lost link fails the open requests; their
