@@ -222,10 +222,16 @@ class StreamManagement:
         self.answers_out += 1
         return Nonza(b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % (self.inbound % MOD))
 
-    def due(self, now: float):
-        """What the clock asks for: ``(nonzas to write now, seconds until the next is
-        due or None)``: an answer to the server's ``<r/>`` that waited
-        :data:`ANSWER_AFTER`, or an ``<r/>`` for stanzas kept :data:`ACK_AFTER`."""
+    def due(self, now: float, patience: float):
+        """What the clock asks for: ``(nonzas to write now, seconds until the next
+        check or None, why the session is wedged or None)``: an answer to the
+        server's ``<r/>`` that waited :data:`ANSWER_AFTER`, an ``<r/>`` for stanzas
+        kept :data:`ACK_AFTER`; a server that leaves our ``<r/>`` unanswered for
+        ``patience`` seconds has a wedged session."""
+        if self.ack_requested and now - self.ack_requested_at >= patience:
+            return [], None, ("no answer from the server for %.0fs after a stream "
+                              "management ack request (ping_timeout)"
+                              % (now - self.ack_requested_at))
         out: List[bytes] = []
         waits = []
         if self.asked_at is not None:
@@ -241,7 +247,9 @@ class StreamManagement:
                 out.append(Nonza(REQUEST_ACK))
             else:
                 waits.append(wait)
-        return out, (min(waits) if waits else None)
+        if self.ack_requested:
+            waits.append(self.ack_requested_at + patience - now)
+        return out, (min(waits) if waits else None), None
 
     def lost(self, unsent):
         """The link died with these queued and never written: keep the stanzas."""

@@ -12,9 +12,10 @@
 - **Keepalive.** After ``ping_interval`` seconds without traffic an XEP-0199 ping
   goes to the server; no answer within ``ping_timeout`` means a dead link.
 - **Stream management.** With XEP-0198 enabled (:attr:`Stream.sm`, see
-  :mod:`netchat.xmpp.smacks`) received stanzas are counted and the server's ``<r/>``
-  answered as they are parsed, written stanzas are kept until acknowledged, and a
-  lost link keeps what was queued, for the next session to send.
+  :mod:`netchat.xmpp.smacks`) received stanzas are counted as they are parsed and
+  acknowledged in batches, written stanzas are kept until acknowledged (and what
+  has arrived is read while writing much), and a lost link keeps what was queued,
+  for the next session to send.
 - **The end.** A lost link is handled once (:meth:`Stream.mark_dead`): the socket is
   closed, queued stanzas are dropped and ``on_dead(reason)`` fails what waits. A thread
   that cannot get the stream (its owner is busy in a handler) can still cut it
@@ -396,21 +397,14 @@ class Stream:
         sm = self.sm
         if sm is None or not sm.enabled:
             return self._ping_due(now)
-        if sm.ack_requested:
-            late = now - sm.ack_requested_at - self.keepalive.timeout
-            if late >= 0:
-                self.error_condition = "no-acknowledgement"
-                self.mark_dead("no answer from the server for %.0fs after a stream "
-                               "management ack request (ping_timeout)"
-                               % (now - sm.ack_requested_at))
-                return None
-        nonzas, wait = sm.due(now)
+        nonzas, wait, wedged = sm.due(now, self.keepalive.timeout)
+        if wedged is not None:
+            self.error_condition = "no-acknowledgement"
+            self.mark_dead(wedged)
+            return None
         if nonzas:
             self._outq.extend(nonzas)
             self.flush()
-        if sm.ack_requested:
-            late = sm.ack_requested_at + self.keepalive.timeout - now
-            wait = late if wait is None else min(wait, late)
         ping = self._ping_due(now)
         return wait if ping is None else ping if wait is None else min(wait, ping)
 
