@@ -60,7 +60,7 @@ RECORD_AT = (1 << 14) - 64
 #: up, and the server's queue of stanzas kept for us stays short (ejabberd ends a
 #: session that leaves 5000 unacknowledged).
 READ_AHEAD_EVERY = 32
-READ_AHEAD_INBOX = 2000
+READ_AHEAD_INBOX = 5000
 
 
 class Stream:
@@ -467,7 +467,9 @@ class Stream:
             if sm is not None and sm.enabled and sm.track(batch):
                 batch.append(REQUEST_ACK)
             try:
-                transport.write_all(b"".join(batch), WRITE_TIMEOUT)
+                transport.write_all(b"".join(batch), WRITE_TIMEOUT,
+                                    self._read_blocked if sm is not None and sm.enabled
+                                    else None)
             except (OSError, AttributeError) as exc:
                 self.mark_dead("write failed: %s" % exc)
                 continue
@@ -475,6 +477,11 @@ class Stream:
                 self._written += len(batch)
                 if self._written >= READ_AHEAD_EVERY and len(self.inbox) < READ_AHEAD_INBOX:
                     self._read_ahead()
+
+    def _read_blocked(self) -> bool:
+        """While a write waits for the server, read what it sent (see
+        :meth:`Transport.write_all`); False: stop (the inbox is full, or the link died)."""
+        return len(self.inbox) < READ_AHEAD_INBOX and self._read() is not None
 
     def _read_ahead(self):
         """Read what has come without waiting (see :data:`READ_AHEAD_EVERY`)."""

@@ -11,7 +11,7 @@ import select
 import socket
 import ssl
 import time
-from typing import List, Tuple
+from typing import Callable, List, Optional, Tuple
 
 from xmpp.client import PlugIn
 
@@ -96,10 +96,16 @@ class Transport(PlugIn):
             # record, so stopping there would handle one stanza per loop tick
         return b"".join(chunks), False
 
-    def write_all(self, data: bytes, timeout: float):
+    def write_all(self, data: bytes, timeout: float,
+                  on_readable: Optional[Callable[[], bool]] = None):
+        """Write all of ``data``, waiting up to ``timeout`` seconds while the socket
+        takes nothing. ``on_readable``: called when data arrives meanwhile (a server
+        that writes to us may stop reading until we read: both would wait); it
+        returns False to stop watching for that."""
         view = memoryview(data)
         deadline = None
         sock = self.sock
+        watch_read = on_readable is not None
         while view:
             try:
                 sent = sock.send(view)
@@ -117,7 +123,10 @@ class Transport(PlugIn):
             if wait_read:
                 select.select([sock], [], [], remaining)
             else:
-                select.select([], [sock], [], remaining)
+                readable, writable, _ = select.select([sock] if watch_read else [], [sock],
+                                                      [], remaining)
+                if readable and not writable and on_readable is not None:
+                    watch_read = on_readable()
 
     def close(self):
         sock, self.sock = self.sock, None
