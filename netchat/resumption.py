@@ -127,6 +127,8 @@ class Resumer:
                              exc)
                 return False
             stream.inbox.extendleft(reversed(saved))
+            if stream.dead is not None:  # lost again while setting up (see lost())
+                return False
             self.since = None
             self.restart = False
             self.recovered += 1

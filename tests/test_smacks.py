@@ -72,17 +72,28 @@ def test_a_server_acknowledging_more_than_was_sent_is_believed_only_that_far():
     assert sm.acked == 2
 
 
-def test_a_fresh_session_sends_again_unacknowledged_messages_and_open_requests_once():
+def test_a_fresh_session_sends_again_open_requests_then_unacknowledged_messages_once():
     sm = started()
     sent = stanzas(4)
-    open_requests = [sent[1], sent[3], b"<message id='acked-long-ago'/>"]
+    open_requests = [b"<message id='acked-long-ago'/>", sent[1], sent[3]]
     sm.reask = lambda: list(open_requests)
     sm.track(sent[:2] + [b"<iq id='x'/>"] + sent[2:])
     sm.drop_acked("1")                            # the server has sent[0]
-    held = b"<message id='while-down'/>"
-    assert sm.hold(held)
     sm.failed(None)
-    again = sm.take_resend()
-    # unacknowledged messages in order (no iq), then open requests not among them,
-    # then what was handed over while the link was down; each once
-    assert again == [sent[1], sent[2], sent[3], b"<message id='acked-long-ago'/>", held]
+    held = b"<message id='while-down'/>"
+    assert sm.hold(held)                          # kept for the fresh session
+    open_requests.pop(1)                          # a request given up meanwhile
+    again = sm.take_resend(sm.reasked())
+    # open requests the server had (sent first) as they are when the fresh session
+    # comes, then unacknowledged messages in order (no iq), then what was handed
+    # over while the link was down; each once
+    assert again == [b"<message id='acked-long-ago'/>", sent[1], sent[2], sent[3], held]
+    assert sm.reasked() == [] and not sm.hold(held)   # once; a fresh session has no id
+
+
+def test_an_old_lower_count_from_the_server_drops_nothing():
+    sm = started()
+    sm.track(stanzas(5))
+    sm.drop_acked("3")
+    sm.drop_acked("2")
+    assert sm.acked == 3 and len(sm.unacked) == 2

@@ -16,9 +16,10 @@ authentication), a connection enables it with resumption right after binding:
   sends ``<resume h='…' previd='…'/>`` after authentication instead of binding. On
   ``<resumed h='N'/>`` what the server has not got is written again, in order, and
   the session goes on (presence, roster, waiting requests) as if nothing happened;
-  on ``<failed/>`` a fresh session is bound and enabled, and only the unacknowledged
-  *messages* are sent again (requests and replies: duplicate suppression makes a
-  request that did arrive harmless, see :mod:`netchat.dedupe`).
+  on ``<failed/>`` a fresh session is bound and enabled, and the unacknowledged
+  *messages* are sent again (requests and replies), after the requests still waiting
+  for a reply (the lost session's queue, replies included, is gone): duplicate
+  suppression makes a request that did arrive harmless, see :mod:`netchat.dedupe`.
 
 Cost: servers ask for an acknowledgement after nearly every stanza they send
 (Prosody 0.12 whenever its output buffer drains, ejabberd whenever no request is
@@ -121,6 +122,9 @@ class StreamManagement:
         #: the connection: its open requests, whose replies the lost session may
         #: have swallowed, even when the server acknowledged the request itself).
         self.reask: Optional[Callable[[], List[bytes]]] = None
+        #: A fresh session is coming after a failed resumption: it asks again what is
+        #: open (:meth:`reasked`), and stanzas handed over meanwhile are kept for it.
+        self.restarting = False
         self._lock = threading.Lock()
 
     @property
@@ -201,6 +205,10 @@ class StreamManagement:
                         value)
             return
         count = (h - self.acked) % MOD
+        if count > MOD // 2:  # below what it acknowledged before: an old count
+            log.warning("ignored a stream management count lower than the last one "
+                        "(%d < %d)", h, self.acked)
+            return
         if count > len(self.unacked):
             log.warning("the server acknowledged %d stanzas, but only %d were sent: "
                         "believing %d", count, len(self.unacked), len(self.unacked))
@@ -259,18 +267,33 @@ class StreamManagement:
     def hold(self, data: bytes) -> bool:
         """Keep a stanza handed over while the link is down (any thread); False when
         there is no session to send it in later."""
-        if not self.resumable:
+        if not (self.resumable or self.restarting):
             return False
         with self._lock:
             self.held.append(data)
         return True
 
-    def take_resend(self) -> List[bytes]:
-        """What to write now that a session is up (owner), in order."""
+    def reasked(self) -> List[bytes]:
+        """After a failed resumption, once: the open requests (:attr:`reask`), taken
+        as the fresh session comes up. Call it without the stream's lock (the
+        transactions take it)."""
+        if not self.restarting or self.reask is None:
+            return []
+        return self.reask()
+
+    def take_resend(self, again: List[bytes] = None) -> List[bytes]:
+        """What to write now that a session is up (owner), in order: the open
+        requests ``again`` (from :meth:`reasked`) that are not among the rest (the
+        server had them: they were sent first), what it did not acknowledge, then
+        what was handed over while the link was down."""
         with self._lock:
             out = self.resend + list(self.held)
             self.held.clear()
         self.resend = []
+        if again:
+            kept = {id(item) for item in out}
+            out = [item for item in again if id(item) not in kept] + out
+        self.restarting = False
         self.resent_count += len(out)
         return out
 
@@ -290,20 +313,17 @@ class StreamManagement:
     def failed(self, h):
         """``<failed/>``: the session is gone. Send again on a fresh session the
         messages the server did not acknowledge (all of them when it does not say),
-        and the requests still waiting for a reply (:attr:`reask`): what the server
-        held for the lost session is gone, replies too."""
+        and the requests still waiting for a reply then (:meth:`reasked`): what the
+        server held for the lost session is gone, replies too."""
         if h is not None:
             self.drop_acked(h)
-        again = self.reask() if self.reask is not None else []
         self.resend = [item for item in self.unacked if item.startswith(b"<message")]
         self.unacked.clear()
         with self._lock:
             held = [item for item in self.held if item.startswith(b"<message")]
             self.held.clear()
             self.held.extend(held)
-        kept = {id(item) for item in self.resend}
-        kept.update(id(item) for item in held)
-        self.resend += [item for item in again if id(item) not in kept]
+        self.restarting = True
         self.enabled, self.resume_id = False, None
         self.request_soon = True
         self.failed_count += 1

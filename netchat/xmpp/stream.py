@@ -41,7 +41,7 @@ from .keepalive import Keepalive
 from .owner import OwnerLock
 from .parser import (STANZA_CLASSES, Dispatcher, as_stanza,
                      error_condition)
-from .smacks import NS_SM, REQUEST_ACK, Nonza, StreamManagement
+from .smacks import ANSWER_AFTER, NS_SM, REQUEST_ACK, Nonza, StreamManagement
 from .transport import WRITE_TIMEOUT, Transport, open_socket, wrap_tls
 
 log = logging.getLogger("netchat.jabber")
@@ -112,6 +112,7 @@ class Stream:
         self._outq: collections.deque = collections.deque()
         self._outq_bytes = 0
         self._written = 0  # stanzas written since the last read (stream management)
+        self._fresh = False  # stanzas parsed since a nested pump last routed the inbox
         self._stream_error: Optional[Tuple[str, str]] = None
         self._stream_ended = False
         self._release_owed = False
@@ -255,9 +256,10 @@ class Stream:
     def up(self, resumed: bool = False):
         """The stream is set up: start counting keepalive time, send presence (unless
         the session was resumed: the server kept it), then what a lost link left."""
+        again = self.sm.reasked() if self.sm is not None else []
         with self.cond:
             self.dead = None
-            pending = self.sm.take_resend() if self.sm is not None else []
+            pending = self.sm.take_resend(again) if self.sm is not None else []
         self.keepalive.reset(time.monotonic())
         if not resumed:
             self.send_bytes(str(Presence()).encode("utf-8"), flush=False)
@@ -287,6 +289,7 @@ class Stream:
                 sm.inbound += 1
                 if sm.inbound >= sm.answer_at_count:
                     self._outq.append(sm.answer())
+                    self._outq_bytes += FLUSH_AT  # written after this stanza's handler
         elif namespace == NS_STREAMS and name == "error":
             self._stream_error = error_condition(node)
             return
@@ -298,12 +301,15 @@ class Stream:
                 self.sm.on_ack(node)
                 return
         self.inbox.append(node)
+        self._fresh = True
 
     def _footer(self):
         self._stream_ended = True
 
-    def _read(self) -> Optional[int]:
-        """Read and parse what the socket has. Bytes read, or None when the link died."""
+    def _read(self, settle: bool = True) -> Optional[int]:
+        """Read and parse what the socket has. Bytes read, or None when the link died.
+        ``settle``: what arrived with the server's goodbye is dispatched at once
+        (False while writing: it waits in the inbox)."""
         try:
             data, eof = self.transport.read_available()
         except (OSError, AttributeError) as exc:
@@ -326,7 +332,7 @@ class Stream:
             return None
         if self._stream_ended or eof:
             self.ended_by_server = self._stream_ended
-            if self.inbox:  # hand over what arrived with the goodbye
+            if self.inbox and settle:  # hand over what arrived with the goodbye
                 self.dispatch()
             self.mark_dead("server closed the %s" % ("stream" if self._stream_ended
                                                      else "connection"))
@@ -339,7 +345,8 @@ class Stream:
             return None
         if self._outq:
             self.flush()
-        if self.inbox and not self.dispatch_depth:
+        if self.inbox and (not self.dispatch_depth or self._fresh):
+            self._fresh = False  # nested: a reply read while writing must not wait
             self.dispatch()
             return 1 if self.dead is None else None
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
@@ -464,8 +471,11 @@ class Stream:
                 size += len(item)
             self._outq_bytes = 0
             sm = self.sm
-            if sm is not None and sm.enabled and sm.track(batch):
-                batch.append(REQUEST_ACK)
+            if sm is not None and sm.enabled:
+                if sm.track(batch):
+                    batch.append(REQUEST_ACK)
+                if sm.asked_at is not None and time.monotonic() - sm.asked_at >= ANSWER_AFTER:
+                    batch.append(sm.answer())  # a handler kept the pump away
             try:
                 transport.write_all(b"".join(batch), WRITE_TIMEOUT,
                                     self._read_blocked if sm is not None and sm.enabled
@@ -481,7 +491,7 @@ class Stream:
     def _read_blocked(self) -> bool:
         """While a write waits for the server, read what it sent (see
         :meth:`Transport.write_all`); False: stop (the inbox is full, or the link died)."""
-        return len(self.inbox) < READ_AHEAD_INBOX and self._read() is not None
+        return len(self.inbox) < READ_AHEAD_INBOX and self._read(False) is not None
 
     def _read_ahead(self):
         """Read what has come without waiting (see :data:`READ_AHEAD_EVERY`)."""
@@ -493,7 +503,7 @@ class Stream:
         except (OSError, ValueError):
             return  # the next read finds out
         if ready:
-            self._read()
+            self._read(False)
 
     # -- ending ----------------------------------------------------------------------------
 
