@@ -27,10 +27,11 @@ class RequestCommands:
     """The request commands of a :class:`~netchat.Connection` (Perl: the transaction
     methods of Net::Chat::Jabber), written against its public interface:
     ``transactions``, ``expand_jid``, ``message_xml``, ``new_id``, ``send_xml``,
-    ``send_stanza``, ``wait_until``, ``dead``, ``where``, ``domain``, ``jid`` and
-    ``REQUEST_SUBJECT``."""
+    ``send_stanza``, ``wait_until``, ``dead``, ``where``, ``domain``, ``jid``,
+    ``stream`` (its ``sm``) and ``REQUEST_SUBJECT``."""
 
     transactions: TransactionTable
+    stream: Any  # its ``sm``: stream management, or None
     domain: str
     jid: Optional[str]
     REQUEST_SUBJECT: Optional[str]
@@ -126,7 +127,9 @@ class RequestCommands:
                                else self.REQUEST_SUBJECT, thread, attachments, type, msg_id,
                                extra=validity_xml(timeout) if timeout else "")
         tx = Transaction(thread, to, onReply, onError, waiting, msg_id, timeout or None)
-        tx.stanza = data = xml.encode("utf-8")
+        data = xml.encode("utf-8")
+        if self.stream.sm is not None:  # to send again if a lost session swallows it
+            tx.stanza = data
         self.transactions.open(tx)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> %s request thr=%s: %.200s", self.jid, to, thread, message)
@@ -183,11 +186,10 @@ class RequestCommands:
         since the previous barrier: their callbacks never run)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         if self.wait_until(lambda: not len(self.transactions), deadline):
-            lost, reason = self.transactions.take_lost()
-            if lost:
+            count, lost, reason = self.transactions.take_lost()
+            if count:
                 raise Disconnected("%d request(s) lost without a reply (%s): %s" % (
-                    len(lost), reason, ", ".join(lost[:10]) +
-                    (" ..." if len(lost) > 10 else "")))
+                    count, reason, ", ".join(lost) + (" ..." if count > len(lost) else "")))
             return
         if self.dead is not None:
             raise Disconnected("connection to %s lost with %d request(s) open: %s"

@@ -121,6 +121,12 @@ class Router:
                       "normal", " thr=%s" % msg.getThread() if msg.getThread() else "",
                       excerpt(msg))
         if msg.getType() == "error":
+            again = conn.transactions.bounced_by_ended_session(msg, self.answers)
+            if again is not None:
+                log.info("%s ended the session holding a request: sending it again",
+                         msg.getFrom())
+                conn.send_xml(again, flush=False)
+                return
             tx = conn.transactions.settle(msg, self.answers)
             if tx is not None and tx.on_error is not None and not tx.waiting:
                 tx.on_error(msg, tx.thread)

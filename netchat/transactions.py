@@ -33,6 +33,12 @@ __all__ = ["Transaction", "TransactionTable", "Reply", "request_all"]
 Answers = Callable[[Any, Any], bool]
 
 
+#: ejabberd's words when it bounces what it held for a session it ended.
+SESSION_ENDED = "session terminated"
+#: Times a request bounced that way is sent again before the bounce settles it.
+RESEND_BOUNCED = 3
+
+
 class Transaction:
     """One request awaiting its reply (Perl: an entry of ``$self->{active}``).
 
@@ -40,11 +46,11 @@ class Transaction:
     ``callback(msg, thread)`` and ``on_error(msg, thread)``; ``waiting``: a caller
     waits on it, so no callback runs. Once settled: ``done``, ``finished`` and either
     ``reply`` (the stanza) or ``error`` (an exception to raise). ``stanza``: the
-    request as sent (bytes), to send again when a lost session may have swallowed
-    its reply.
+    request as sent (bytes, under stream management, while open), to send again when
+    a lost session may have swallowed it or its reply; ``bounces``: how often it was.
     """
     __slots__ = ("thread", "to", "msg_id", "callback", "on_error", "waiting", "started",
-                 "reply", "error", "done", "finished", "timeout", "stanza")
+                 "reply", "error", "done", "finished", "timeout", "stanza", "bounces")
 
     def __init__(self, thread: str, to: Any = None, callback: Optional[Callable] = None,
                  on_error: Optional[Callable] = None, waiting: bool = False,
@@ -59,6 +65,7 @@ class Transaction:
         self.done = False
         self.finished: Optional[float] = None
         self.stanza: Optional[bytes] = None
+        self.bounces = 0
 
     def __repr__(self):
         return "<Transaction %s to %s%s>" % (self.thread, self.to,
@@ -74,17 +81,18 @@ class TransactionTable:
         self._by_id: Dict[str, str] = {}
         self._iq: Dict[str, Transaction] = {}
         self._lost: List[str] = []
+        self._lost_count = 0
         self._lost_reason = ""
 
     def __len__(self) -> int:
         return len(self._active)
 
-    def take_lost(self) -> Tuple[List[str], str]:
-        """The threads of requests with a callback that a lost link failed since the
-        last call (their callbacks never run), and why; forgets them."""
+    def take_lost(self) -> Tuple[int, List[str], str]:
+        """How many requests with a callback a lost link failed since the last call
+        (their callbacks never run), the first threads, and why; forgets them."""
         with self.cond:
-            lost, self._lost = self._lost, []
-            return lost, self._lost_reason
+            count, lost, self._lost_count, self._lost = self._lost_count, self._lost, 0, []
+            return count, lost, self._lost_reason
 
     def threads(self) -> List[str]:
         with self.cond:
@@ -108,6 +116,7 @@ class TransactionTable:
         with self.cond:
             tx = self._active.pop(thread, None)
             if tx is not None:
+                tx.stanza = None
                 self._by_id.pop(tx.msg_id, None)
                 self.cond.notify_all()
         return tx
@@ -128,6 +137,21 @@ class TransactionTable:
             return None
         return tx
 
+    def bounced_by_ended_session(self, msg, answers: Answers) -> Optional[bytes]:
+        """Is ``msg`` ejabberd bouncing an open request that the target's session held
+        when the server ended it (too far behind, or not resumed in time)? Then the
+        request, to send again (at most :data:`RESEND_BOUNCED` times; the target
+        answers a copy of one it ran with the first reply)."""
+        condition, text = error_condition(msg)
+        if condition != "service-unavailable" or SESSION_ENDED not in text.lower():
+            return None
+        with self.cond:
+            tx = self._claimed(msg, answers, None, True)
+            if tx is None or tx.stanza is None or tx.bounces >= RESEND_BOUNCED:
+                return None
+            tx.bounces += 1
+            return tx.stanza
+
     def answers(self, msg, answers: Answers) -> bool:
         """Does ``msg`` settle an open transaction?"""
         with self.cond:
@@ -146,6 +170,7 @@ class TransactionTable:
                 return None
             del self._active[tx.thread]
             self._by_id.pop(tx.msg_id, None)
+            tx.stanza = None
             if error:
                 condition, text = error_condition(msg)
                 target = tx.to or msg.getFrom()
@@ -198,13 +223,15 @@ class TransactionTable:
         with self.cond:
             lost = [tx.thread for tx in self._active.values() if not tx.waiting]
             if lost:
-                self._lost += lost
+                self._lost_count += len(lost)
+                self._lost = (self._lost + lost)[:10]  # named in the error
                 self._lost_reason = "connection to %s lost: %s" % (where, reason)
             failed = list(self._active.values()) + list(self._iq.values())
             self._active.clear()
             self._by_id.clear()
             self._iq.clear()
             for tx in failed:
+                tx.stanza = None
                 tx.error = Disconnected("connection to %s lost before %s replied (thread "
                                         "%s): %s" % (where, tx.to, tx.thread, reason))
                 tx.done, tx.finished = True, time.monotonic()
