@@ -12,6 +12,7 @@ from xmpp.simplexml import XML2Node
 import netchat
 from netchat.deadlines import MAX_VALIDITY, request_deadline, valid_for, validity_xml
 from netchat.dedupe import RUNNING, RecentRequests
+from netchat.testing import EjabberdServer
 from netchat.testing.proxy import LinkCutter
 from netchat.xmpp.smacks import ACK_EVERY, ANSWER_EVERY
 from netchat.wire import reply_status
@@ -311,6 +312,37 @@ def test_a_flood_to_one_daemon_runs_each_request_once_and_answers_it(daemon_fact
         assert node.runs == {str(i): 1 for i in range(n)}
     finally:
         coord.close()
+
+
+def test_past_ejabberds_default_ack_queue_nothing_is_lost_silently_or_run_twice():
+    """ejabberd as shipped (max_ack_queue 5000) ends a session sent more than that in
+    one burst, before it reads our acknowledgements: replies and requests it held
+    bounce. Whatever happens then, no request runs twice, no reply comes twice, and
+    barrier() either saw every reply or says what is missing."""
+    n = 10000
+    server = EjabberdServer()
+    server.max_ack_queue = None
+    with server:
+        node_account, coord_account = server.account("node"), server.account("coord")
+        node = Counting(node_account.jid + "/counting", password=node_account.password,
+                        connection_options=node_account.connection_options,
+                        runs=collections.Counter(), order=[], gate_at=None,
+                        gate=threading.Event(), holding=threading.Event())
+        node.loop_start()
+        coord = connect(coord_account, Recorder())
+        try:
+            replies = burst(coord, node.jid, n)
+            try:
+                coord.barrier(30)
+                complete = True
+            except (netchat.Timeout, netchat.Disconnected):
+                complete = False
+            assert max(replies.values()) == 1 and max(node.runs.values()) == 1
+            assert not complete or replies == everything_once(n)
+        finally:
+            coord.close()
+            node.loop_stop()
+            node.close(grace=1)
 
 
 def test_barrier_reports_requests_a_lost_link_failed_instead_of_returning(

@@ -156,6 +156,11 @@ class EjabberdServer(ThrowawayServer):
                         "SCRAM-SHA-256-PLUS", "SCRAM-SHA-512", "SCRAM-SHA-512-PLUS",
                         "DIGEST-MD5", "X-OAUTH2")
     _LOG_LEVELS = {"warn": "warning", "err": "error", "crit": "critical"}
+    #: ``mod_stream_mgmt``'s ``max_ack_queue`` (None: ejabberd's default, 5000). An
+    #: ejabberd session that is sent more stanzas than that in one burst is ended
+    #: before it can acknowledge them (its process handles the burst before our
+    #: ``<a/>``): see the README on stream management. Set before :meth:`start`.
+    max_ack_queue: Optional[int] = 100000
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -194,7 +199,9 @@ class EjabberdServer(ThrowawayServer):
         modules = [("mod_disco", ["  mod_disco: {}"]), ("mod_ping", ["  mod_ping: {}"]),
                    ("mod_roster", ["  mod_roster: {}"]),
                    ("mod_offline", ["  mod_offline: {}"]),
-                   ("mod_stream_mgmt", ["  mod_stream_mgmt:", "    resume_timeout: 60"])]
+                   ("mod_stream_mgmt", ["  mod_stream_mgmt:", "    resume_timeout: 60"] +
+                    (["    max_ack_queue: %d" % self.max_ack_queue]
+                     if self.max_ack_queue else []))]
         if self.registration:
             modules.append(("mod_register", ["  mod_register:", "    access: register",
                                              "    ip_access: trusted_network"]))
