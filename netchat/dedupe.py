@@ -9,7 +9,9 @@ reply, with the same id and thread, answers both).
 
 The memory is bounded three ways: by count (``max_entries``), by age
 (``max_age`` seconds) and by the bytes of the replies it keeps (``max_bytes``); the
-oldest entries go first. A copy that comes after its entry was forgotten runs again:
+oldest entries go first, except that past ``max_bytes`` only the oldest *replies*
+go: a copy of such a request is refused (:data:`RAN`), not run again. A copy that
+comes after its entry was forgotten runs again:
 that is the window the README documents. Requests without an id are not remembered
 (nothing tells a copy from a new request). Keys are Python's own hash of the three
 (SipHash with a key random per process, which peers cannot aim collisions at), so a
@@ -21,10 +23,12 @@ import threading
 import time
 from typing import Optional, Tuple, Union
 
-__all__ = ["RecentRequests", "RUNNING"]
+__all__ = ["RecentRequests", "RUNNING", "RAN"]
 
 #: What :meth:`RecentRequests.claim` returns for a copy of a request still running.
 RUNNING = "running"
+#: ...and for a copy of one that ran, whose reply was let go to stay in ``max_bytes``.
+RAN = "ran"
 
 
 class RecentRequests:
@@ -36,6 +40,7 @@ class RecentRequests:
         #: key -> [seen at (monotonic), reply bytes or None while running]
         self._entries: "collections.OrderedDict[int, list]" = collections.OrderedDict()
         self._bytes = 0
+        self._replied: collections.deque = collections.deque()  # keys, oldest first
         self._lock = threading.Lock()
         #: Copies recognised so far.
         self.copies = 0
@@ -63,7 +68,7 @@ class RecentRequests:
                     self._drop_oldest()
                 return None
             self.copies += 1
-            return RUNNING if entry[1] is None else entry[1]
+            return RUNNING if entry[1] is None else entry[1]  # a reply, or RAN
 
     def answered(self, key: int, reply: Union[str, bytes]):
         """Remember the reply a request got (when it is still remembered)."""
@@ -73,24 +78,41 @@ class RecentRequests:
             if entry is None or entry[1] is not None:
                 return
             if len(data) > self.max_bytes:
-                del self._entries[key]
+                entry[1] = RAN  # too big to keep: the request stays known
                 return
             entry[1] = data
             self._bytes += len(data)
+            self._replied.append(key)
+            if len(self._replied) > 2 * self.max_entries:  # keys of entries gone
+                self._replied = collections.deque(
+                    k for k in self._replied if self._holds_reply(k))
             while self._bytes > self.max_bytes:
-                self._drop_oldest()
+                if not self._replied:
+                    self._drop_oldest()
+                    continue
+                old = self._replied.popleft()
+                if self._holds_reply(old):
+                    entry = self._entries[old]
+                    self._bytes -= len(entry[1])
+                    entry[1] = RAN
+
+    def _holds_reply(self, key: int) -> bool:
+        entry = self._entries.get(key)
+        return entry is not None and entry[1] is not None and entry[1] is not RAN
 
     def forget(self, key: int):
         """Forget a request (it was refused before running: a copy may try again)."""
         with self._lock:
             entry = self._entries.pop(key, None)
-            if entry is not None and entry[1] is not None:
+            if entry is not None and entry[1] is not None and entry[1] is not RAN:
                 self._bytes -= len(entry[1])
 
     def _drop_oldest(self):
         _, entry = self._entries.popitem(last=False)
-        if entry[1] is not None:
+        if entry[1] is not None and entry[1] is not RAN:
             self._bytes -= len(entry[1])
+        if not self._entries:
+            self._replied.clear()
 
     def _expire(self, now: float):
         entries = self._entries

@@ -36,7 +36,7 @@ from .attachments import AttachmentError, parse_attachments
 from .commands import ParseError, parse_body
 from .download import DownloadError, Downloader, file_name_of, oob_links
 from .deadlines import request_deadline, valid_for
-from .dedupe import RUNNING, RecentRequests
+from .dedupe import RAN, RUNNING, RecentRequests
 from .errors import CommandError, Disconnected
 from .upload import NS_OOB
 from .wire import NS_DELAY, NS_LEGACY_DELAY, NS_NETCHAT, delay_stamp, reply_xml
@@ -49,6 +49,9 @@ log = logging.getLogger("netchat.daemon")
 audit = logging.getLogger("netchat.audit")
 
 __all__ = ["RequestPipeline", "Outcome", "audit_field"]
+
+#: The answer to a copy of a request that ran, whose reply is no longer kept.
+MSG_RAN = "this request ran already; its reply is no longer kept"
 
 AUDIT_FIELD_MAX = 100         # characters of a command name in an audit line
 
@@ -191,7 +194,9 @@ class RequestPipeline:
             msg.netchat_key = key
             return True
         self.audit(sender, first_word(body), "duplicate")
-        if seen is not RUNNING:
+        if seen is RAN:
+            self.reply(msg, Outcome(MSG_RAN, "error"))
+        elif seen is not RUNNING:
             try:
                 self.daemon.cxn.send_xml(seen, flush=False)
             except Disconnected as exc:

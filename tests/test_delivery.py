@@ -11,7 +11,7 @@ from xmpp.simplexml import XML2Node
 
 import netchat
 from netchat.deadlines import MAX_VALIDITY, request_deadline, valid_for, validity_xml
-from netchat.dedupe import RUNNING, RecentRequests
+from netchat.dedupe import RAN, RUNNING, RecentRequests
 from netchat.testing import EjabberdServer
 from netchat.testing.proxy import LinkCutter
 from netchat.xmpp.smacks import ACK_EVERY, ANSWER_EVERY
@@ -103,7 +103,10 @@ def test_recent_requests_are_bounded_by_count_bytes_and_age():
     for key in keys:
         recent.claim(key)
         recent.answered(key, b"x" * 90)
-    assert len(recent) <= 12                                    # 1000 bytes of replies
+    # 1000 bytes of replies: the oldest replies go, the requests stay known
+    seen = [recent.claim(key) for key in keys]
+    assert len(recent) == 25 and seen[-11:] == [b"x" * 90] * 11
+    assert seen[:14] == [RAN] * 14                              # refused, never run
     recent = RecentRequests(max_age=0.0)
     recent.claim(keys[0])
     wait_for(lambda: recent.claim(keys[1]) is None and len(recent) == 1, 2)
@@ -181,6 +184,25 @@ def test_retransmitted_request_runs_once_and_the_copy_gets_the_first_reply(
         assert copy.getThread() == "tid-copy" and copy.getID() == "copy-1"
         assert fresh == "ran twice"
         assert node.runs == {"once": 1, "twice": 1}
+    finally:
+        coord.close()
+
+
+def test_a_copy_whose_reply_was_let_go_is_refused_not_run(daemon_factory, xmpp_account):
+    node = counting(daemon_factory)
+    node.requests.recent = RecentRequests(max_bytes=10)  # no reply fits
+    coord = connect(xmpp_account("coord"), Recorder())
+    try:
+        xml = coord.message_xml(node.jid, "run once", thread="tid-gone", id="gone-1")
+        coord.start_transaction("tid-gone", to=node.jid)
+        coord.send_xml(xml)
+        coord.barrier(10)
+        coord.send_xml(xml)               # a retransmission, its reply forgotten
+        wait_for(lambda: coord.poll() is None or coord.handler.messages, 10,
+                 message="the answer to the copy")
+        copy = coord.handler.messages[0]
+        assert reply_status(copy) == "error" and "ran already" in copy.getBody()
+        assert copy.getThread() == "tid-gone" and node.runs == {"once": 1}
     finally:
         coord.close()
 

@@ -261,8 +261,9 @@ class StreamManagement:
 
     def lost(self, unsent):
         """The link died with these queued and never written: keep the stanzas."""
+        items = list(unsent)  # one step: other threads may append meanwhile
         with self._lock:
-            self.held.extend(item for item in unsent if type(item) is not Nonza)
+            self.held.extend(item for item in items if type(item) is not Nonza)
 
     def hold(self, data: bytes) -> bool:
         """Keep a stanza handed over while the link is down (any thread); False when
