@@ -63,7 +63,7 @@ class Resumer:
         sm = stream.sm
         if sm is None or stream.closing or not self.timeout:
             return False
-        if self.restart:
+        if self.restart or sm.restarting:  # a fresh session is still owed
             return True
         return sm.resumable and not stream.ended_by_server
 

@@ -97,3 +97,30 @@ def test_an_old_lower_count_from_the_server_drops_nothing():
     sm.drop_acked("3")
     sm.drop_acked("2")
     assert sm.acked == 3 and len(sm.unacked) == 2
+
+
+def test_a_fresh_session_without_stream_management_still_sends_what_was_owed():
+    sm = started()
+    sent = stanzas(2)
+    sm.reask = lambda: [sent[0]]
+    sm.track(sent)
+    sm.failed(None)
+    sm.unavailable()                              # the new session has none
+    assert sm.take_resend(sm.reasked()) == sent and not sm.restarting
+    sm.failed(None)
+    sm.reset(warn=False)                          # given up: nothing is owed any more
+    assert not sm.restarting and sm.reasked() == []
+
+
+def test_a_fresh_session_still_owed_keeps_the_lost_link_pending():
+    """<failed/> came while reconnecting and the fresh session could not be set up:
+    the link stays to be brought back (and given up after the window), not dead for
+    good with its requests open."""
+    from types import SimpleNamespace
+
+    from netchat.resumption import Resumer
+    sm = started()
+    sm.failed(None)                               # the resume answer was <failed/>
+    stream = SimpleNamespace(sm=sm, closing=False, ended_by_server=False, dead="lost")
+    resumer = Resumer(SimpleNamespace(stream=stream), timeout=60.0)
+    assert not resumer.restart and resumer.pending

@@ -96,7 +96,7 @@ def negotiate(stream: Stream, account: Account, features: Node, deadline: float,
     if offered:
         smacks.enable(stream, sm, jid, deadline)
     elif sm is not None:
-        sm.reset()
+        sm.unavailable()
     return Outcome(jid, mechanism)
 
 

@@ -146,7 +146,7 @@ class StreamManagement:
 
     def reset(self, warn: bool = True):
         """Forget everything (a clean close, or resumption given up)."""
-        dropped = len(self.unacked) + len(self.held)
+        dropped = len(self.unacked) + len(self.held) + len(self.resend)
         if dropped and warn:
             log.warning("dropped %d unacknowledged stanza(s)", dropped)
         self.enabled, self.resume_id, self.jid = False, None, None
@@ -154,6 +154,20 @@ class StreamManagement:
         with self._lock:
             self.held.clear()
         self.resend = []
+        self.ack_requested = False
+        self.asked_at = None
+        self.restarting = False
+
+    def unavailable(self):
+        """The new session has no stream management (the server no longer offers it,
+        or refused it): what a failed resumption left to send again still goes, on
+        this session as it is."""
+        if self.unacked:
+            log.warning("%d stanza(s) written before the link was lost may not have "
+                        "arrived (no stream management on the new session)",
+                        len(self.unacked))
+        self.enabled, self.resume_id = False, None
+        self.unacked.clear()
         self.ack_requested = False
         self.asked_at = None
 
@@ -348,7 +362,7 @@ def enable(stream, sm: StreamManagement, jid: str, deadline: float):
     answer = _answer(stream, deadline, "the stream management answer")
     if answer.getName() != "enabled":
         log.info("server %s refused stream management", stream.where)
-        sm.reset()
+        sm.unavailable()
         return
     resume = (answer.getAttr("resume") or "").lower() in ("true", "1")
     try:
