@@ -93,24 +93,23 @@ class RecentRequests:
                 old = self._replied.popleft()
                 if self._holds_reply(old):
                     entry = self._entries[old]
-                    self._bytes -= len(entry[1])
+                    self._bytes -= _reply_size(entry)
                     entry[1] = RAN
 
     def _holds_reply(self, key: int) -> bool:
         entry = self._entries.get(key)
-        return entry is not None and entry[1] is not None and entry[1] is not RAN
+        return entry is not None and _reply_size(entry) > 0
 
     def forget(self, key: int):
         """Forget a request (it was refused before running: a copy may try again)."""
         with self._lock:
             entry = self._entries.pop(key, None)
-            if entry is not None and entry[1] is not None and entry[1] is not RAN:
-                self._bytes -= len(entry[1])
+            if entry is not None:
+                self._bytes -= _reply_size(entry)
 
     def _drop_oldest(self):
         _, entry = self._entries.popitem(last=False)
-        if entry[1] is not None and entry[1] is not RAN:
-            self._bytes -= len(entry[1])
+        self._bytes -= _reply_size(entry)
         if not self._entries:
             self._replied.clear()
 
@@ -121,3 +120,9 @@ class RecentRequests:
             if now - first[1][0] <= self.max_age:
                 return
             self._drop_oldest()
+
+
+def _reply_size(entry: list) -> int:
+    """The bytes an entry's kept reply counts for (0: running, or RAN)."""
+    reply = entry[1]
+    return 0 if reply is None or reply is RAN else len(reply)

@@ -101,8 +101,7 @@ class TransactionTable:
     def open_requests(self) -> List[bytes]:
         """The requests still waiting for a reply, as sent, oldest first."""
         with self.cond:
-            return [tx.stanza for tx in self._active.values()
-                    if tx.stanza is not None and not tx.done]
+            return [tx.stanza for tx in self._active.values() if tx.stanza is not None]
 
     def open(self, tx: Transaction) -> Transaction:
         with self.cond:

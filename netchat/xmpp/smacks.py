@@ -149,13 +149,11 @@ class StreamManagement:
         dropped = len(self.unacked) + len(self.held) + len(self.resend)
         if dropped and warn:
             log.warning("dropped %d unacknowledged stanza(s)", dropped)
-        self.enabled, self.resume_id, self.jid = False, None, None
-        self.unacked.clear()
+        self._off()
+        self.jid = None
         with self._lock:
             self.held.clear()
         self.resend = []
-        self.ack_requested = False
-        self.asked_at = None
         self.restarting = False
 
     def unavailable(self):
@@ -166,6 +164,10 @@ class StreamManagement:
             log.warning("%d stanza(s) written before the link was lost may not have "
                         "arrived (no stream management on the new session)",
                         len(self.unacked))
+        self._off()
+
+    def _off(self):
+        """Not enabled any more: nothing to acknowledge or to be acknowledged."""
         self.enabled, self.resume_id = False, None
         self.unacked.clear()
         self.ack_requested = False
@@ -244,6 +246,11 @@ class StreamManagement:
         self.answers_out += 1
         return Nonza(b"<a xmlns='urn:xmpp:sm:3' h='%d'/>" % (self.inbound % MOD))
 
+    def answer_due(self, now: float) -> Optional[float]:
+        """Seconds until the server's waiting ``<r/>`` must be answered (0 or less:
+        now; :data:`ANSWER_AFTER` after it came), None when none waits."""
+        return None if self.asked_at is None else self.asked_at + ANSWER_AFTER - now
+
     def due(self, now: float, patience: float):
         """What the clock asks for: ``(nonzas to write now, seconds until the next
         check or None, why the session is wedged or None)``: an answer to the
@@ -256,8 +263,8 @@ class StreamManagement:
                               % (now - self.ack_requested_at))
         out: List[bytes] = []
         waits = []
-        if self.asked_at is not None:
-            wait = self.asked_at + ANSWER_AFTER - now
+        wait = self.answer_due(now)
+        if wait is not None:
             if wait <= 0:
                 out.append(self.answer())
             else:

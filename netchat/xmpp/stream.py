@@ -41,7 +41,7 @@ from .keepalive import Keepalive
 from .owner import OwnerLock
 from .parser import (STANZA_CLASSES, Dispatcher, as_stanza,
                      error_condition)
-from .smacks import ANSWER_AFTER, NS_SM, REQUEST_ACK, Nonza, StreamManagement
+from .smacks import NS_SM, REQUEST_ACK, Nonza, StreamManagement
 from .transport import WRITE_TIMEOUT, Transport, open_socket, wrap_tls
 
 log = logging.getLogger("netchat.jabber")
@@ -471,21 +471,22 @@ class Stream:
                 size += len(item)
             self._outq_bytes = 0
             sm = self.sm
-            if sm is not None and sm.enabled:
+            managed = sm is not None and sm.enabled
+            if managed:
                 if sm.track(batch):
                     batch.append(REQUEST_ACK)
-                if sm.asked_at is not None and time.monotonic() - sm.asked_at >= ANSWER_AFTER:
+                late = sm.answer_due(time.monotonic())
+                if late is not None and late <= 0:
                     batch.append(sm.answer())  # a handler kept the pump away
             try:
                 transport.write_all(b"".join(batch), WRITE_TIMEOUT,
-                                    self._read_blocked if sm is not None and sm.enabled
-                                    else None)
+                                    self._read_blocked if managed else None)
             except (OSError, AttributeError) as exc:
                 self.mark_dead("write failed: %s" % exc)
                 continue
-            if sm is not None and sm.enabled:
+            if managed:
                 self._written += len(batch)
-                if self._written >= READ_AHEAD_EVERY and len(self.inbox) < READ_AHEAD_INBOX:
+                if self._written >= READ_AHEAD_EVERY:
                     self._read_ahead()
 
     def _read_blocked(self) -> bool:
@@ -497,6 +498,8 @@ class Stream:
         """Read what has come without waiting (see :data:`READ_AHEAD_EVERY`)."""
         transport = self.transport
         self._written = 0
+        if len(self.inbox) >= READ_AHEAD_INBOX:
+            return
         try:
             ready = transport.has_buffered() or select.select([transport.sock], [], [],
                                                               0)[0]
