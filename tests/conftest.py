@@ -9,21 +9,13 @@ def daemon_factory(xmpp_account):
     daemon of ``cls`` for a fresh account (or ``account``), with ``daemon.loop`` a
     :class:`helpers.Loop` running it (None with ``loop=False``). Everything made is
     stopped and closed at the end of the test."""
-    from helpers import Loop  # after the plugin import, so pytest may rewrite it
-    made = []
+    from helpers import DaemonPool  # after the plugin import, so pytest may rewrite it
+    pool = DaemonPool()
 
     def make(cls, prefix="node", loop=True, account=None, **options):
-        account = account or xmpp_account(prefix)
-        options.setdefault("connection_options", account.connection_options)
-        daemon = cls(account.jid, password=account.password, **options)
-        daemon.loop = Loop(daemon) if loop else None
-        made.append(daemon)
-        return daemon
+        return pool.make(cls, account or xmpp_account(prefix), loop, **options)
     yield make
-    for daemon in reversed(made):
-        if daemon.loop is not None:
-            daemon.loop.stop()
-        daemon.close(grace=1)
+    pool.close()
 
 
 @pytest.fixture

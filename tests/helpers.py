@@ -65,6 +65,27 @@ class Loop(BackgroundLoop):
         assert super().stop(timeout), "the loop thread did not end"
 
 
+class DaemonPool:
+    """The daemons a test made, each with ``daemon.loop`` a :class:`Loop` running it
+    (None with ``loop=False``); :meth:`close` stops and closes them all."""
+
+    def __init__(self):
+        self.made = []
+
+    def make(self, cls, account, loop=True, **options):
+        options.setdefault("connection_options", account.connection_options)
+        daemon = cls(account.jid, password=account.password, **options)
+        daemon.loop = Loop(daemon) if loop else None
+        self.made.append(daemon)
+        return daemon
+
+    def close(self):
+        for daemon in reversed(self.made):
+            if daemon.loop is not None:
+                daemon.loop.stop()
+            daemon.close(grace=1)
+
+
 def connect(account, handler=None, **options):
     """A connected Connection for an Account (options override its defaults)."""
     opts = dict(account.connection_options)

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import netchat
-from helpers import Loop, wait_for
+from helpers import DaemonPool, wait_for
 
 
 class Node(netchat.Daemon):
@@ -21,7 +21,7 @@ class Node(netchat.Daemon):
 def cluster_daemons(ejabberd_cluster):
     """``make(member, prefix, endpoints=None, loop=True, **options)``: a Node logged
     into ``member`` (only that member unless ``endpoints``), its loop running."""
-    made = []
+    pool = DaemonPool()
 
     def make(member, prefix="node", endpoints=None, loop=True, cls=Node, **options):
         account = ejabberd_cluster.account(prefix, member)
@@ -29,15 +29,9 @@ def cluster_daemons(ejabberd_cluster):
         if endpoints is None:
             cxn["endpoints"] = cxn["endpoints"][:1]
         options.setdefault("connection_options", cxn)
-        daemon = cls(account.jid, password=account.password, **options)
-        daemon.loop = Loop(daemon) if loop else None
-        made.append(daemon)
-        return daemon
+        return pool.make(cls, account, loop, **options)
     yield make
-    for daemon in reversed(made):
-        if daemon.loop is not None and daemon.loop.running:
-            daemon.loop.stop()
-        daemon.close(grace=1)
+    pool.close()
 
 
 @pytest.fixture

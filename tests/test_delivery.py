@@ -35,13 +35,27 @@ class Counting(netchat.Daemon):
         return "held %s" % word
 
 
-def counting(daemon_factory, **options):
+def counting_options(**options) -> dict:
+    """A Counting daemon's options: its counters and events, fresh."""
     options.setdefault("runs", collections.Counter())
     options.setdefault("holding", threading.Event())
     options.setdefault("gate", threading.Event())
     options.setdefault("order", [])
     options.setdefault("gate_at", None)
-    return daemon_factory(Counting, "counting", **options)
+    return options
+
+
+def counting(daemon_factory, **options):
+    return daemon_factory(Counting, "counting", **counting_options(**options))
+
+
+def send_twice(coord, to, body, thread, msg_id):
+    """A request sent and answered, then the same stanza again: a retransmission."""
+    xml = coord.message_xml(to, body, thread=thread, id=msg_id)
+    coord.start_transaction(thread, to=to)
+    coord.send_xml(xml)
+    coord.barrier(10)
+    coord.send_xml(xml)
 
 
 def stanza(xml):
@@ -170,11 +184,7 @@ def test_retransmitted_request_runs_once_and_the_copy_gets_the_first_reply(
     node = counting(daemon_factory)
     coord = connect(xmpp_account("coord"), Recorder())
     try:
-        xml = coord.message_xml(node.jid, "run once", thread="tid-copy", id="copy-1")
-        coord.start_transaction("tid-copy", to=node.jid)
-        coord.send_xml(xml)
-        coord.barrier(10)
-        coord.send_xml(xml)               # the same stanza again: a retransmission
+        send_twice(coord, node.jid, "run once", "tid-copy", "copy-1")
         fresh = coord.request(node.jid, "run twice", timeout=10)
         wait_for(lambda: coord.handler.replies and coord.handler.messages or
                  coord.poll() is None, 10, message="the copy's reply")
@@ -193,11 +203,7 @@ def test_a_copy_whose_reply_was_let_go_is_refused_not_run(daemon_factory, xmpp_a
     node.requests.recent = RecentRequests(max_bytes=10)  # no reply fits
     coord = connect(xmpp_account("coord"), Recorder())
     try:
-        xml = coord.message_xml(node.jid, "run once", thread="tid-gone", id="gone-1")
-        coord.start_transaction("tid-gone", to=node.jid)
-        coord.send_xml(xml)
-        coord.barrier(10)
-        coord.send_xml(xml)               # a retransmission, its reply forgotten
+        send_twice(coord, node.jid, "run once", "tid-gone", "gone-1")  # reply forgotten
         wait_for(lambda: coord.poll() is None or coord.handler.messages, 10,
                  message="the answer to the copy")
         copy = coord.handler.messages[0]
@@ -347,9 +353,8 @@ def test_past_ejabberds_default_ack_queue_nothing_is_lost_silently_or_run_twice(
     with server:
         node_account, coord_account = server.account("node"), server.account("coord")
         node = Counting(node_account.jid + "/counting", password=node_account.password,
-                        connection_options=node_account.connection_options,
-                        runs=collections.Counter(), order=[], gate_at=None,
-                        gate=threading.Event(), holding=threading.Event())
+                        **counting_options(
+                            connection_options=node_account.connection_options))
         node.loop_start()
         coord = connect(coord_account, Recorder())
         try:

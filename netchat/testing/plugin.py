@@ -87,6 +87,15 @@ if pytest is not None:
             _skipped.append(str(exc))
             pytest.skip(str(exc))
 
+    def _running(server):
+        """Start ``server`` (or skip, as :func:`_start_or_skip`), yield it, stop it:
+        the body of a fixture that owns a server."""
+        _start_or_skip(server)
+        try:
+            yield server
+        finally:
+            server.stop()
+
     @pytest.fixture(scope="session")
     def xmpp_server_class(request):
         """The class of the server the live tests run against."""
@@ -96,12 +105,7 @@ if pytest is not None:
     def xmpp_server(xmpp_server_class):
         """A running server (Prosody, or ejabberd with ``--xmpp-server=ejabberd``)
         shared by the whole test session."""
-        server = xmpp_server_class()
-        _start_or_skip(server)
-        try:
-            yield server
-        finally:
-            server.stop()
+        yield from _running(xmpp_server_class())
 
     @pytest.fixture(scope="session")
     def prosody_server(request, xmpp_server):
@@ -109,24 +113,14 @@ if pytest is not None:
         if isinstance(xmpp_server, ProsodyServer):
             yield xmpp_server
             return
-        server = ProsodyServer()
-        _start_or_skip(server)
-        try:
-            yield server
-        finally:
-            server.stop()
+        yield from _running(ProsodyServer())
 
     @pytest.fixture(scope="module")
     def ejabberd_cluster():
         """A running 3-member :class:`EjabberdCluster` shared by a test module (its
         tests run in the ``--xmpp-server=ejabberd`` pass); a test that kills a member
         starts it again (``cluster.start(i)``)."""
-        cluster = EjabberdCluster(3)
-        _start_or_skip(cluster)
-        try:
-            yield cluster
-        finally:
-            cluster.stop()
+        yield from _running(EjabberdCluster(3))
 
     @pytest.fixture
     def server_factory(xmpp_server_class):
