@@ -26,11 +26,13 @@ from .handler import ConnectionHandler
 from .jid import bare_jid, expand_jid, normalize_jid, parse_user
 from .loop import LoopMethods
 from .presence import PresenceTable
+from .redelivery import Redelivery
 from .resumption import Resumer
 from .router import Router
 from .request_commands import RequestCommands
 from .transactions import TransactionTable
 from .wire import check_xml_text, message_xml
+from .xmpp.parser import NS_PING, make_iq
 from .xmpp.transport import client_context
 from .xmpp.negotiate import Account, negotiate
 from .xmpp.smacks import StreamManagement
@@ -83,12 +85,15 @@ class Connection(RequestCommands, LoopMethods):
         a request ``too-large``).
     :param handler: a :class:`~netchat.handler.ConnectionHandler`: receives incoming
         traffic that no transaction claims (a :class:`netchat.Daemon` brings its own).
-    :param stream_management: use XEP-0198 when the server offers it (default True):
-        acknowledged stanzas, and a lost link resumed without losing any (see
-        :mod:`netchat.resumption` and, for what it costs, :mod:`netchat.xmpp.smacks`).
-    :param resume_timeout: seconds a lost link is waited for and resumed before what
-        waits on it fails with :class:`~netchat.errors.Disconnected` (default 60;
-        the server's own limit may be shorter; 0: never resume).
+    :param stream_management: use XEP-0198 when the server offers it (default
+        False): acknowledged stanzas, and a lost link resumed with what the server
+        did not acknowledge (see :mod:`netchat.xmpp.smacks`). Requests do not need
+        it: they are delivered end to end (:mod:`netchat.redelivery`). It makes the
+        server keep a dead client's session (and its presence) for minutes.
+    :param resume_timeout: seconds a lost link is tried again (resumed, or a fresh
+        session) before what waits on it fails with
+        :class:`~netchat.errors.Disconnected` (default 60; 0: never; see
+        :mod:`netchat.resumption`).
 
     Nothing happens on the network until :meth:`connect`.
     """
@@ -107,7 +112,7 @@ class Connection(RequestCommands, LoopMethods):
                  ping_interval: Optional[float] = 60.0, ping_timeout: float = 20.0,
                  text_limit: Optional[int] = None,
                  handler: Optional[ConnectionHandler] = None,
-                 stream_management: bool = True, resume_timeout: float = 60.0):
+                 stream_management: bool = False, resume_timeout: float = 60.0):
         jid = parse_user(jid)
         bare, _, jid_resource = jid.partition("/")
         if "@" not in bare or not bare.split("@", 1)[0] or not bare.split("@", 1)[1]:
@@ -145,8 +150,12 @@ class Connection(RequestCommands, LoopMethods):
         self.resumer = Resumer(self, resume_timeout)
         #: Requests awaiting replies (see :mod:`netchat.transactions`).
         self.transactions = TransactionTable(self.stream.cond)
-        if self.stream.sm is not None:
-            self.stream.sm.reask = self.transactions.open_requests
+        #: Sends open requests again until answered (see :mod:`netchat.redelivery`).
+        self.redelivery = Redelivery(self.transactions, self._send_copy)
+        self.stream.tick = self.redelivery.tick
+        #: Stanzas read and not yet handled when a link died: handled after the next
+        #: connect, whatever kind of session it brings.
+        self._unhandled: List[Any] = []
         #: Who is online, from the presence this connection received.
         self.presence = PresenceTable()
         self.router = Router(self)
@@ -174,8 +183,9 @@ class Connection(RequestCommands, LoopMethods):
 
     @property
     def resuming(self) -> bool:
-        """True while a lost link waits to be resumed (see :mod:`netchat.resumption`):
-        call :meth:`process` again, as :meth:`loop_start`'s thread does."""
+        """True while a lost link waits to be brought back (see
+        :mod:`netchat.resumption`): call :meth:`process` again, as
+        :meth:`loop_start`'s thread does."""
         return self.resumer.pending
 
     @property
@@ -221,6 +231,7 @@ class Connection(RequestCommands, LoopMethods):
         stream = self.stream
         stream.enter()
         try:
+            self._unhandled.extend(stream.take_unhandled())
             deadline = time.monotonic() + self.connect_timeout
             context = self.tls_context()
             account = Account(self.user, self.domain, self._password, self.resource,
@@ -230,6 +241,11 @@ class Connection(RequestCommands, LoopMethods):
             if not outcome.resumed:  # a resumed session keeps what it knew
                 self.presence.clear()
             stream.up(outcome.resumed)
+            if outcome.resumed and not self._resumed_answers(deadline):
+                return self  # the link is dead again: a fresh session comes next
+            stream.inbox.extendleft(reversed(self._unhandled))
+            self._unhandled = []
+            self.resumer.connected()
             log.info("connected to %s as %s (%s, %s)", self.where, self.jid,
                      self.tls_version or "no TLS", self.mechanism)
         finally:
@@ -240,7 +256,36 @@ class Connection(RequestCommands, LoopMethods):
             self.handler.on_connected(self)
         except Exception:
             log.exception("error in the connected hook for %s", self.jid)
+        try:
+            self.redelivery.link_back()
+        except Disconnected:
+            pass  # lost again: the next connect sends them
         return self
+
+    def _resumed_answers(self, deadline: float) -> bool:
+        """Prove a resumed session with a round trip (a ping to the server): a
+        server may keep feeding the resumed link into the lost one's parser, where
+        half a stanza swallows everything that follows (Prosody 0.12). No answer
+        within ``ping_timeout`` (at most 5 s) ends the link so that a fresh session
+        is started (see :mod:`netchat.resumption`)."""
+        stream = self.stream
+        ping_id = "resumed-%s" % self.new_id()
+        ping = make_iq("get", Node("ping", attrs={"xmlns": NS_PING}), to=self.domain,
+                       id=ping_id)
+        ping.setNamespace("")
+        stream.send_bytes(str(ping).encode("utf-8"))
+        patience = min(deadline, time.monotonic() + min(5.0, stream.keepalive.timeout))
+        try:
+            stream.await_element(lambda n: n.getName() == "iq" and
+                                 n.getAttr("id") == ping_id, patience,
+                                 "the answer to a ping on the resumed session")
+            return True
+        except ConnectError as exc:
+            log.warning("the resumed session on %s does not answer (%s): starting a "
+                        "fresh one", self.where, exc)
+            stream.error_condition = "no-acknowledgement"
+            stream.mark_dead("the resumed session does not answer")
+            return False
 
     reconnect = connect
 
@@ -292,6 +337,15 @@ class Connection(RequestCommands, LoopMethods):
         if not self.resumer.lost(reason):
             self.transactions.fail_all(reason, self.where)
 
+    def _send_copy(self, data: bytes):
+        """How :mod:`netchat.redelivery` sends a copy: with the answers to the
+        batch being handled; nothing (and no error) while the link is down."""
+        if self.stream.dead is None:
+            try:
+                self.send_xml(data, flush=False)
+            except Disconnected:
+                pass
+
     # -- sending -------------------------------------------------------------------------
 
     def new_id(self) -> str:
@@ -317,7 +371,8 @@ class Connection(RequestCommands, LoopMethods):
         stream = self.stream
         if stream.dead is not None:
             with stream.cond:  # a link being resumed takes it along
-                if stream.dead is not None and self.resumer.pending and stream.sm.hold(data):
+                if stream.dead is not None and self.resumer.pending and \
+                        stream.sm is not None and stream.sm.hold(data):
                     return
             if stream.dead is not None:
                 raise Disconnected("not connected to %s (%s)" % (self.where, stream.dead))
@@ -420,12 +475,17 @@ class Connection(RequestCommands, LoopMethods):
         Returns 1 when data was received, 0 when the link is fine but nothing came,
         None when the connection is down. Never raises for network trouble.
 
-        With stream management, a link that died returns None once; while it may be
-        resumed (:attr:`resuming`), the next call first tries to resume the session
-        (which may take up to ``connect_timeout``), and returns 0 when it did.
+        A link that died returns None once; while it may be brought back
+        (:attr:`resuming`), the next call first tries to (resuming an XEP-0198
+        session, or starting a fresh one; which may take up to ``connect_timeout``),
+        and returns 0 when it did (None when not: call again).
         """
         stream = self.stream
         if stream.dead is not None:
+            wait = self.resumer.next_try - time.monotonic()
+            if wait > 0 and self.resumer.pending:  # not yet: the pause after a failure
+                with stream.cond:
+                    stream.cond.wait(wait if timeout is None else min(wait, timeout))
             return 0 if self.resumer.attempt() else None
         stream.yield_to_waiters()
         stream.enter()

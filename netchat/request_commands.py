@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 from xmpp.simplexml import Node
 
 from .deadlines import validity_xml
-from .errors import Disconnected, Timeout
+from .errors import Disconnected, RemoteError, Timeout
+from .redelivery import Redelivery
 from .transactions import Reply, Transaction, TransactionTable, request_all
 from .wire import new_thread_id
 from .xmpp.parser import NS_PING, make_iq
@@ -22,16 +23,19 @@ log = logging.getLogger("netchat.jabber")
 
 __all__ = ["RequestCommands"]
 
+MESSAGE_END = "</message>"
+MESSAGE_END_BYTES = MESSAGE_END.encode("ascii")
+
 
 class RequestCommands:
     """The request commands of a :class:`~netchat.Connection` (Perl: the transaction
     methods of Net::Chat::Jabber), written against its public interface:
     ``transactions``, ``expand_jid``, ``message_xml``, ``new_id``, ``send_xml``,
-    ``send_stanza``, ``wait_until``, ``dead``, ``where``, ``domain``, ``jid``,
-    ``stream`` (its ``sm``) and ``REQUEST_SUBJECT``."""
+    ``send_stanza``, ``wait_until``, ``dead``, ``resuming``, ``where``, ``domain``, ``jid``,
+    ``redelivery`` and ``REQUEST_SUBJECT``."""
 
     transactions: TransactionTable
-    stream: Any  # its ``sm``: stream management, or None
+    redelivery: Redelivery
     domain: str
     jid: Optional[str]
     REQUEST_SUBJECT: Optional[str]
@@ -42,6 +46,9 @@ class RequestCommands:
 
         @property
         def where(self) -> str: ...
+
+        @property
+        def resuming(self) -> bool: ...
 
         def expand_jid(self, to: Any) -> str: ...
 
@@ -124,20 +131,26 @@ class RequestCommands:
         msg_id = self.new_id()
         to = self.expand_jid(to)
         xml = self.message_xml(to, message, subject if subject is not None
-                               else self.REQUEST_SUBJECT, thread, attachments, type, msg_id,
-                               extra=validity_xml(timeout) if timeout else "")
+                               else self.REQUEST_SUBJECT, thread, attachments, type, msg_id)
         tx = Transaction(thread, to, onReply, onError, waiting, msg_id, timeout or None)
-        data = xml.encode("utf-8")
-        if self.stream.sm is not None:  # to send again if a lost session swallows it
-            tx.stanza = data
+        head = xml[:-len(MESSAGE_END)].encode("utf-8")  # copies add their own validity
+        data = head + (validity_xml(timeout).encode("ascii") if timeout else b"") + \
+            MESSAGE_END_BYTES
+        tx.head = head
         self.transactions.open(tx)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> %s request thr=%s: %.200s", self.jid, to, thread, message)
         try:
             self.send_xml(data)
+        except Disconnected:
+            if not self.resuming:
+                self.transactions.close(thread)
+                raise
+            # the link is being brought back: its copy goes then (netchat.redelivery)
         except BaseException:
             self.transactions.close(thread)
             raise
+        self.redelivery.sent(tx)
         return tx
 
     def request(self, to: Any, message: str, timeout: Optional[float] = None,
@@ -155,7 +168,14 @@ class RequestCommands:
         tx = self.open_request(to, message, timeout=timeout, **options)
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.wait_until(lambda: tx.done, deadline) and not tx.done:
+            offline = tx.offline
             self.transactions.close(tx.thread)
+            if offline:
+                raise RemoteError("%s is offline: the server did not keep the request, so "
+                                  "it will not run later, and %s did not come back within "
+                                  "%.1fs" % (tx.to, tx.to, timeout),
+                                  condition="recipient-unavailable", jid=str(tx.to),
+                                  offline=True)
             if self.dead is not None:
                 raise Disconnected("connection to %s lost while waiting for a reply from "
                                    "%s: %s" % (self.where, tx.to, self.dead))

@@ -1,15 +1,18 @@
-"""Bringing a connection back after a lost link, resuming its XEP-0198 session.
+"""Bringing a connection back after a lost link: a fresh session, or its XEP-0198
+session resumed.
 
-When a link dies while stream management is on with resumption
-(:mod:`netchat.xmpp.smacks`), what waits on it does not fail: requests in
-``request()``, transactions and stanzas handed over meanwhile wait while the
-connection reconnects and resumes, as long as the server keeps the session (its
-``max``) and at most ``resume_timeout`` seconds. :meth:`Resumer.attempt` is one try;
-the connection calls it from :meth:`~netchat.Connection.process` and, when no thread
-is in ``process()``, from a thread waiting for a reply. When the server forgot the
-session, the connection starts a fresh one and sends the unacknowledged messages
-again. Once the time is up, or the server refuses the login, waiting requests fail
-with :class:`~netchat.errors.Disconnected` as they would without stream management.
+When a link dies, what waits on it does not fail: requests in ``request()`` and
+transactions wait while the connection reconnects, for at most ``resume_timeout``
+seconds; then their copies go out on the new session (:mod:`netchat.redelivery`).
+With stream management on (:mod:`netchat.xmpp.smacks`) the lost session is resumed
+while the server keeps it (its ``max``), and stanzas handed over meanwhile are kept
+for it. :meth:`Resumer.attempt` is one try (the first at once, then after pauses
+growing from 0.5 s to :data:`ATTEMPT_GAP_MAX`); the connection calls it from
+:meth:`~netchat.Connection.process` and, when no thread is in ``process()``, from a
+thread waiting for a reply. :meth:`netchat.Daemon.serve_forever` reconnects with its
+own backoff. A server that refused us (a stream error such as ``conflict``: another
+login took the resource) is not tried again. Once the time is up, or the server
+refuses the login, waiting requests fail with :class:`~netchat.errors.Disconnected`.
 """
 
 import logging
@@ -20,7 +23,16 @@ from .errors import AuthError, ConnectError
 
 log = logging.getLogger("netchat.jabber")
 
-__all__ = ["Resumer", "RESTART_AFTER", "ended_for_restart"]
+__all__ = ["Resumer", "RESTART_AFTER", "RECONNECT_AFTER", "ended_for_restart",
+           "ATTEMPT_GAP_MAX"]
+
+#: Stream errors after which a server still wants us back (without one: the link
+#: broke, or the server closed its stream, as a restarting server does).
+RECONNECT_AFTER = (None, "system-shutdown", "connection-timeout", "reset",
+                   "internal-server-error", "not-well-formed", "remote-connection-failed",
+                   "resource-constraint", "no-acknowledgement")
+#: Longest pause between two tries at bringing a link back.
+ATTEMPT_GAP_MAX = 3.5
 
 #: Stream errors after which a fresh session (with the unacknowledged messages sent
 #: again) is right: the server's parser or code broke, not our standing with it.
@@ -40,6 +52,14 @@ def ended_for_restart(condition: Optional[str], text: str) -> bool:
         condition == "policy-violation" and "unacked" in text.lower())
 
 
+def wants_us_back(condition: Optional[str], text: str) -> bool:
+    """May a client whose stream ended this way log in again at once? Not after a
+    stream error that says we are not wanted (``conflict``, ``not-authorized``,
+    ``host-unknown``, a ``policy-violation`` other than too many unacknowledged
+    stanzas...)."""
+    return condition in RECONNECT_AFTER or ended_for_restart(condition, text)
+
+
 class Resumer:
     """The resumption of one connection's lost links (see the module).
 
@@ -56,16 +76,30 @@ class Resumer:
         self.restart = False
         #: Links brought back so far.
         self.recovered = 0
+        #: When the next try may start (``time.monotonic()``), and the pause after it.
+        self.next_try = 0.0
+        self._gap = 0.5
 
     def possible(self) -> bool:
-        """Could the session be resumed if the link were lost now?"""
+        """Would the link be brought back if it were lost now?"""
         stream = self.conn.stream
         sm = stream.sm
-        if sm is None or stream.closing or not self.timeout:
+        if stream.closing or not self.timeout:
             return False
-        if self.restart or sm.restarting:  # a fresh session is still owed
+        if self.restart or (sm is not None and sm.restarting):  # a fresh session owed
             return True
-        return sm.resumable and not stream.ended_by_server
+        if sm is not None and sm.resumable and not stream.ended_by_server:
+            return True
+        return wants_us_back(stream.error_condition, stream.error_text)
+
+    def connected(self):
+        """A connect succeeded (whoever called it): nothing is pending any more."""
+        if self.since is not None or self.restart:
+            self.recovered += 1
+        self.since = None
+        self.restart = False
+        self.next_try = 0.0
+        self._gap = 0.5
 
     @property
     def pending(self) -> bool:
@@ -91,13 +125,11 @@ class Resumer:
             self.since = None
             return False
         self.since = time.monotonic()
-        log.info("will resume the session on %s (%s)", self.conn.where, reason)
+        log.info("will bring the link to %s back (%s)", self.conn.where, reason)
         return True
 
     def _window(self) -> float:
-        sm = self.conn.stream.sm
-        limit = sm.resume_max if sm is not None and sm.resume_max else self.timeout
-        return min(self.timeout, limit)
+        return self.timeout
 
     def attempt(self) -> bool:
         """One try at bringing the link back (a thread that is not inside a handler);
@@ -105,18 +137,22 @@ class Resumer:
         stream = self.conn.stream
         if not self.pending:
             return stream.dead is None
+        now = time.monotonic()
+        if now < self.next_try:
+            return False
         if not stream.try_enter():
             return False
         try:
             if stream.dead is None:
                 return True
-            saved = list(stream.inbox)  # parsed before the link died: still to handle
             try:
                 self.conn.connect()
             except AuthError as exc:
                 self.give_up("the server refused the login: %s" % exc)
                 return False
             except ConnectError as exc:
+                self.next_try = time.monotonic() + self._gap
+                self._gap = min(self._gap * 2, ATTEMPT_GAP_MAX)
                 if self.since is None:
                     self.since = time.monotonic()
                 if time.monotonic() - self.since >= self._window():
@@ -126,12 +162,8 @@ class Resumer:
                     log.info("resuming the session on %s failed: %s", self.conn.where,
                              exc)
                 return False
-            stream.inbox.extendleft(reversed(saved))
             if stream.dead is not None:  # lost again while setting up (see lost())
                 return False
-            self.since = None
-            self.restart = False
-            self.recovered += 1
             with stream.cond:
                 stream.cond.notify_all()
             return True

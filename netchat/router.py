@@ -10,16 +10,32 @@ dispatched; the rest waits for the outer loop, in order.
 """
 
 import logging
+import time
 from typing import Any
 
 from xmpp.protocol import ERR_SERVICE_UNAVAILABLE, NS_ROSTER, Error
 
 from .jid import bare_jid, normalize_jid
+from .redelivery import NS_RECEIPTS
+from .wire import is_automatic
 from .xmpp.parser import NS_PING, excerpt, make_iq
 
 log = logging.getLogger("netchat.jabber")
 
-__all__ = ["Router"]
+__all__ = ["Router", "unlink"]
+
+
+def unlink(stanza):
+    """Break the parent links of a stanza's elements once it has been routed: the
+    cycles would otherwise keep every stanza alive until a full garbage collection
+    (the elements stay readable: a handler on a worker may still hold them)."""
+    stanza.parent = None
+    stack = list(stanza.kids)
+    while stack:
+        kid = stack.pop()
+        kid.parent = None
+        if kid.kids:
+            stack.extend(kid.kids)
 
 
 class Router:
@@ -67,6 +83,7 @@ class Router:
             while stream.inbox:
                 stanza = stream.inbox.popleft()
                 self._route_safely(stanza)
+                unlink(stanza)
                 stream.flush_soon()
                 if stream.dead is not None:
                     break
@@ -120,28 +137,54 @@ class Router:
             log.debug("%s <- %s [%s%s]: %s", conn.jid, msg.getFrom(), msg.getType() or
                       "normal", " thr=%s" % msg.getThread() if msg.getThread() else "",
                       excerpt(msg))
+        table = conn.transactions
         if msg.getType() == "error":
-            again = conn.transactions.bounced_by_ended_session(msg, self.answers)
+            again = table.bounced_by_ended_session(msg, self.answers)
             if again is not None:
                 log.info("%s ended the session holding a request: sending it again",
                          msg.getFrom())
-                conn.send_xml(again, flush=False)
+                data = conn.redelivery.copy(again, time.monotonic())
+                if data is not None:
+                    conn.send_xml(data, flush=False)
+                    return
+            if table.bounced_offline(msg, self.answers) is not None:
+                log.debug("%s is offline: a request waits for its return", msg.getFrom())
                 return
-            tx = conn.transactions.settle(msg, self.answers)
+            tx = table.settle(msg, self.answers)
             if tx is not None and tx.on_error is not None and not tx.waiting:
                 tx.on_error(msg, tx.thread)
             conn.handler.on_error(conn, msg, tx)
             return
         thread = msg.getThread()
-        tx = conn.transactions.settle(msg, self.answers, thread) if thread else None
+        tx = table.settle(msg, self.answers, thread) if thread else None
         if tx is None:
+            if table.settled_recently(thread) and is_automatic(msg):
+                log.debug("dropped a late reply from %s (thread %s)", msg.getFrom(),
+                          thread)
+                return
+            if not thread and self._receipt(msg):
+                return
             conn.handler.on_message(conn, msg)
-        elif tx.waiting:
+            return
+        if tx.to is not None:
+            conn.redelivery.heard[tx.target] = tx.finished
+        if tx.waiting:
             pass  # request() picks it up
         elif tx.callback is not None:
             tx.callback(msg, thread)
         else:
             conn.handler.on_reply(conn, msg, thread)
+
+    def _receipt(self, msg) -> bool:
+        """A receipt (XEP-0184) for an open request: its target holds it."""
+        received = msg.getTag("received", namespace=NS_RECEIPTS)
+        if received is None:
+            return False
+        tx = self.conn.transactions.receipt(received.getAttr("id"), msg.getFrom(),
+                                            self.answers)
+        if tx is not None:
+            self.conn.redelivery.heard[tx.target] = time.monotonic()
+        return True
 
     def route_presence(self, presence):
         conn = self.conn
@@ -152,6 +195,7 @@ class Router:
         if typ in ("available", "unavailable"):
             bare, _, resource = sender.partition("/")
             conn.presence.update(bare, resource, typ == "available")
+            conn.redelivery.presence(bare, resource, typ == "available")
             with conn.stream.cond:  # requestAll may be waiting for a presence change
                 conn.stream.cond.notify_all()
         conn.handler.on_presence(conn, presence)

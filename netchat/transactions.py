@@ -16,6 +16,7 @@ Nothing here touches a socket: the table is driven by the connection's router, a
 :func:`request_all` by a connection's public methods, so both can be tested alone.
 """
 
+import collections
 import logging
 import threading
 import time
@@ -37,6 +38,8 @@ Answers = Callable[[Any, Any], bool]
 SESSION_ENDED = "session terminated"
 #: Times a request bounced that way is sent again before the bounce settles it.
 RESEND_BOUNCED = 3
+#: Threads of settled transactions remembered (late replies to copies are dropped).
+SETTLED_MAX = 8192
 
 
 class Transaction:
@@ -45,27 +48,36 @@ class Transaction:
     ``thread`` (or the iq id), ``to`` (None: anyone may answer, as in Perl),
     ``callback(msg, thread)`` and ``on_error(msg, thread)``; ``waiting``: a caller
     waits on it, so no callback runs. Once settled: ``done``, ``finished`` and either
-    ``reply`` (the stanza) or ``error`` (an exception to raise). ``stanza``: the
-    request as sent (bytes, under stream management, while open), to send again when
-    a lost session may have swallowed it or its reply; ``bounces``: how often it was.
+    ``reply`` (the stanza) or ``error`` (an exception to raise).
+
+    What sending it again takes (see :mod:`netchat.redelivery`): ``head``, the
+    request as sent without its validity and closing tag (None: never sent again);
+    ``deadline`` (``time.monotonic()``, None: none), ``sent_at`` (the last copy),
+    ``copies`` sent, ``receipt`` (the target said it holds the request), ``offline``
+    (a server bounced it: it waits for the target's return) and ``bounces``.
     """
     __slots__ = ("thread", "to", "msg_id", "callback", "on_error", "waiting", "started",
-                 "reply", "error", "done", "finished", "timeout", "stanza", "bounces")
+                 "reply", "error", "done", "finished", "timeout", "head", "deadline",
+                 "sent_at", "copies", "receipt", "offline", "bounces", "target")
 
     def __init__(self, thread: str, to: Any = None, callback: Optional[Callable] = None,
                  on_error: Optional[Callable] = None, waiting: bool = False,
                  msg_id: Optional[str] = None, timeout: Optional[float] = None):
         self.thread, self.to, self.msg_id = thread, to, msg_id
+        #: The bare JID of ``to``, lower-cased ("" without ``to``).
+        self.target = str(to).partition("/")[0].lower() if to is not None else ""
         #: The validity the request carried (it was sent ``no-store``), or None.
         self.timeout = timeout
         self.callback, self.on_error, self.waiting = callback, on_error, waiting
-        self.started = time.monotonic()
+        self.started = self.sent_at = time.monotonic()
+        self.deadline = None if timeout is None else self.started + timeout
         self.reply: Any = None
         self.error: Optional[Exception] = None
         self.done = False
         self.finished: Optional[float] = None
-        self.stanza: Optional[bytes] = None
-        self.bounces = 0
+        self.head: Optional[bytes] = None
+        self.copies = self.bounces = 0
+        self.receipt = self.offline = False
 
     def __repr__(self):
         return "<Transaction %s to %s%s>" % (self.thread, self.to,
@@ -83,6 +95,8 @@ class TransactionTable:
         self._lost: List[str] = []
         self._lost_count = 0
         self._lost_reason = ""
+        self._settled: "collections.OrderedDict[str, None]" = collections.OrderedDict()
+        self._offline = 0
 
     def __len__(self) -> int:
         return len(self._active)
@@ -98,10 +112,38 @@ class TransactionTable:
         with self.cond:
             return list(self._active)
 
-    def open_requests(self) -> List[bytes]:
-        """The requests still waiting for a reply, as sent, oldest first."""
+    def open_transactions(self) -> List[Transaction]:
+        """The requests still waiting for a reply that can be sent again, oldest
+        first."""
         with self.cond:
-            return [tx.stanza for tx in self._active.values() if tx.stanza is not None]
+            return [tx for tx in self._active.values() if tx.head is not None]
+
+    def is_open(self, tx: Transaction) -> bool:
+        return self._active.get(tx.thread) is tx
+
+    def any_offline(self) -> bool:
+        """Does a request wait for its target's return (a server bounced it)?"""
+        return self._offline > 0
+
+    def settled_recently(self, thread: Optional[str]) -> bool:
+        """Was a transaction with this thread answered recently? (A late reply to a
+        copy of its request is then dropped quietly.)"""
+        return thread is not None and thread in self._settled
+
+    def _forget(self, tx: Transaction, settled_now: bool = True):
+        """Bookkeeping when ``tx`` leaves the table (under the lock); a late reply
+        to it is dropped when it was ``settled_now`` (not closed unanswered)."""
+        self._by_id.pop(tx.msg_id, None)
+        tx.head = None
+        if tx.offline:
+            tx.offline = False
+            self._offline -= 1
+        if not settled_now:
+            return
+        settled = self._settled
+        settled[tx.thread] = None
+        if len(settled) > SETTLED_MAX:
+            settled.popitem(last=False)
 
     def open(self, tx: Transaction) -> Transaction:
         with self.cond:
@@ -115,8 +157,7 @@ class TransactionTable:
         with self.cond:
             tx = self._active.pop(thread, None)
             if tx is not None:
-                tx.stanza = None
-                self._by_id.pop(tx.msg_id, None)
+                self._forget(tx, False)
                 self.cond.notify_all()
         return tx
 
@@ -136,7 +177,7 @@ class TransactionTable:
             return None
         return tx
 
-    def bounced_by_ended_session(self, msg, answers: Answers) -> Optional[bytes]:
+    def bounced_by_ended_session(self, msg, answers: Answers) -> Optional[Transaction]:
         """Is ``msg`` ejabberd bouncing an open request that the target's session held
         when the server ended it (too far behind, or not resumed in time)? Then the
         request, to send again (at most :data:`RESEND_BOUNCED` times; the target
@@ -146,10 +187,46 @@ class TransactionTable:
             return None
         with self.cond:
             tx = self._claimed(msg, answers, None, True)
-            if tx is None or tx.stanza is None or tx.bounces >= RESEND_BOUNCED:
+            if tx is None or tx.head is None or tx.bounces >= RESEND_BOUNCED:
                 return None
             tx.bounces += 1
-            return tx.stanza
+            return tx
+
+    def bounced_offline(self, msg, answers: Answers) -> Optional[Transaction]:
+        """Is ``msg`` a server bouncing an open request because its target is
+        offline, while the request may still wait for the target's return (it has
+        a second or more left)? Then that request, marked ``offline``: it is not
+        settled (:mod:`netchat.redelivery` sends it again on the return)."""
+        condition, text = error_condition(msg)
+        if not bounced_offline(condition, text):
+            return None
+        with self.cond:
+            tx = self._claimed(msg, answers, None, True)
+            if tx is None or tx.head is None or (
+                    tx.deadline is not None and tx.deadline - time.monotonic() < 1.0):
+                return None
+            if not tx.offline:
+                tx.offline = True
+                self._offline += 1
+            self.cond.notify_all()
+            return tx
+
+    def receipt(self, msg_id: Optional[str], sender, answers: Answers
+                ) -> Optional[Transaction]:
+        """A receipt (XEP-0184) for the request with id ``msg_id``: the target holds
+        it (it is running). Returns the transaction, or None."""
+        if not msg_id:
+            return None
+        with self.cond:
+            thread = self._by_id.get(msg_id)
+            tx = self._active.get(thread) if thread is not None else None
+            if tx is None or not answers(tx.to, sender):
+                return None
+            tx.receipt = True
+            if tx.offline:
+                tx.offline = False
+                self._offline -= 1
+            return tx
 
     def answers(self, msg, answers: Answers) -> bool:
         """Does ``msg`` settle an open transaction?"""
@@ -168,12 +245,13 @@ class TransactionTable:
             if tx is None:
                 return None
             del self._active[tx.thread]
-            self._by_id.pop(tx.msg_id, None)
-            tx.stanza = None
+            offline = tx.offline
+            self._forget(tx)
             if error:
                 condition, text = error_condition(msg)
                 target = tx.to or msg.getFrom()
-                if tx.timeout is not None and bounced_offline(condition, text):
+                if bounced_offline(condition, text) and (tx.timeout is not None or
+                                                         offline):
                     tx.error = RemoteError(
                         "%s is offline: the server did not keep the request (%s), so it "
                         "will not run later" % (target, condition), condition=condition,
@@ -225,12 +303,14 @@ class TransactionTable:
                 self._lost_count += len(lost)
                 self._lost = (self._lost + lost)[:10]  # named in the error
                 self._lost_reason = "connection to %s lost: %s" % (where, reason)
-            failed = list(self._active.values()) + list(self._iq.values())
+            lost_txs = set(self._active.values())
+            failed = list(lost_txs) + list(self._iq.values())
             self._active.clear()
             self._by_id.clear()
             self._iq.clear()
             for tx in failed:
-                tx.stanza = None
+                if tx in lost_txs:
+                    self._forget(tx, False)
                 tx.error = Disconnected("connection to %s lost before %s replied (thread "
                                         "%s): %s" % (where, tx.to, tx.thread, reason))
                 tx.done, tx.finished = True, time.monotonic()
@@ -313,7 +393,8 @@ def request_all(conn, nodes: Iterable[Any], message: str, timeout: float,
     watch = LivenessWatch(conn)
 
     def went_offline():  # pending, and found unavailable (presence or ping) meanwhile
-        return [n for n in pending() if conn.is_available(n) is False or watch.gone(n)]
+        return [n for n in pending() if conn.is_available(n) is False or watch.gone(n)
+                or asked[n].offline]
 
     def came_online():   # reported offline without asking, and now available
         return [n for n, r in results.items()

@@ -4,7 +4,9 @@
   carry ``<subject>re: SUBJECT</subject>`` (an existing ``re: `` is not doubled, as in
   Net::XMPP's ``Reply()``); a chat reply has no subject; replies carry no attachments.
 - netchat marks its replies with ``<reply xmlns='urn:x-netchat:0' status='...'/>`` (``ok``,
-  ``error``, ``unknown``, ``denied``, ``busy``, ``expired``, ``too-large``).
+  ``error``, ``unknown``, ``denied``, ``busy``, ``expired``, ``too-large``); a reply
+  without the marker is ``ok``, and an ``ok`` reply that carries a ``re:`` subject is
+  sent without it.
 - A message is *automatic* (never run as a command, never answered) when it is an error
   stanza, carries the reply marker, has a subject beginning ``re: `` or has the subject
   ``allhere``.
@@ -111,8 +113,12 @@ def reply_xml(request: Message, body: str, status: Optional[str] = "ok",
               xmlns: bool = False) -> str:
     """The reply to ``request`` in the Perl module's format, plus netchat's marker, as
     text. ``body`` is escaped for XML (see :func:`escape_invalid_xml`); ``status=None``
-    sends no marker (as a Perl node would)."""
+    sends no marker (as a Perl node would). An ``ok`` reply with a ``re:`` subject
+    needs no marker either: absence means ok, and the subject already marks it as a
+    reply (a ``chat`` reply has no subject, so it keeps its marker)."""
     subject = reply_subject(request)
+    if status == "ok" and subject is not None:
+        status = None
     return message_xml(
         request.getFrom(), escape_invalid_xml(body if body is not None else ""),
         subject=escape_invalid_xml(subject) if subject is not None else None,

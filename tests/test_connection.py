@@ -502,8 +502,13 @@ def test_reply_marker_status_is_readable(pair):
     with Loop(b):
         a.send_request(b.jid, "x", onReply=lambda m, t: got.append(m))
         a.barrier(timeout=5)
-    assert reply_status(got[0]) == "ok"
-    assert got[0].getTag("reply", namespace=NS_NETCHAT) is not None
+    # an ok reply needs no marker: absence means ok, its re: subject marks a reply
+    assert reply_status(got[0]) is None and got[0].getSubject() == "re: "
+    assert got[0].getTag("reply", namespace=NS_NETCHAT) is None
+    with Loop(b):  # a chat reply has no subject: it keeps its marker
+        a.send_request(b.jid, "x", type="chat", onReply=lambda m, t: got.append(m))
+        a.barrier(timeout=5)
+    assert reply_status(got[1]) == "ok" and got[1].getSubject() is None
 
 
 def test_close_from_another_thread_while_the_loop_blocks_forever(xmpp_account):

@@ -29,7 +29,15 @@ def test_reply_to_a_perl_request_copies_type_thread_id_and_res_the_subject():
     assert reply.getSubject() == "re: Net::Chat::Jabber request"
     assert reply.getBody() == "x y z"
     assert reply.getTag("attachments") is None
-    assert reply_status(reply) == "ok"
+    assert reply_status(reply) is None  # ok: its re: subject marks it a reply
+
+
+def test_an_ok_reply_carries_a_marker_only_without_a_re_subject():
+    chat = make_reply(perl_request("chat"), "b")
+    assert reply_status(chat) == "ok" and is_automatic(chat)
+    plain = make_reply(perl_request(), "b")
+    assert plain.getTag("reply", namespace=NS_NETCHAT) is None and is_automatic(plain)
+    assert reply_status(make_reply(perl_request(), "b", "error")) == "error"
 
 
 @pytest.mark.parametrize("typ, subject, expected", [

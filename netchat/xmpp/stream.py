@@ -108,6 +108,9 @@ class Stream:
         self.transport: Optional[Transport] = None
         #: XEP-0198 state (None: not wanted; see :mod:`netchat.xmpp.smacks`).
         self.sm: Optional[StreamManagement] = None
+        #: ``tick(now)``: called by the owner every time round the pump; returns the
+        #: seconds until it wants to be called again (None: no wish).
+        self.tick: Optional[Callable[[float], Optional[float]]] = None
         self._client: Optional[Client] = None
         self._outq: collections.deque = collections.deque()
         self._outq_bytes = 0
@@ -267,6 +270,14 @@ class Stream:
             self.send_bytes(data, flush=False)
         self.flush()
 
+    def take_unhandled(self) -> list:
+        """The stanzas read and not yet handled (owner), taken out of the inbox: a
+        reconnect keeps them to handle on the next link (the server counted them as
+        received)."""
+        kept = [node for node in self.inbox if node.getNamespace() == NS_CLIENT]
+        self.inbox.clear()
+        return kept
+
     # -- receiving (owner) ----------------------------------------------------------------
 
     def _deliver(self, node: Node):
@@ -357,6 +368,12 @@ class Stream:
             wait = self._keepalive(now)
             if self.dead is not None:
                 return None
+            if self.tick is not None:
+                later = self.tick(now)
+                if later is not None:
+                    wait = later if wait is None else min(wait, later)
+                if self._outq:
+                    self.flush()
             if deadline is not None:
                 remaining = max(0.0, deadline - now)
                 wait = remaining if wait is None else min(wait, remaining)
