@@ -38,6 +38,7 @@ from .download import DownloadError, Downloader, file_name_of, oob_links
 from .deadlines import request_deadline, valid_for
 from .dedupe import RAN, RUNNING, RecentRequests
 from .errors import CommandError, Disconnected
+from .redelivery import NS_RECEIPTS, receipt_xml
 from .upload import NS_OOB
 from .wire import NS_DELAY, NS_LEGACY_DELAY, NS_NETCHAT, delay_stamp, reply_xml
 
@@ -196,7 +197,16 @@ class RequestPipeline:
         self.audit(sender, first_word(body), "duplicate")
         if seen is RAN:
             self.reply(msg, Outcome(MSG_RAN, "error"))
-        elif seen is not RUNNING:
+        elif seen is RUNNING:
+            # it runs (or waits for a worker): say so when the copy asks (XEP-0184),
+            # and the requester stops sending copies on its timer
+            if msg.getID() and msg.getTag("request", namespace=NS_RECEIPTS) is not None:
+                try:
+                    self.daemon.cxn.send_xml(receipt_xml(sender, msg.getID()),
+                                             flush=False)
+                except Disconnected:
+                    pass
+        else:
             try:
                 self.daemon.cxn.send_xml(seen, flush=False)
             except Disconnected as exc:
@@ -205,8 +215,11 @@ class RequestPipeline:
         return False
 
     def expired(self, msg) -> Outcome:
-        """The answer to a request past the deadline its sender gave."""
-        return Outcome(self.daemon.MSG_DEADLINE % (valid_for(msg) or 0), "expired")
+        """The answer to a request past the deadline its sender gave (in its
+        ``<valid/>`` child, or in ``msg.netchat_valid`` when the element is elsewhere:
+        an ad-hoc command carries it inside its ``<command/>``)."""
+        return Outcome(self.daemon.MSG_DEADLINE % (
+            valid_for(msg, getattr(msg, "netchat_valid", None)) or 0), "expired")
 
     def admit_sender(self, sender, size: int, truncated: Optional[str] = None
                      ) -> Optional[Outcome]:

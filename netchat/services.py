@@ -13,6 +13,19 @@
   ``forbidden`` (not allowed), ``bad-request`` with ``bad-action``, ``bad-sessionid``
   or ``malformed-action``, ``not-acceptable`` (over a cap), ``resource-constraint``
   (the worker pool is full).
+  A command submitted with its form runs once per iq: a copy (same sender full JID,
+  iq id and node, from the memory of recent requests, :mod:`netchat.dedupe`, shared
+  with chat requests) that comes while the first runs gets nothing of its own (the
+  first's answer, with the same id, answers both); one that comes later gets the
+  first one's answer, byte for byte, and never runs (when that answer was let go:
+  a ``completed`` error note saying the request ran already). Refusals of the
+  sender itself (not allowed, too large) are not remembered, as for chat requests.
+  A command carrying netchat's ``<valid xmlns='urn:x-netchat:0' for='N'/>``
+  (:mod:`netchat.deadlines`) inside its ``<command/>`` (XEP-0050 allows elements of
+  other namespaces there; servers bounce an iq with two children) is valid for N
+  seconds from its arrival; past that, also after a wait for a worker, it never runs
+  and is answered ``completed`` with an error note and the status ``expired``, like
+  a chat request.
 - XEP-0092 software version: ``netchat`` and its version; the operating system only
   when the daemon's ``version_os`` option is true.
 - XEP-0199 ping (the server's own pings are answered by the connection).
@@ -31,6 +44,11 @@ from xmpp.simplexml import Node
 
 from . import __version__
 from .commands import ParseError, command_names, parse_body
+from .deadlines import request_deadline
+from .dedupe import RAN, RUNNING
+from .errors import Disconnected
+from .requests import MSG_RAN
+from .wire import NS_NETCHAT
 from .xmpp.parser import NS_PING, NS_XMPP_STANZAS, make_iq
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -47,6 +65,9 @@ NS_VERSION = "jabber:iq:version"
 FEATURES = (NS_DISCO_INFO, NS_DISCO_ITEMS, NS_COMMANDS, NS_DATA, NS_PING, NS_VERSION)
 SESSION_LIFETIME = 600.0   # seconds an unfinished command session is kept
 SESSIONS_MAX = 1000
+#: What stands for the thread in the key of an ad-hoc command (with its node) in the
+#: memory of recent requests: no chat message's thread holds a NUL.
+KEY_THREAD = "\x00ad-hoc\x00"
 
 # netchat reply status -> (error type, XMPP condition) for ad-hoc command refusals
 _REFUSALS = {
@@ -90,8 +111,21 @@ class Services:
         return True
 
     def _result(self, iq: Iq, child: Optional[Node] = None):
-        self.daemon.cxn.send_stanza(make_iq("result", child, to=iq.getFrom(),
-                                            id=iq.getID()))
+        self._send(iq, self._xml(make_iq("result", child, to=iq.getFrom(), id=iq.getID())))
+
+    @staticmethod
+    def _xml(stanza: Node) -> str:
+        if stanza.getNamespace() == "jabber:client":
+            stanza.setNamespace("")  # the stream's default namespace (as send_stanza)
+        return str(stanza)
+
+    def _send(self, iq: Iq, xml: str):
+        """Send the answer to ``iq``; for a command run once (see :meth:`_execute`), it
+        is also the answer its copies get."""
+        key = getattr(iq, "netchat_key", None)
+        if key is not None:
+            self.daemon.requests.recent.answered(key, xml)
+        self.daemon.cxn.send_xml(xml)
 
     def _error(self, iq: Iq, typ: str, condition: str, text: str = "",
                app: Optional[str] = None):
@@ -103,7 +137,7 @@ class Services:
             error.addChild("text", namespace=NS_XMPP_STANZAS, payload=[text])
         reply = make_iq("error", None, to=iq.getFrom(), id=iq.getID())
         reply.addChild(node=error)
-        self.daemon.cxn.send_stanza(reply)
+        self._send(iq, self._xml(reply))
 
     # -- XEP-0030 -------------------------------------------------------------------------
 
@@ -168,42 +202,84 @@ class Services:
         if node not in command_names(daemon, daemon.commands):
             return self._error(iq, "cancel", "item-not-found",
                                "no command %r; send help for the list" % node)
-        if session is not None:
-            self._expire_sessions()
-            known = self._sessions.pop(session, None)
-            if known is None or known[0] != node or known[1] != str(sender):
-                return self._error(iq, "modify", "bad-request", app="bad-sessionid")
+        form = command.getTag("x", namespace=NS_DATA) if action != "cancel" else None
+        if form is not None:
+            return self._execute(iq, command, node, form, session)
+        if session is not None and not self._take_session(session, node, sender):
+            return self._error(iq, "modify", "bad-request", app="bad-sessionid")
         if action == "cancel":
             return self._result(iq, Node("command", attrs={
                 "xmlns": NS_COMMANDS, "node": node, "sessionid": session or "",
                 "status": "canceled"}))
-        form = command.getTag("x", namespace=NS_DATA)
-        if form is None:
-            if not daemon.may_run(sender, node):
-                return self._refused(iq, node, "denied", daemon.MSG_DENIED)
-            return self._ask_for_arguments(iq, node)
+        if not daemon.may_run(sender, node):
+            return self._refused(iq, node, "denied", daemon.MSG_DENIED)
+        return self._ask_for_arguments(iq, node)
+
+    def _execute(self, iq: Iq, command: Node, node: str, form: Node,
+                 session: Optional[str]):
+        """Run a command submitted with its form: once per iq (see the module)."""
+        daemon = self.daemon
+        requests = daemon.requests
+        sender = iq.getFrom()
         text = ""
         for field in form.getTags("field"):
             if field.getAttr("var") == "args":
                 text = " ".join(v.getData() for v in field.getTags("value"))
-        refusal = daemon.requests.admit_sender(sender, len(text))
+        refusal = requests.admit_sender(sender, len(text))
         if refusal is not None:
             return self._refused(iq, node, refusal.status, refusal.text)
-        try:
-            _, words = parse_body("x " + text)
-        except ParseError as exc:
-            return self._error(iq, "modify", "bad-request", str(exc))
-        refusal = daemon.requests.admit_command(sender, node, len(words), [])
-        if refusal is not None:
-            return self._refused(iq, node, refusal.status, refusal.text)
+        key = requests.recent.key(sender, iq.getID(), KEY_THREAD + node)
+        if key is not None:
+            seen = requests.recent.claim(key)
+            if seen is not None:
+                return self._copy(iq, node, session, seen)
+            iq.netchat_key = key  # its answer is remembered (see _send)
+        valid = command.getTag("valid", namespace=NS_NETCHAT)
+        if session is not None and not self._take_session(session, node, sender):
+            return self._error(iq, "modify", "bad-request", app="bad-sessionid")
         session = session or os.urandom(16).hex()
 
         def respond(body: str, status: str):
             if status in _REFUSALS:
                 return self._refused(iq, node, status, body)
             status = self._completed(iq, node, session, body, status)
-            daemon.requests.audit(sender, node, status, via="ad-hoc")
-        daemon.requests.dispatch(node, words, iq, respond)
+            requests.audit(sender, node, status, via="ad-hoc")
+        if valid is not None:
+            # servers never store an iq: its validity counts from now
+            deadline = request_deadline(iq, valid=valid, delayed=False)
+            if deadline is not None:
+                iq.netchat_valid = valid
+                if time.monotonic() >= deadline:
+                    return respond(*requests.expired(iq))
+                iq.netchat_deadline = deadline  # also judged after a wait for a worker
+        try:
+            _, words = parse_body("x " + text)
+        except ParseError as exc:
+            return self._error(iq, "modify", "bad-request", str(exc))
+        refusal = requests.admit_command(sender, node, len(words), [])
+        if refusal is not None:
+            return self._refused(iq, node, refusal.status, refusal.text)
+        requests.dispatch(node, words, iq, respond)
+
+    def _copy(self, iq: Iq, node: str, session: Optional[str], seen):
+        """Answer a copy of a command seen recently: nothing while the first runs (its
+        answer, with the same id, answers both), else the first one's answer."""
+        self.daemon.requests.audit(iq.getFrom(), node, "duplicate", via="ad-hoc")
+        if seen is RAN:
+            self._completed(iq, node, session or os.urandom(16).hex(), MSG_RAN, "error")
+        elif seen is not RUNNING:
+            try:
+                self.daemon.cxn.send_xml(seen)
+            except Disconnected as exc:
+                log.warning("[%s] answer to a copy from %s lost: %s", self.daemon.jid,
+                            iq.getFrom(), exc)
+
+    def _take_session(self, session: str, node: str, sender) -> bool:
+        """Use up a session :meth:`_ask_for_arguments` opened; False when there is no
+        such session of ``sender`` for ``node``."""
+        self._expire_sessions()
+        known = self._sessions.pop(session, None)
+        return known is not None and known[0] == node and known[1] == str(sender)
 
     def _refused(self, iq: Iq, node: str, status: str, text: str, audit: bool = True):
         if audit:
@@ -243,15 +319,15 @@ class Services:
             field.addChild("value", payload=[line])
         form.addChild("field", {"var": "status", "type": "text-single",
                                 "label": "Status"}).addChild("value", payload=[status])
-        result = make_iq("result", answer, to=iq.getFrom(), id=iq.getID())
-        size = len(str(result).encode("utf-8"))
+        xml = self._xml(make_iq("result", answer, to=iq.getFrom(), id=iq.getID()))
+        size = len(xml.encode("utf-8"))
         if size > self.daemon.max_reply:
             log.warning("[%s] an ad-hoc result of %d bytes to %s is over max_reply (%d)",
                         self.daemon.jid, size, iq.getFrom(), self.daemon.max_reply)
             self._error(iq, "modify", "not-acceptable",
                         self.daemon.MSG_REPLY_TOO_LARGE % (size, self.daemon.max_reply))
             return "too-large"
-        self.daemon.cxn.send_stanza(result)
+        self._send(iq, xml)
         return status
 
     def _expire_sessions(self):

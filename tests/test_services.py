@@ -10,8 +10,10 @@ from xmpp.protocol import Protocol
 from xmpp.simplexml import Node
 
 import netchat
+from netchat.dedupe import RecentRequests
 from netchat.services import NS_COMMANDS, NS_DATA, NS_DISCO_INFO, NS_DISCO_ITEMS, \
     NS_VERSION
+from netchat.wire import NS_NETCHAT
 from helpers import wait_for
 from bench.rawxmpp import close_raw, raw_client
 
@@ -198,3 +200,124 @@ def test_commands_run_on_the_worker_pool_and_a_full_one_says_so(bot, client):
         ("wait", ["resource-constraint"])
     t.join(10)
     assert note_of(results[0]) == ("completed", "info", "slow done")
+
+
+# -- a command runs once, and not past its deadline ---------------------------------------
+
+class Holding(Bot):
+    """Records its runs; ``hold`` waits for ``holding``."""
+
+    def handleHold(self, word):
+        self.holding.wait(10)
+        self.runs.append(word)
+        return "held %s" % word
+
+    def handleRun(self, word):
+        self.runs.append(word)
+        return "ran %s" % word
+
+
+@pytest.fixture
+def holding(daemon_factory):
+    return lambda **options: daemon_factory(Holding, "bot", runs=[],
+                                            holding=threading.Event(), **options)
+
+
+def collect(raw):
+    """The answers (result or error iqs) ``raw`` gets from now on, as it processes."""
+    answers = []
+
+    def on_iq(conn, iq):
+        if iq.getType() in ("result", "error"):
+            answers.append(iq)
+            raise xmpp.NodeProcessed
+    raw.RegisterHandler("iq", on_iq)
+    return answers
+
+
+def pumped(raw):
+    """Let ``raw`` read what came (for wait_for conditions)."""
+    raw.Process(0.05)
+    return True
+
+
+def with_id(iq, msg_id):
+    iq.setID(msg_id)
+    return iq
+
+
+def valid_for_seconds(iq, seconds):
+    """``iq`` carrying netchat's <valid/> element (inside its <command/>)."""
+    iq.getTag("command").addChild("valid", {"for": seconds}, namespace=NS_NETCHAT)
+    return iq
+
+
+def status_field(answer):
+    form = answer.getTag("command").getTag("x", namespace=NS_DATA)
+    return form.getTag("field", attrs={"var": "status"}).getTagData("value")
+
+
+def test_a_command_sent_twice_runs_once_and_both_get_the_same_answer(holding, client):
+    daemon, raw = holding(threads=1), client()
+    answers = collect(raw)
+    iq = with_id(command(daemon.jid, "hold", args="once"), "twice-1")
+    raw.send(iq)
+    raw.send(iq)                          # a copy while the first runs: no answer
+    recent = daemon.requests.recent
+    wait_for(lambda: pumped(raw) and recent.copies == 1, 10, message="the copy seen")
+    daemon.holding.set()
+    wait_for(lambda: pumped(raw) and answers, 10, message="the answer")
+    raw.send(iq)                          # a copy after the answer: the kept answer
+    wait_for(lambda: pumped(raw) and len(answers) == 2, 10, message="the copy's answer")
+    ask(raw, Protocol("iq", to=daemon.jid, typ="get",  # whatever else came, came first
+                      payload=[Node("ping", attrs={"xmlns": "urn:xmpp:ping"})]))
+    assert len(answers) == 2 and str(answers[0]) == str(answers[1])
+    assert answers[0].getID() == "twice-1"
+    assert note_of(answers[0]) == ("completed", "info", "held once")
+    assert daemon.runs == ["once"] and recent.copies == 2
+    other = ask(raw, with_id(command(daemon.jid, "run", args="again"), "twice-2"))
+    assert note_of(other)[2] == "ran again"          # another id: another request
+    assert daemon.runs == ["once", "again"]
+
+
+def test_a_copy_of_a_command_whose_answer_was_let_go_is_refused_not_run(holding,
+                                                                        client):
+    daemon, raw = holding(), client()
+    daemon.requests.recent = RecentRequests(max_bytes=10)  # no answer fits
+    iq = with_id(command(daemon.jid, "run", args="once"), "gone-1")
+    assert note_of(ask(raw, iq)) == ("completed", "info", "ran once")
+    status, kind, text = note_of(ask(raw, iq))
+    assert (status, kind) == ("completed", "error") and "ran already" in text
+    assert daemon.runs == ["once"]
+
+
+def test_a_command_past_its_deadline_never_runs(holding, client):
+    daemon, raw = holding(), client()
+    answer = ask(raw, valid_for_seconds(command(daemon.jid, "run", args="late"), "0"))
+    status, kind, text = note_of(answer)
+    assert (status, kind, status_field(answer)) == ("completed", "error", "expired")
+    assert "gave this request 0s" in text
+    answer = ask(raw, valid_for_seconds(command(daemon.jid, "run", args="in-time"), "60"))
+    assert note_of(answer) == ("completed", "info", "ran in-time")
+    assert daemon.runs == ["in-time"]
+
+
+def test_a_command_whose_deadline_passes_while_waiting_for_a_worker_never_runs(
+        holding, client):
+    daemon, raw = holding(threads=1), client()
+    answers = collect(raw)
+    raw.send(with_id(command(daemon.jid, "hold", args="first"), "held-1"))
+    wait_for(lambda: pumped(raw) and daemon.pool.running, 10, message="the first run")
+    raw.send(with_id(valid_for_seconds(command(daemon.jid, "run", args="queued"),
+                                       "0.3"), "queued-1"))
+    wait_for(lambda: pumped(raw) and daemon.pool.pending, 10, message="it queued")
+    queued_at = time.monotonic()          # it came before: its deadline is before
+    wait_for(lambda: pumped(raw) and time.monotonic() > queued_at + 0.3, 10,
+             message="its deadline passed")
+    daemon.holding.set()
+    wait_for(lambda: pumped(raw) and len(answers) == 2, 10, message="both answers")
+    by_id = {answer.getID(): answer for answer in answers}
+    assert note_of(by_id["held-1"]) == ("completed", "info", "held first")
+    assert status_field(by_id["queued-1"]) == "expired"
+    assert note_of(by_id["queued-1"])[:2] == ("completed", "error")
+    assert daemon.runs == ["first"]
