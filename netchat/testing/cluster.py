@@ -45,6 +45,8 @@ class EjabberdCluster:
     :param n: how many members (at least 1).
     :param domain: the XMPP domain they all serve.
     :param extra_config: YAML for every member (see :class:`EjabberdServer`).
+    :param stream_management: offer XEP-0198 (default); ``hibernation``: its
+        ``resume_timeout`` (see :class:`~netchat.testing.ThrowawayServer`).
 
     After :meth:`start`: :attr:`members` (``EjabberdServer`` objects, with ``port``
     and ``pid``), :attr:`endpoints` (``(host, port)`` of every member's c2s),
@@ -54,13 +56,15 @@ class EjabberdCluster:
     """
 
     def __init__(self, n: int = 3, domain: str = "localhost", extra_config: str = "",
-                 log_level: str = "warning"):
+                 log_level: str = "warning", stream_management: bool = True,
+                 hibernation: float = 60):
         if n < 1:
             raise ValueError("a cluster needs at least one member")
         self.n = n
         self.domain = domain
         self.extra_config = extra_config
         self.log_level = log_level
+        self.stream_management, self.hibernation = stream_management, hibernation
         self.cookie = secrets.token_hex(16)
         self.directory: Optional[str] = None
         self.ca_file: Optional[str] = None
@@ -132,7 +136,9 @@ class EjabberdCluster:
                 taken.add(port)
                 ports.append(port)
             member = EjabberdServer(self.domain, extra_config=config,
-                                    log_level=self.log_level)
+                                    log_level=self.log_level,
+                                    stream_management=self.stream_management,
+                                    hibernation=self.hibernation)
             member.prepare(os.path.join(self.directory, "member%d" % i), certs,
                            ports[0], ports[1], upload_port=ports[3])
             member.erl_args = [

@@ -144,6 +144,8 @@ class EjabberdServer(ThrowawayServer):
       includes. An option it gives replaces the generated one; for ``modules``,
       ``acl`` and ``access_rules`` only the entries it names; ``listen`` entries are
       added. ``NETCHAT_EJABBERD_LOG`` overrides the log level.
+    - ``stream_management`` is ``mod_stream_mgmt``; ``hibernation`` its
+      ``resume_timeout``.
     """
 
     name = "ejabberd"
@@ -198,10 +200,12 @@ class EjabberdServer(ThrowawayServer):
             disabled = [m for m in self.known_mechanisms if m not in self.mechanisms]
         modules = [("mod_disco", ["  mod_disco: {}"]), ("mod_ping", ["  mod_ping: {}"]),
                    ("mod_roster", ["  mod_roster: {}"]),
-                   ("mod_offline", ["  mod_offline: {}"]),
-                   ("mod_stream_mgmt", ["  mod_stream_mgmt:", "    resume_timeout: 60"] +
-                    (["    max_ack_queue: %d" % self.max_ack_queue]
-                     if self.max_ack_queue else []))]
+                   ("mod_offline", ["  mod_offline: {}"])]
+        if self.stream_management:
+            modules.append(("mod_stream_mgmt", [
+                "  mod_stream_mgmt:", "    resume_timeout: %d" % round(self.hibernation)]
+                + (["    max_ack_queue: %d" % self.max_ack_queue]
+                   if self.max_ack_queue else [])))
         if self.registration:
             modules.append(("mod_register", ["  mod_register:", "    access: register",
                                              "    ip_access: trusted_network"]))

@@ -23,7 +23,8 @@ class ProsodyServer(ThrowawayServer):
     It runs as root (``run_as_root``) and as an ordinary user alike (no mod_posix: it
     does not daemonize or switch users). ``NETCHAT_PROSODY_LOG`` overrides the log
     level; ``extra_config`` is Lua for the global section. Accounts are made with
-    ``prosodyctl``.
+    ``prosodyctl``. ``stream_management`` is the module ``smacks``; ``hibernation``
+    its ``smacks_hibernation_time``.
     """
 
     name = "Prosody"
@@ -82,14 +83,17 @@ class ProsodyServer(ThrowawayServer):
             "http_ports = {}",
             "https_ports = {}" if not self.upload else "",
             'modules_enabled = { "roster", "saslauth", %s"disco", "ping", "register",'
-            ' "offline", "presence", "message", "iq", "smacks" }'
-            % ('"tls", ' if self.tls else ""),
+            ' "offline", "presence", "message", "iq"%s }'
+            % ('"tls", ' if self.tls else "", ', "smacks"' if self.stream_management
+               else ""),
             # no s2s: a test server talks to nobody; no posix: we do not daemonize and
             # must run as an ordinary user and as root alike.
             'modules_disabled = { "s2s", "s2s_auth_certs", "posix" }',
-            # a lost client session is kept for resumption (XEP-0198) a minute, not
-            # ten: meanwhile it still looks present to its peers
-            "smacks_hibernation_time = 60",
+            # a lost client session is kept for resumption (XEP-0198) this long
+            # (``hibernation``; Debian's default is ten minutes): meanwhile it still
+            # looks present to its peers
+            "smacks_hibernation_time = %d" % round(self.hibernation)
+            if self.stream_management else "",
             # Lua 5.4's generational collector halves Prosody's CPU per routed message
             # (measured with python -m bench: 122 -> 62 us per request and reply), most
             # of all with stream management, whose copy of each stanza the default

@@ -67,6 +67,11 @@ class ThrowawayServer:
     :param upload: offer an XEP-0363 HTTP upload service (default, with TLS): the
         component :attr:`upload_service` hands out slots whose URLs are on
         :attr:`upload_url` (HTTPS on :attr:`upload_port`, with the run's CA).
+    :param stream_management: offer XEP-0198 stream management (default). False makes
+        a server that does not offer it at all.
+    :param hibernation: seconds (whole) a session whose link broke is kept for
+        resumption (XEP-0198; default 60): meanwhile it still looks present to its
+        peers. Debian's stock configurations keep it 600 s (Prosody), 300 s (ejabberd).
 
     After :meth:`start`: :attr:`port` (STARTTLS), :attr:`direct_tls_port` (XEP-0368),
     :attr:`ca_file`, :attr:`log_path`, :attr:`connection_options`.
@@ -84,7 +89,8 @@ class ThrowawayServer:
                  cert_names: Optional[List[str]] = None, log_level: str = "info",
                  extra_config: str = "", tls: bool = True, registration: bool = True,
                  mechanisms: Optional[List[str]] = None,
-                 extra_domains: Optional[List[str]] = None, upload: bool = True):
+                 extra_domains: Optional[List[str]] = None, upload: bool = True,
+                 stream_management: bool = True, hibernation: float = 60):
         self.domain = domain
         self.host = host
         self.extra_domains = list(extra_domains or [])
@@ -95,6 +101,8 @@ class ThrowawayServer:
         self.registration = registration
         self.mechanisms = list(mechanisms) if mechanisms is not None else None
         self.upload = upload and tls
+        self.stream_management = stream_management
+        self.hibernation = hibernation
         self.upload_port: Optional[int] = None
         self.port: Optional[int] = None
         self.direct_tls_port: Optional[int] = None
