@@ -7,8 +7,10 @@
 ``threads``   handlers of 50 ms at threads = 1, 4, 16, 64, beside the ideal
 ``files``     a 20 MiB file from ``jabber -a`` to a handler, beside a plain HTTPS copy
               (see :mod:`bench.files`)
-``smacks``    the echo pair with XEP-0198 stream management on (the default) and off,
+``smacks``    the echo pair with XEP-0198 stream management off (the default) and on,
               on three servers (see :mod:`bench.smacks`)
+``cut``       a daemon's link cut with 200 requests in flight: time to every reply,
+              copies sent again (see :mod:`bench.cut`)
 ``cluster``   fan-out and waitUntilAllHere on one ejabberd beside a 3-member cluster
               (see :mod:`bench.cluster`)
 """
@@ -26,6 +28,7 @@ import netchat
 from netchat.jabber import bare_jid
 
 from .cluster import cluster
+from .cut import link_cut
 from .files import files
 from .smacks import stream_management
 from .procs import CpuMeter, Meters, Pair, Peer, PeerGroup, rss_bytes
@@ -361,4 +364,4 @@ def threads_once(bench: Bench, count: int):
 SCENARIOS: Dict[str, object] = {"echo": echo, "fanout": fan_out,
                                 "wuah": wait_until_all_here, "threads": threads,
                                 "files": files, "smacks": stream_management,
-                                "cluster": cluster}
+                                "cluster": cluster, "cut": link_cut}

@@ -1,7 +1,7 @@
 """``smacks``: what XEP-0198 stream management costs, on the servers it meets.
 
-The echo pair with stream management on (netchat's default when the server offers
-it) and off, beside raw xmpppy (which has none), rounds interleaved, on three
+The echo pair with stream management off (netchat's default) and on (when the
+server offers it), beside raw xmpppy (which has none), rounds interleaved, on three
 servers started for the run:
 
 - the bench's Prosody (``netchat.testing``: Lua 5.4's generational collector);
@@ -22,9 +22,9 @@ from typing import List
 from netchat.testing import EjabberdServer, ProsodyServer
 
 from .procs import Meters, Pair, PeerGroup
-from .systems import NetchatNoAckRequester, NetchatRequester, RawRequester
+from .systems import NetchatSmRequester, NetchatRequester, RawRequester
 
-SYSTEMS = (RawRequester, NetchatNoAckRequester, NetchatRequester)
+SYSTEMS = (RawRequester, NetchatSmRequester, NetchatRequester)
 
 
 def _pairs(bench, server, group: PeerGroup, stack: contextlib.ExitStack) -> List:

@@ -114,8 +114,7 @@ class NetchatRequester(SyncRequester):
     system = "netchat"
     peer = "netchat"
 
-    #: XEP-0198 on this side and the echo peer's: None is netchat's default (on when
-    #: the server offers it).
+    #: XEP-0198 on this side and the echo peer's: None is netchat's default (off).
     stream_management: Optional[bool] = None
 
     def __init__(self, server, account, resource: str = "bench"):
@@ -140,10 +139,10 @@ class NetchatRequester(SyncRequester):
         self.daemon.close()
 
 
-class NetchatNoAckRequester(NetchatRequester):
-    """netchat with stream management (XEP-0198) off on both sides."""
-    system = "netchat, XEP-0198 off"
-    stream_management = False
+class NetchatSmRequester(NetchatRequester):
+    """netchat with stream management (XEP-0198) on, on both sides."""
+    system = "netchat, XEP-0198 on"
+    stream_management = True
 
 
 class SlixmppRequester:
