@@ -151,11 +151,14 @@ class Connection(RequestCommands, LoopMethods):
         #: Requests awaiting replies (see :mod:`netchat.transactions`).
         self.transactions = TransactionTable(self.stream.cond)
         #: Sends open requests again until answered (see :mod:`netchat.redelivery`).
-        self.redelivery = Redelivery(self.transactions, self._send_copy)
+        self.redelivery = Redelivery(self.transactions, self._send_copy, self.is_available)
         self.stream.tick = self.redelivery.tick
         #: Stanzas read and not yet handled when a link died: handled after the next
         #: connect, whatever kind of session it brings.
         self._unhandled: List[Any] = []
+        #: XML added to the available presence this connection sends (a daemon says
+        #: there that it keeps a duplicate memory: see :mod:`netchat.redelivery`).
+        self.presence_extra = ""
         #: Who is online, from the presence this connection received.
         self.presence = PresenceTable()
         self.router = Router(self)
@@ -229,6 +232,8 @@ class Connection(RequestCommands, LoopMethods):
         cause. Returns the connection.
         """
         stream = self.stream
+        if not self.resumer.attempting:
+            self.resumer.closed = False  # the user's own connect opens it again
         stream.enter()
         try:
             self._unhandled.extend(stream.take_unhandled())
@@ -240,7 +245,7 @@ class Connection(RequestCommands, LoopMethods):
             self.jid, self.mechanism = outcome.jid, outcome.mechanism
             if not outcome.resumed:  # a resumed session keeps what it knew
                 self.presence.clear()
-            stream.up(outcome.resumed)
+            stream.up(outcome.resumed, self.presence_extra)
             if outcome.resumed and not self._resumed_answers(deadline):
                 return self  # the link is dead again: a fresh session comes next
             stream.inbox.extendleft(reversed(self._unhandled))
@@ -251,16 +256,20 @@ class Connection(RequestCommands, LoopMethods):
         finally:
             stream.leave()
         if outcome.resumed:
+            self._link_back(True)
             return self
         try:
             self.handler.on_connected(self)
         except Exception:
             log.exception("error in the connected hook for %s", self.jid)
+        self._link_back(False)
+        return self
+
+    def _link_back(self, resumed: bool):
         try:
-            self.redelivery.link_back()
+            self.redelivery.link_back(resumed)
         except Disconnected:
             pass  # lost again: the next connect sends them
-        return self
 
     def _resumed_answers(self, deadline: float) -> bool:
         """Prove a resumed session with a round trip (a ping to the server): a
@@ -314,8 +323,10 @@ class Connection(RequestCommands, LoopMethods):
             except AuthError:
                 stream.release_socket("connect failed")
                 raise  # the account is the cluster's: another member says the same
-            except ConnectError as exc:
+            except (ConnectError, OSError) as exc:
                 stream.release_socket("connect failed")
+                if not isinstance(exc, ConnectError):  # e.g. reset while writing a header
+                    exc = ConnectError("connection to %s failed: %s" % (self.where, exc))
                 failures.append(exc)
                 if len(candidates) > 1:
                     log.info("cannot use %s: %s", self.where, exc)
@@ -337,14 +348,16 @@ class Connection(RequestCommands, LoopMethods):
         if not self.resumer.lost(reason):
             self.transactions.fail_all(reason, self.where)
 
-    def _send_copy(self, data: bytes):
+    def _send_copy(self, data: bytes) -> bool:
         """How :mod:`netchat.redelivery` sends a copy: with the answers to the
-        batch being handled; nothing (and no error) while the link is down."""
-        if self.stream.dead is None:
-            try:
-                self.send_xml(data, flush=False)
-            except Disconnected:
-                pass
+        batch being handled; False (and no error) while the link is down."""
+        if self.stream.dead is not None:
+            return False
+        try:
+            self.send_xml(data, flush=False)
+        except Disconnected:
+            return False
+        return True
 
     # -- sending -------------------------------------------------------------------------
 
@@ -424,8 +437,18 @@ class Connection(RequestCommands, LoopMethods):
         return msg_id
 
     def send_presence(self, to: Any = None, type: Optional[str] = None):
-        """Send presence: broadcast when ``to`` is None, else directed to ``to``."""
-        self.send_stanza(Presence(to=self.expand_jid(to) if to else None, typ=type))
+        """Send presence: broadcast when ``to`` is None, else directed to ``to``
+        (available presence carries :attr:`presence_extra`)."""
+        presence = Presence(to=self.expand_jid(to) if to else None, typ=type)
+        if type is None and self.presence_extra:
+            presence.setNamespace("")
+            xml = str(presence)
+            xml = xml[:-2] + ">" + self.presence_extra + "</presence>" \
+                if xml.endswith("/>") else \
+                xml[:-len("</presence>")] + self.presence_extra + "</presence>"
+            self.send_xml(xml)
+            return
+        self.send_stanza(presence)
 
     def subscribe(self, jid: Any):
         """Ask to see ``jid``'s presence (a subscription request)."""
@@ -482,11 +505,19 @@ class Connection(RequestCommands, LoopMethods):
         """
         stream = self.stream
         if stream.dead is not None:
-            wait = self.resumer.next_try - time.monotonic()
-            if wait > 0 and self.resumer.pending:  # not yet: the pause after a failure
-                with stream.cond:
-                    stream.cond.wait(wait if timeout is None else min(wait, timeout))
-            return 0 if self.resumer.attempt() else None
+            resumer = self.resumer
+            if not resumer.pending:
+                return None
+            wait = resumer.next_try - time.monotonic()
+            if wait <= 0:
+                if resumer.attempt():
+                    return 0
+                if not resumer.pending or resumer.next_try > time.monotonic():
+                    return None  # given up, or failed: the pause comes next call
+                wait = 0.5   # another thread is bringing it back: wait for it
+            with stream.cond:  # close() and a thread that brought it back notify
+                stream.cond.wait(wait if timeout is None else min(wait, timeout))
+            return None
         stream.yield_to_waiters()
         stream.enter()
         try:
@@ -532,6 +563,7 @@ class Connection(RequestCommands, LoopMethods):
         """
         stream = self.stream
         stream.closing = True
+        self.resumer.stop()
         if not stream.enter(grace):
             stream.cut("closed while the thread in process() was busy")
             return

@@ -33,6 +33,7 @@ from .jid import parse_user
 from .loop import LoopMethods
 from .peers import SUBSCRIPTIONS_MAX, Peers
 from .pool import WorkerPool
+from .redelivery import DEDUPE_XML
 from .requests import RequestPipeline
 from .runner import configure_logging, run as run_daemon, serve_forever
 from .services import Services
@@ -211,6 +212,8 @@ class Daemon(LoopMethods):
         self.cxn = self.connection_class(self.user, password,
                                          handler=DaemonHandler(self),
                                          text_limit=text_limit, **cxn_options)
+        # its presence says it keeps a duplicate memory: requesters may send copies
+        self.cxn.presence_extra = DEDUPE_XML
         #: Who may do what (``allow`` and ``acl``).
         self.access = AccessPolicy(self.cxn.domain, allow, acl, master)
         #: The steps of every request (see :mod:`netchat.requests`).

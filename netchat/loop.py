@@ -7,24 +7,28 @@ see :attr:`netchat.Connection.resuming`). Other threads may meanwhile call
 ``request``, ``post``, ``requestAll`` and the rest.
 """
 
+import collections
 import threading
-from typing import List, Optional
+from typing import Deque, Optional
 
 __all__ = ["BackgroundLoop", "LoopMethods"]
+
+#: What the last this many ``process`` calls returned is kept (``results``).
+RESULTS_KEPT = 1000
 
 
 class BackgroundLoop:
     """A thread running ``target.process(timeout)`` in a loop.
 
-    ``results``: what each ``process`` call returned (the last is None when the link
-    died); ``error``: the exception that ended the loop (a handler's ``sys.exit``
-    too), or None.
+    ``results``: what the last :data:`RESULTS_KEPT` ``process`` calls returned (the
+    last is None when the link died); ``error``: the exception that ended the loop
+    (a handler's ``sys.exit`` too), or None.
     """
 
     def __init__(self, target, timeout: float = 0.1, name: Optional[str] = None):
         self.target = target
         self.timeout = timeout
-        self.results: List[Optional[int]] = []
+        self.results: Deque[Optional[int]] = collections.deque(maxlen=RESULTS_KEPT)
         self.error: Optional[BaseException] = None
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True,

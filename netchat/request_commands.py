@@ -141,12 +141,17 @@ class RequestCommands:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s -> %s request thr=%s: %.200s", self.jid, to, thread, message)
         try:
-            self.send_xml(data)
+            if self.dead is not None and self.resuming:
+                # the link is being brought back: it goes then, with the time it has
+                # left (see netchat.redelivery)
+                tx.unsent = True
+            else:
+                self.send_xml(data)
         except Disconnected:
             if not self.resuming:
                 self.transactions.close(thread)
                 raise
-            # the link is being brought back: its copy goes then (netchat.redelivery)
+            tx.unsent = True
         except BaseException:
             self.transactions.close(thread)
             raise

@@ -79,12 +79,27 @@ class Resumer:
         #: When the next try may start (``time.monotonic()``), and the pause after it.
         self.next_try = 0.0
         self._gap = 0.5
+        #: Nothing is brought back: never connected yet, or given up (a connect
+        #: clears it).
+        self.stopped = True
+        #: The connection was closed (an explicit connect clears it), and how often.
+        self.closed = False
+        self.closes = 0
+        #: True while :meth:`attempt` connects (a connect of its own, not the user's).
+        self.attempting = False
+
+    def stop(self):
+        """The connection is closed: a lost link stays lost."""
+        self.closed = True
+        self.closes += 1
+        with self.conn.stream.cond:
+            self.conn.stream.cond.notify_all()
 
     def possible(self) -> bool:
         """Would the link be brought back if it were lost now?"""
         stream = self.conn.stream
         sm = stream.sm
-        if stream.closing or not self.timeout:
+        if self.stopped or self.closed or stream.closing or not self.timeout:
             return False
         if self.restart or (sm is not None and sm.restarting):  # a fresh session owed
             return True
@@ -96,6 +111,7 @@ class Resumer:
         """A connect succeeded (whoever called it): nothing is pending any more."""
         if self.since is not None or self.restart:
             self.recovered += 1
+        self.stopped = False
         self.since = None
         self.restart = False
         self.next_try = 0.0
@@ -145,8 +161,18 @@ class Resumer:
         try:
             if stream.dead is None:
                 return True
+            closes = self.closes
             try:
-                self.conn.connect()
+                self.attempting = True
+                try:
+                    self.conn.connect()
+                finally:
+                    self.attempting = False
+                if self.closes != closes:  # closed meanwhile: it must not come back
+                    stream.closing = True
+                    stream.goodbye(1.0)
+                    stream.release_socket("closed")
+                    return False
             except AuthError as exc:
                 self.give_up("the server refused the login: %s" % exc)
                 return False
@@ -171,7 +197,9 @@ class Resumer:
             stream.leave()
 
     def give_up(self, reason: str):
-        """Stop waiting: fail what waits, forget the session."""
+        """Stop waiting: fail what waits, forget the session (until the next explicit
+        :meth:`netchat.Connection.connect`)."""
+        self.stopped = True
         self.since = None
         self.restart = False
         sm = self.conn.stream.sm

@@ -17,7 +17,7 @@ from xmpp.protocol import ERR_SERVICE_UNAVAILABLE, NS_ROSTER, Error
 
 from .jid import bare_jid, normalize_jid
 from .redelivery import NS_RECEIPTS
-from .wire import is_automatic
+from .wire import NS_NETCHAT, is_automatic
 from .xmpp.parser import NS_PING, excerpt, make_iq
 
 log = logging.getLogger("netchat.jabber")
@@ -184,6 +184,7 @@ class Router:
                                             self.answers)
         if tx is not None:
             self.conn.redelivery.heard[tx.target] = time.monotonic()
+            self.conn.redelivery.dedupes(tx.target)
         return True
 
     def route_presence(self, presence):
@@ -194,8 +195,11 @@ class Router:
         typ = presence.getType() or "available"
         if typ in ("available", "unavailable"):
             bare, _, resource = sender.partition("/")
-            conn.presence.update(bare, resource, typ == "available")
-            conn.redelivery.presence(bare, resource, typ == "available")
+            available = typ == "available"
+            conn.presence.update(bare, resource, available)
+            if available and presence.getTag("dedupe", namespace=NS_NETCHAT) is not None:
+                conn.redelivery.dedupes(bare)
+            conn.redelivery.presence(bare, resource, available)
             with conn.stream.cond:  # requestAll may be waiting for a presence change
                 conn.stream.cond.notify_all()
         conn.handler.on_presence(conn, presence)

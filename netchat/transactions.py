@@ -54,11 +54,13 @@ class Transaction:
     request as sent without its validity and closing tag (None: never sent again);
     ``deadline`` (``time.monotonic()``, None: none), ``sent_at`` (the last copy),
     ``copies`` sent, ``receipt`` (the target said it holds the request), ``offline``
-    (a server bounced it: it waits for the target's return) and ``bounces``.
+    (a server bounced it: it waits for the target's return), ``unsent`` (the link
+    was down: it goes when the link is back) and ``bounces``.
     """
     __slots__ = ("thread", "to", "msg_id", "callback", "on_error", "waiting", "started",
                  "reply", "error", "done", "finished", "timeout", "head", "deadline",
-                 "sent_at", "copies", "receipt", "offline", "bounces", "target")
+                 "sent_at", "copies", "receipt", "offline", "bounces", "target", "unsent",
+                 "due")
 
     def __init__(self, thread: str, to: Any = None, callback: Optional[Callable] = None,
                  on_error: Optional[Callable] = None, waiting: bool = False,
@@ -77,7 +79,8 @@ class Transaction:
         self.finished: Optional[float] = None
         self.head: Optional[bytes] = None
         self.copies = self.bounces = 0
-        self.receipt = self.offline = False
+        self.receipt = self.offline = self.unsent = False
+        self.due = 0.0  # when its timer looks at it next (netchat.redelivery)
 
     def __repr__(self):
         return "<Transaction %s to %s%s>" % (self.thread, self.to,
@@ -96,7 +99,9 @@ class TransactionTable:
         self._lost_count = 0
         self._lost_reason = ""
         self._settled: "collections.OrderedDict[str, None]" = collections.OrderedDict()
-        self._offline = 0
+        #: Open requests per target (bare JID), and those waiting for its return.
+        self._targets: Dict[str, int] = {}
+        self._offline: Dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._active)
@@ -121,9 +126,33 @@ class TransactionTable:
     def is_open(self, tx: Transaction) -> bool:
         return self._active.get(tx.thread) is tx
 
-    def any_offline(self) -> bool:
-        """Does a request wait for its target's return (a server bounced it)?"""
-        return self._offline > 0
+    def get(self, thread: str) -> Optional[Transaction]:
+        """The open transaction with this thread, or None."""
+        return self._active.get(thread)
+
+    def asked(self, target: str) -> bool:
+        """Is a request open to ``target`` (a bare JID, lower-cased)?"""
+        return target in self._targets
+
+    def waits_for(self, target: str) -> bool:
+        """Does a request wait for the return of ``target`` (a server bounced it)?"""
+        return target in self._offline
+
+    def _set_offline(self, tx: Transaction, offline: bool):
+        """Mark ``tx`` waiting for its target's return, or not (under the lock)."""
+        if tx.offline == offline:
+            return
+        tx.offline = offline
+        count = self._offline.get(tx.target, 0) + (1 if offline else -1)
+        if count > 0:
+            self._offline[tx.target] = count
+        else:
+            self._offline.pop(tx.target, None)
+
+    def clear_offline(self, tx: Transaction):
+        """``tx`` is sent again: it no longer waits for its target's return."""
+        with self.cond:
+            self._set_offline(tx, False)
 
     def settled_recently(self, thread: Optional[str]) -> bool:
         """Was a transaction with this thread answered recently? (A late reply to a
@@ -135,10 +164,13 @@ class TransactionTable:
         to it is dropped when it was ``settled_now`` (not closed unanswered)."""
         self._by_id.pop(tx.msg_id, None)
         tx.head = None
-        if tx.offline:
-            tx.offline = False
-            self._offline -= 1
-        if not settled_now:
+        self._set_offline(tx, False)
+        count = self._targets.get(tx.target, 0) - 1
+        if count > 0:
+            self._targets[tx.target] = count
+        else:
+            self._targets.pop(tx.target, None)
+        if not settled_now or not tx.copies:  # only a copy's reply can come late
             return
         settled = self._settled
         settled[tx.thread] = None
@@ -147,7 +179,11 @@ class TransactionTable:
 
     def open(self, tx: Transaction) -> Transaction:
         with self.cond:
+            old = self._active.get(tx.thread)
+            if old is not None:  # the same thread again: the old one is forgotten
+                self._forget(old, False)
             self._active[tx.thread] = tx
+            self._targets[tx.target] = self._targets.get(tx.target, 0) + 1
             if tx.msg_id is not None:
                 self._by_id[tx.msg_id] = tx.thread
         return tx
@@ -205,9 +241,7 @@ class TransactionTable:
             if tx is None or tx.head is None or (
                     tx.deadline is not None and tx.deadline - time.monotonic() < 1.0):
                 return None
-            if not tx.offline:
-                tx.offline = True
-                self._offline += 1
+            self._set_offline(tx, True)
             self.cond.notify_all()
             return tx
 
@@ -223,9 +257,7 @@ class TransactionTable:
             if tx is None or not answers(tx.to, sender):
                 return None
             tx.receipt = True
-            if tx.offline:
-                tx.offline = False
-                self._offline -= 1
+            self._set_offline(tx, False)
             return tx
 
     def answers(self, msg, answers: Answers) -> bool:

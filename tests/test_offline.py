@@ -89,7 +89,7 @@ def test_loop_start_runs_process_on_a_background_thread():
     loop = netchat.BackgroundLoop(Target())
     assert calls.wait(5)
     loop.thread.join(5)
-    assert not loop.running and loop.results == [0, 0, 0, 0, None]
+    assert not loop.running and list(loop.results) == [0, 0, 0, 0, None]
     assert loop.stop()
 
 

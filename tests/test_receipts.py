@@ -24,6 +24,8 @@ def test_a_long_handler_draws_one_copy_then_a_receipt(daemon_factory, xmpp_accou
     coord = connect(xmpp_account("coord"), Recorder())
     try:
         with Loop(coord):
+            coord.subscribe(node.jid)   # its presence says it keeps a duplicate memory
+            wait_for(lambda: coord.is_available(node.jid), 10, message="its presence")
             tx = coord.open_request(node.jid, "hold", timeout=60)
             wait_for(lambda: node.started.is_set(), 10, message="the handler running")
             wait_for(lambda: tx.receipt, GAPS[0] + 5, message="a receipt for the copy")

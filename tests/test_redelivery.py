@@ -2,12 +2,13 @@
 copy of an open request goes out, what it carries, and when it does not."""
 
 import threading
+import time
 
 from xmpp.protocol import Message
 from xmpp.simplexml import XML2Node
 
 from netchat.deadlines import valid_for
-from netchat.redelivery import GAPS, NS_RECEIPTS, Redelivery, receipt_xml
+from netchat.redelivery import GAPS, NS_RECEIPTS, RECEIPT_GAP, Redelivery, receipt_xml
 from netchat.transactions import Transaction, TransactionTable
 
 TARGET = "node@example.org/n1"
@@ -20,10 +21,17 @@ def answers(to, sender):
 class Wire:
     """A table and a redelivery whose copies land in ``sent``."""
 
-    def __init__(self):
+    def __init__(self, known=True):
         self.table = TransactionTable(threading.Condition(threading.Lock()))
         self.sent = []
-        self.redelivery = Redelivery(self.table, self.sent.append)
+        self.presence = {}
+        self.redelivery = Redelivery(self.table, self.send, self.presence.get)
+        if known:  # the target said it keeps a duplicate memory
+            self.redelivery.dedupes("node@example.org")
+
+    def send(self, data):
+        self.sent.append(data)
+        return True
 
     def request(self, thread, to=TARGET, timeout=None, now=100.0):
         tx = Transaction(thread, to, msg_id="id-" + thread, timeout=timeout)
@@ -76,19 +84,23 @@ def test_a_target_answering_others_defers_the_timer():
     assert len(wire.sent) == 1
 
 
-def test_a_receipt_stops_the_timer_but_not_a_return():
+def test_a_receipt_slows_the_timer_down_and_a_return_still_sends():
     wire = Wire()
     tx = wire.request("t1", now=100.0)
     receipt = Message(node=XML2Node(receipt_xml("me@example.org/c", "id-t1")))
     assert receipt.getTag("received", namespace=NS_RECEIPTS).getAttr("id") == "id-t1"
     assert wire.table.receipt("id-t1", "someone@else.org/x", answers) is None  # forged
     assert wire.table.receipt("id-t1", TARGET, answers) is tx and tx.receipt
-    for now in range(101, 200):
+    for now in range(101, int(100 + RECEIPT_GAP)):
         wire.redelivery.tick(float(now))
-    assert wire.sent == []
+    assert wire.sent == []                    # it holds the request: no copy for a while
+    for now in range(int(100 + RECEIPT_GAP), int(100 + RECEIPT_GAP) + 3):
+        wire.redelivery.tick(float(now))
+    assert len(wire.sent) == 1                # ...but not for ever (its reply may be lost)
     wire.redelivery.presence("node@example.org", "n1", False)
+    tx.sent_at = 0.0                          # long ago, before it went away
     wire.redelivery.presence("node@example.org", "n1", True)
-    assert len(wire.sent) == 1                                     # its session changed
+    assert len(wire.sent) == 2                # its session changed
 
 
 def test_a_return_sends_once_what_went_before_the_target_went_away():
@@ -112,16 +124,17 @@ def test_a_presence_never_seen_going_away_sends_nothing():
 
 def test_a_bounced_request_waits_for_the_return_and_goes_again():
     wire = Wire()
-    tx = wire.request("t1", timeout=30, now=1e12)
+    tx = wire.request("t1", timeout=30, now=time.monotonic() - 10)
     bounce = Message(node=XML2Node(
         "<message type='error' from='%s' id='id-t1'><error type='cancel'>"
         "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
         "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>User session not found"
         "</text></error></message>" % TARGET))
     assert wire.table.bounced_offline(bounce, answers) is tx
-    assert tx.offline and not tx.done and wire.table.any_offline()
+    assert tx.offline and not tx.done and wire.table.waits_for("node@example.org")
     wire.redelivery.presence("node@example.org", "n1", True)
     assert [m.getThread() for m in wire.copies()] == ["t1"] and not tx.offline
+    assert not wire.table.waits_for("node@example.org")   # counted back down
 
 
 def test_a_fresh_link_sends_every_open_request_and_late_replies_are_known():
@@ -133,6 +146,59 @@ def test_a_fresh_link_sends_every_open_request_and_late_replies_are_known():
     assert wire.table.settle(reply, answers).thread == "t2"
     wire.redelivery.link_back()
     assert [m.getThread() for m in wire.copies()] == ["t1", "t3"]
-    assert wire.table.settled_recently("t2") and not wire.table.settled_recently("t1")
+    assert not wire.table.settled_recently("t2")  # no copy of it went: no late reply
+    reply = Message(node=XML2Node(str(reply).replace("t2", "t3")))
+    assert wire.table.settle(reply, answers).thread == "t3"
+    assert wire.table.settled_recently("t3") and not wire.table.settled_recently("t1")
     wire.table.close("t1")                    # the caller gave up: not a late reply
     assert not wire.table.settled_recently("t1")
+
+
+def test_a_peer_not_known_to_keep_a_memory_never_gets_a_copy():
+    """A Perl node runs every copy: only a netchat daemon's presence (or receipt)
+    makes a target one that gets copies."""
+    wire = Wire(known=False)
+    wire.request("t1", now=100.0)
+    for now in range(101, 300):
+        wire.redelivery.tick(float(now))
+    wire.redelivery.link_back()
+    assert wire.sent == []
+    wire.redelivery.dedupes("node@example.org")
+    wire.redelivery.link_back()
+    assert len(wire.sent) == 1
+
+
+def test_resources_compare_with_their_case_and_flapping_sends_no_more():
+    wire = Wire()
+    tx = wire.request("t1", to="Node@Example.org/Worker1", now=0.0)
+    assert tx.target == "node@example.org"
+    wire.redelivery.presence("node@example.org", "Worker1", False)
+    wire.redelivery.presence("node@example.org", "Worker1", True)
+    assert len(wire.sent) == 1
+    for _ in range(20):                       # a target flapping its presence
+        wire.redelivery.presence("node@example.org", "Worker1", False)
+        wire.redelivery.presence("node@example.org", "Worker1", True)
+    assert len(wire.sent) == 1
+
+
+def test_no_timer_copy_while_presence_says_the_target_is_away():
+    wire = Wire()
+    wire.request("t1", now=100.0)
+    wire.presence[TARGET] = False
+    for now in range(101, 200):
+        wire.redelivery.tick(float(now))
+    assert wire.sent == []
+    wire.presence[TARGET] = True
+    for now in range(200, 202):               # looked at again within GAPS[-1]
+        wire.redelivery.tick(float(now) + GAPS[-1])
+    assert len(wire.sent) == 1
+
+
+def test_presence_of_someone_never_asked_costs_nothing():
+    wire = Wire()
+    wire.request("t1", now=0.0)
+    for i in range(100):
+        wire.redelivery.presence("stranger%d@example.org" % i, "x", False)
+    assert wire.redelivery.stats()["copies"] == 0
+    assert not wire.table.asked("stranger1@example.org") and wire.table.asked(
+        "node@example.org")

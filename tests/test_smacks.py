@@ -123,4 +123,6 @@ def test_a_fresh_session_still_owed_keeps_the_lost_link_pending():
     sm.failed(None)                               # the resume answer was <failed/>
     stream = SimpleNamespace(sm=sm, closing=False, ended_by_server=False, dead="lost")
     resumer = Resumer(SimpleNamespace(stream=stream), timeout=60.0)
+    assert not resumer.pending                    # never connected: nothing to bring back
+    resumer.connected()                           # it was connected before
     assert not resumer.restart and resumer.pending

@@ -256,16 +256,19 @@ class Stream:
         except OSError as exc:
             raise ConnectError("write to %s failed: %s" % (self.where, exc)) from None
 
-    def up(self, resumed: bool = False):
+    def up(self, resumed: bool = False, presence_extra: str = ""):
         """The stream is set up: start counting keepalive time, send presence (unless
-        the session was resumed: the server kept it), then what a lost link left."""
+        the session was resumed: the server kept it; with ``presence_extra`` inside),
+        then what a lost link left."""
         again = self.sm.reasked() if self.sm is not None else []
         with self.cond:
             self.dead = None
             pending = self.sm.take_resend(again) if self.sm is not None else []
         self.keepalive.reset(time.monotonic())
         if not resumed:
-            self.send_bytes(str(Presence()).encode("utf-8"), flush=False)
+            self.send_bytes(("<presence>%s</presence>" % presence_extra).encode("utf-8")
+                            if presence_extra else str(Presence()).encode("utf-8"),
+                            flush=False)
         for data in pending:
             self.send_bytes(data, flush=False)
         self.flush()
@@ -369,7 +372,11 @@ class Stream:
             if self.dead is not None:
                 return None
             if self.tick is not None:
-                later = self.tick(now)
+                try:
+                    later = self.tick(now)
+                except Exception:  # never let it end the loop
+                    log.exception("error in the timer of %s", self.where)
+                    later = None
                 if later is not None:
                     wait = later if wait is None else min(wait, later)
                 if self._outq:
