@@ -12,9 +12,11 @@ The memory is bounded three ways: by count (``max_entries``), by age
 (``max_age`` seconds) and by the bytes of the replies it keeps (``max_bytes``).
 Past ``max_bytes`` only *replies* go, not requests: a copy of such a request is
 refused (:data:`RAN`), not run again; so is a copy of one whose reply was too big to
-keep. Entries older than ``max_age`` go first. A copy that comes after its entry was
-forgotten runs again: that is the window the README documents. Requests without an
-id are not remembered (nothing tells a copy from a new request).
+keep. Entries older than ``max_age`` go first, except one still running (a copy
+of it must never run it again: a handler may outlive ``max_age``). A copy that
+comes after its entry was forgotten runs again: that is the window the README
+documents. Requests without an id are not remembered (nothing tells a copy from a
+new request).
 
 The memory is fair per sender, so that one peer cannot push the others' requests
 out of it. Senders are counted by bare JID (a peer does not get more room by
@@ -248,6 +250,10 @@ class RecentRequests:
             key, entry = next(iter(entries.items()))
             if now - entry[0] <= self.max_age:
                 return
+            if entry[1] is None:  # still running: a copy must not run it again
+                entry[0] = now
+                entries.move_to_end(key)
+                continue
             self._drop(key)
 
 

@@ -104,6 +104,24 @@ def test_entries_expire_by_age_whoever_sent_them(monkeypatch):
     assert all(recent.claim(key) is None for key in old)   # forgotten: new again
 
 
+def test_a_request_still_running_never_expires(monkeypatch):
+    """A handler that outlives max_age: its copies must still find it running."""
+    now = [1000.0]
+
+    class Clock:
+        @staticmethod
+        def monotonic():
+            return now[0]
+    monkeypatch.setattr(dedupe, "time", Clock)
+    recent = RecentRequests(max_age=10)
+    running = recent.key("a@x/r", "long", "t")
+    assert recent.claim(running) is None
+    done = remember(recent, "a@x/r", "short", "<a/>")
+    now[0] += 60
+    assert recent.claim(running) == RUNNING            # a copy: not run again
+    assert recent.claim(done) is None                  # an answered one expired
+
+
 def test_forget_frees_the_senders_share():
     recent = RecentRequests(max_entries=10, max_per_sender=2)
     first = remember(recent, "a@x/r", "a0", "<a/>")
