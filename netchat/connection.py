@@ -262,12 +262,14 @@ class Connection(RequestCommands, LoopMethods):
             self.handler.on_connected(self)
         except Exception:
             log.exception("error in the connected hook for %s", self.jid)
-        self._link_back(False)
+        # with stream management, a fresh session asks again what is open whoever
+        # the target is (the lost session's queue, replies included, is gone)
+        self._link_back(False, self.stream.sm is not None)
         return self
 
-    def _link_back(self, resumed: bool):
+    def _link_back(self, resumed: bool, everyone: bool = False):
         try:
-            self.redelivery.link_back(resumed)
+            self.redelivery.link_back(resumed, everyone)
         except Disconnected:
             pass  # lost again: the next connect sends them
 

@@ -9,8 +9,8 @@ Replies to copies that come after the request settled are dropped quietly
 (:meth:`netchat.transactions.TransactionTable.settled_recently`).
 
 Copies go only to targets known to keep such a memory: a netchat daemon says so in
-its presence (``<dedupe xmlns='urn:x-netchat:0'/>``), and a receipt or a reply
-carrying netchat's marker says so too. A Perl node (or any other peer) keeps none,
+its presence (``<dedupe xmlns='urn:x-netchat:0'/>``) and in its first reply to each
+requester (netchat's marker), and a receipt says so too. A Perl node (or any other peer) keeps none,
 so it never gets a copy: a copy would run again there.
 
 A copy of an open request goes out:
@@ -211,15 +211,17 @@ class Redelivery:
             self._send_copy(tx, now, "timer")
         return self.next_due - now if timers else None
 
-    def link_back(self, resumed: bool = False):
+    def link_back(self, resumed: bool = False, everyone: bool = False):
         """The link came back: send every open request again (on a resumed session
-        only those made while it was down)."""
+        only those made while it was down; ``everyone``: to targets not known to
+        keep a duplicate memory too, as XEP-0198 does after a failed resumption)."""
         now = time.monotonic()
         sent = 0
         for tx in self.table.open_transactions():
             if resumed and not tx.unsent:
                 continue
-            if (tx.unsent or self.knows(tx)) and self._send_copy(tx, now, "link"):
+            if (tx.unsent or everyone or self.knows(tx)) and \
+                    self._send_copy(tx, now, "link"):
                 sent += 1
         if sent:
             log.info("sent %d open request(s) again on the %s session", sent,
@@ -252,7 +254,7 @@ class Redelivery:
             to = normalize_jid(tx.to)
             if to != full and to != bare:
                 continue
-            if now - tx.sent_at < GAPS[0]:
+            if not tx.offline and now - tx.sent_at < GAPS[0]:
                 continue  # sent a moment ago: a target flapping its presence gets no more
             if tx.offline or (gone is not None and tx.sent_at <= gone):
                 again.append(tx)

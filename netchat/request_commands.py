@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional
 from xmpp.simplexml import Node
 
 from .deadlines import validity_xml
-from .errors import Disconnected, RemoteError, Timeout
+from .errors import Disconnected, Timeout
 from .redelivery import Redelivery
 from .transactions import Reply, Transaction, TransactionTable, request_all
 from .wire import new_thread_id
@@ -173,14 +173,10 @@ class RequestCommands:
         tx = self.open_request(to, message, timeout=timeout, **options)
         deadline = None if timeout is None else time.monotonic() + timeout
         if not self.wait_until(lambda: tx.done, deadline) and not tx.done:
-            offline = tx.offline
+            bounced = tx.error if tx.offline else None
             self.transactions.close(tx.thread)
-            if offline:
-                raise RemoteError("%s is offline: the server did not keep the request, so "
-                                  "it will not run later, and %s did not come back within "
-                                  "%.1fs" % (tx.to, tx.to, timeout),
-                                  condition="recipient-unavailable", jid=str(tx.to),
-                                  offline=True)
+            if bounced is not None:  # and it did not come back in time
+                raise bounced
             if self.dead is not None:
                 raise Disconnected("connection to %s lost while waiting for a reply from "
                                    "%s: %s" % (self.where, tx.to, self.dead))

@@ -24,6 +24,7 @@ The temporary files of a request are removed once its reply is sent, so after it
 handler returned.
 """
 
+import collections
 import logging
 import os
 import threading
@@ -55,6 +56,7 @@ __all__ = ["RequestPipeline", "Outcome", "audit_field"]
 MSG_RAN = "this request ran already; its reply is no longer kept"
 
 AUDIT_FIELD_MAX = 100         # characters of a command name in an audit line
+TOLD_MAX = 4096               # requesters remembered as told of the duplicate memory
 
 #: ``respond(text, status)``: sends the outcome of a request, on any thread.
 Respond = Callable[[str, str], Any]
@@ -79,6 +81,18 @@ class RequestPipeline:
         #: Requests seen recently and their replies (see :mod:`netchat.dedupe`):
         #: a copy of one of them is answered from here and never runs.
         self.recent = RecentRequests()
+        self._told: "collections.OrderedDict[str, None]" = collections.OrderedDict()
+
+    def _first_reply_to(self, sender) -> bool:
+        """Is this the first reply to ``sender`` (its bare JID) lately?"""
+        name = str(sender).partition("/")[0]
+        told = self._told
+        if name in told:
+            return False
+        told[name] = None
+        if len(told) > TOLD_MAX:
+            told.popitem(last=False)
+        return True
 
     @property
     def current_message(self):
@@ -324,7 +338,9 @@ class RequestPipeline:
         over ``max_reply``; with ``command``, audit it."""
         daemon = self.daemon
         body, status = outcome
-        xml = reply_xml(msg, body, status)
+        # the first reply to a requester carries the marker even when ok: it says
+        # this daemon keeps a duplicate memory (netchat.redelivery sends it copies)
+        xml = reply_xml(msg, body, status, marked=self._first_reply_to(msg.getFrom()))
         data = None
         if len(xml) * 4 > daemon.max_reply:  # else it fits whatever its characters
             data = xml.encode("utf-8")

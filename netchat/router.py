@@ -167,7 +167,11 @@ class Router:
             conn.handler.on_message(conn, msg)
             return
         if tx.to is not None:
-            conn.redelivery.heard[tx.target] = tx.finished
+            redelivery = conn.redelivery
+            redelivery.heard[tx.target] = tx.finished
+            if not redelivery.knows(tx) and \
+                    msg.getTag("reply", namespace=NS_NETCHAT) is not None:
+                redelivery.dedupes(tx.target)  # a netchat daemon: it keeps a memory
         if tx.waiting:
             pass  # request() picks it up
         elif tx.callback is not None:

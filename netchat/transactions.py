@@ -39,7 +39,7 @@ SESSION_ENDED = "session terminated"
 #: Times a request bounced that way is sent again before the bounce settles it.
 RESEND_BOUNCED = 3
 #: Threads of settled transactions remembered (late replies to copies are dropped).
-SETTLED_MAX = 8192
+SETTLED_MAX = 16384
 
 
 class Transaction:
@@ -170,7 +170,7 @@ class TransactionTable:
             self._targets[tx.target] = count
         else:
             self._targets.pop(tx.target, None)
-        if not settled_now or not tx.copies:  # only a copy's reply can come late
+        if not settled_now:
             return
         settled = self._settled
         settled[tx.thread] = None
@@ -242,6 +242,12 @@ class TransactionTable:
                     tx.deadline is not None and tx.deadline - time.monotonic() < 1.0):
                 return None
             self._set_offline(tx, True)
+            target = tx.to or msg.getFrom()
+            # not settled: what it comes to if the target does not return in time
+            tx.error = RemoteError(
+                "%s is offline: the server did not keep the request (%s), so it will "
+                "not run later" % (target, condition), condition=condition,
+                jid=str(target), offline=True)
             self.cond.notify_all()
             return tx
 
@@ -443,8 +449,12 @@ def request_all(conn, nodes: Iterable[Any], message: str, timeout: float,
             del results[node]
             ask(node)
         for node in went_offline():
-            conn.end_transaction(asked[node].thread)
-            results[node] = Reply("offline", elapsed=time.monotonic() - asked[node].started)
+            tx = asked[node]
+            bounced = tx.error if tx.offline else None
+            conn.end_transaction(tx.thread)
+            results[node] = Reply("offline", str(bounced) if bounced else None,
+                                  time.monotonic() - tx.started,
+                                  getattr(bounced, "condition", None))
     for node, tx in asked.items():
         if node in results:
             continue

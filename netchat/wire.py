@@ -6,7 +6,8 @@
 - netchat marks its replies with ``<reply xmlns='urn:x-netchat:0' status='...'/>`` (``ok``,
   ``error``, ``unknown``, ``denied``, ``busy``, ``expired``, ``too-large``); a reply
   without the marker is ``ok``, and an ``ok`` reply that carries a ``re:`` subject is
-  sent without it.
+  sent without it, except a daemon's first reply to each requester (the marker says
+  the daemon keeps a duplicate memory: see :mod:`netchat.redelivery`).
 - A message is *automatic* (never run as a command, never answered) when it is an error
   stanza, carries the reply marker, has a subject beginning ``re: `` or has the subject
   ``allhere``.
@@ -110,14 +111,15 @@ def message_xml(to: str, body: str, subject: Optional[str] = None,
 
 
 def reply_xml(request: Message, body: str, status: Optional[str] = "ok",
-              xmlns: bool = False) -> str:
+              xmlns: bool = False, marked: bool = False) -> str:
     """The reply to ``request`` in the Perl module's format, plus netchat's marker, as
     text. ``body`` is escaped for XML (see :func:`escape_invalid_xml`); ``status=None``
     sends no marker (as a Perl node would). An ``ok`` reply with a ``re:`` subject
-    needs no marker either: absence means ok, and the subject already marks it as a
-    reply (a ``chat`` reply has no subject, so it keeps its marker)."""
+    needs no marker either, unless ``marked``: absence means ok, and the subject
+    already marks it as a reply (a ``chat`` reply has no subject, so it keeps its
+    marker)."""
     subject = reply_subject(request)
-    if status == "ok" and subject is not None:
+    if status == "ok" and subject is not None and not marked:
         status = None
     return message_xml(
         request.getFrom(), escape_invalid_xml(body if body is not None else ""),
