@@ -21,8 +21,8 @@ A copy of an open request goes out:
   (:meth:`Redelivery.link_back`);
 - **when the target comes back**: available presence from it after it was seen
   going away sends what was sent to it before it went away, and what a server
-  bounced because it was offline, at most once per :data:`GAPS` ``[0]`` seconds
-  (:meth:`Redelivery.presence`);
+  bounced because it was offline; a copy at most once per :data:`GAPS` ``[0]``
+  seconds (:meth:`Redelivery.presence`);
 - **on a timer**: after 2, 4, 8, 16, then every 30 seconds of silence from the
   target (replies from it to other requests mean it is working through a backlog,
   and push the timer back), until the request's deadline; not while its presence
@@ -254,8 +254,8 @@ class Redelivery:
             to = normalize_jid(tx.to)
             if to != full and to != bare:
                 continue
-            if not tx.offline and now - tx.sent_at < GAPS[0]:
-                continue  # sent a moment ago: a target flapping its presence gets no more
+            if tx.copies and not tx.offline and now - tx.sent_at < GAPS[0]:
+                continue  # a copy went a moment ago: a flapping target gets no more
             if tx.offline or (gone is not None and tx.sent_at <= gone):
                 again.append(tx)
         for tx in again:
