@@ -90,7 +90,8 @@ def link_cut(bench):
                     result["in_flight"], result["recognised"], result["twice"],
                     result["missing"], result["late"]))
         bench.add("link cut", "cut mid-burst -> every reply", name, result["recovered"],
-                  "s", note=note)
+                  "s", note=note, twice=result["twice"] + result["late"],
+                  missing=result["missing"])
         bench.add("link cut", "copies sent again", name, result["copies"], "stanzas",
                   note=", ".join("%s %d" % (why, count)
                                  for why, count in sorted(result["why"].items())

@@ -52,8 +52,9 @@ class RemoteError(NetChatError):
 
     ``condition`` is the defined condition (e.g. ``service-unavailable``), ``jid`` the
     peer the request was sent to. ``offline`` is True when the server bounced a
-    request sent with a timeout because its target is offline: the server did not
-    keep it, so it will not run later.
+    request sent with a timeout because its target is offline, and no copy of it went
+    before (see :mod:`netchat.redelivery`): the server did not keep it, so it will
+    not run later.
     """
 
     def __init__(self, message: str, condition: str = "", jid: str = "",

@@ -243,11 +243,19 @@ class TransactionTable:
                 return None
             self._set_offline(tx, True)
             target = tx.to or msg.getFrom()
-            # not settled: what it comes to if the target does not return in time
-            tx.error = RemoteError(
-                "%s is offline: the server did not keep the request (%s), so it will "
-                "not run later" % (target, condition), condition=condition,
-                jid=str(target), offline=True)
+            # not settled: what it comes to if the target does not return in time.
+            # Once a copy went, the bounce may be a copy's: an earlier one may have
+            # run (its reply lost), so nothing is promised about it
+            if tx.copies:
+                tx.error = RemoteError(
+                    "%s is offline: the server did not keep a copy of the request (%s); "
+                    "an earlier one may have run" % (target, condition),
+                    condition=condition, jid=str(target), offline=False)
+            else:
+                tx.error = RemoteError(
+                    "%s is offline: the server did not keep the request (%s), so it "
+                    "will not run later" % (target, condition), condition=condition,
+                    jid=str(target), offline=True)
             self.cond.notify_all()
             return tx
 
@@ -288,8 +296,8 @@ class TransactionTable:
             if error:
                 condition, text = error_condition(msg)
                 target = tx.to or msg.getFrom()
-                if bounced_offline(condition, text) and (tx.timeout is not None or
-                                                         offline):
+                if bounced_offline(condition, text) and not tx.copies and (
+                        tx.timeout is not None or offline):
                     tx.error = RemoteError(
                         "%s is offline: the server did not keep the request (%s), so it "
                         "will not run later" % (target, condition), condition=condition,

@@ -199,3 +199,22 @@ def test_presence_of_someone_never_asked_costs_nothing():
     assert wire.redelivery.stats()["copies"] == 0
     assert not wire.table.asked("stranger1@example.org") and wire.table.asked(
         "node@example.org")
+
+
+def test_a_bounce_after_a_copy_promises_nothing():
+    """The bounce may be a copy's: the original may have run (its reply lost), so the
+    error must not say it will never run (a caller would ask again: twice)."""
+    wire = Wire()
+    tx = wire.request("t1", timeout=30, now=time.monotonic() - 10)
+    wire.redelivery.link_back()                       # a copy went
+    bounce = Message(node=XML2Node(
+        "<message type='error' from='%s' id='id-t1'><error type='cancel'>"
+        "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+        "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>User session not found"
+        "</text></error></message>" % TARGET))
+    assert wire.table.bounced_offline(bounce, answers) is tx
+    assert tx.error is not None and not tx.error.offline
+    fresh = wire.request("t2", timeout=30, now=time.monotonic() - 10)
+    assert wire.table.bounced_offline(Message(node=XML2Node(
+        str(bounce).replace("id-t1", "id-t2"))), answers) is fresh
+    assert fresh.error.offline                        # no copy went: it never runs
