@@ -14,7 +14,7 @@ from .errors import (AuthError, CommandError, ConnectError, Disconnected, NetCha
 from .connection import Connection
 from .handler import ConnectionHandler
 from .loop import BackgroundLoop
-from .transactions import Reply
+from .fanout import Reply
 from .download import DownloadError
 from .upload import UploadError
 

@@ -32,7 +32,6 @@ from .router import Router
 from .request_commands import RequestCommands
 from .transactions import TransactionTable
 from .wire import check_xml_text, message_xml
-from .xmpp.parser import NS_PING, make_iq
 from .xmpp.transport import client_context
 from .xmpp.negotiate import Account, negotiate
 from .xmpp.smacks import StreamManagement
@@ -246,7 +245,7 @@ class Connection(RequestCommands, LoopMethods):
             if not outcome.resumed:  # a resumed session keeps what it knew
                 self.presence.clear()
             stream.up(outcome.resumed, self.presence_extra)
-            if outcome.resumed and not self._resumed_answers(deadline):
+            if outcome.resumed and not self.resumer.prove(deadline):
                 return self  # the link is dead again: a fresh session comes next
             stream.inbox.extendleft(reversed(self._unhandled))
             self._unhandled = []
@@ -272,31 +271,6 @@ class Connection(RequestCommands, LoopMethods):
             self.redelivery.link_back(resumed, everyone)
         except Disconnected:
             pass  # lost again: the next connect sends them
-
-    def _resumed_answers(self, deadline: float) -> bool:
-        """Prove a resumed session with a round trip (a ping to the server): a
-        server may keep feeding the resumed link into the lost one's parser, where
-        half a stanza swallows everything that follows (Prosody 0.12). No answer
-        within ``ping_timeout`` (at most 5 s) ends the link so that a fresh session
-        is started (see :mod:`netchat.resumption`)."""
-        stream = self.stream
-        ping_id = "resumed-%s" % self.new_id()
-        ping = make_iq("get", Node("ping", attrs={"xmlns": NS_PING}), to=self.domain,
-                       id=ping_id)
-        ping.setNamespace("")
-        stream.send_bytes(str(ping).encode("utf-8"))
-        patience = min(deadline, time.monotonic() + min(5.0, stream.keepalive.timeout))
-        try:
-            stream.await_element(lambda n: n.getName() == "iq" and
-                                 n.getAttr("id") == ping_id, patience,
-                                 "the answer to a ping on the resumed session")
-            return True
-        except ConnectError as exc:
-            log.warning("the resumed session on %s does not answer (%s): starting a "
-                        "fresh one", self.where, exc)
-            stream.error_condition = "no-acknowledgement"
-            stream.mark_dead("the resumed session does not answer")
-            return False
 
     reconnect = connect
 

@@ -10,7 +10,7 @@ stream: socket, parser, negotiation), :mod:`netchat.router`,
 from .connection import Connection
 from .handler import ConnectionHandler
 from .jid import bare_jid, normalize_jid, parse_user, user_id
-from .transactions import Reply
+from .fanout import Reply
 from .xmpp.parser import NS_PING, NS_XMPP_STANZAS, is_ping, make_iq
 
 __all__ = ["Connection", "ConnectionHandler", "Reply", "bare_jid", "normalize_jid",

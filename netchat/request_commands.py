@@ -15,7 +15,8 @@ from xmpp.simplexml import Node
 from .deadlines import validity_xml
 from .errors import Disconnected, Timeout
 from .redelivery import Redelivery
-from .transactions import Reply, Transaction, TransactionTable, request_all
+from .fanout import Reply, request_all
+from .transactions import Transaction, TransactionTable
 from .wire import new_thread_id
 from .xmpp.parser import NS_PING, make_iq
 

@@ -19,7 +19,10 @@ import logging
 import time
 from typing import Optional
 
+from xmpp.simplexml import Node
+
 from .errors import AuthError, ConnectError
+from .xmpp.parser import NS_PING, make_iq
 
 log = logging.getLogger("netchat.jabber")
 
@@ -195,6 +198,32 @@ class Resumer:
             return True
         finally:
             stream.leave()
+
+    def prove(self, deadline: float) -> bool:
+        """Prove a resumed session with a round trip (a ping to the server): a
+        server may keep feeding the resumed link into the lost one's parser, where
+        half a stanza swallows everything that follows (Prosody 0.12). No answer
+        within ``ping_timeout`` (at most 5 s) ends the link so that a fresh session
+        is started (see :data:`RESTART_AFTER`)."""
+        conn = self.conn
+        stream = conn.stream
+        ping_id = "resumed-%s" % conn.new_id()
+        ping = make_iq("get", Node("ping", attrs={"xmlns": NS_PING}), to=conn.domain,
+                       id=ping_id)
+        ping.setNamespace("")
+        stream.send_bytes(str(ping).encode("utf-8"))
+        patience = min(deadline, time.monotonic() + min(5.0, stream.keepalive.timeout))
+        try:
+            stream.await_element(lambda n: n.getName() == "iq" and
+                                 n.getAttr("id") == ping_id, patience,
+                                 "the answer to a ping on the resumed session")
+            return True
+        except ConnectError as exc:
+            log.warning("the resumed session on %s does not answer (%s): starting a "
+                        "fresh one", conn.where, exc)
+            stream.error_condition = "no-acknowledgement"
+            stream.mark_dead("the resumed session does not answer")
+            return False
 
     def give_up(self, reason: str):
         """Stop waiting: fail what waits, forget the session (until the next explicit

@@ -41,3 +41,13 @@ def coord(xmpp_account):
     conn = connect(xmpp_account("coord"), Recorder())
     yield conn
     conn.close()
+
+
+@pytest.fixture
+def restart_killed(ejabberd_cluster):
+    """Members of the cluster a test killed (it appends their numbers), started again
+    at its end."""
+    killed = []
+    yield killed
+    for i in killed:
+        ejabberd_cluster.start(i)

@@ -34,14 +34,6 @@ def cluster_daemons(ejabberd_cluster):
     pool.close()
 
 
-@pytest.fixture
-def restart_killed(ejabberd_cluster):
-    killed = []
-    yield killed
-    for i in killed:
-        ejabberd_cluster.start(i)
-
-
 def test_cross_member_requests_and_wait(ejabberd_cluster, cluster_daemons):
     nodes = [cluster_daemons(i % 3, "x%d-" % i) for i in range(6)]
     coord = cluster_daemons(0, "coord", loop=False)

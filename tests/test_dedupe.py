@@ -86,7 +86,9 @@ def test_a_senders_byte_share_caps_it_even_with_room():
     assert recent.claim(big) == RAN and recent.usage("b@x") == (1, 0)
 
 
-def test_entries_expire_by_age_whoever_sent_them(monkeypatch):
+@pytest.fixture
+def now(monkeypatch):
+    """The duplicate memory's clock, in the test's hands: ``now[0]`` seconds."""
     now = [1000.0]
 
     class Clock:
@@ -94,6 +96,10 @@ def test_entries_expire_by_age_whoever_sent_them(monkeypatch):
         def monotonic():
             return now[0]
     monkeypatch.setattr(dedupe, "time", Clock)
+    return now
+
+
+def test_entries_expire_by_age_whoever_sent_them(now):
     recent = RecentRequests(max_age=10)
     old = [remember(recent, "a@x/r", "a%d" % i, "<a/>") for i in range(3)]
     now[0] += 5
@@ -104,15 +110,8 @@ def test_entries_expire_by_age_whoever_sent_them(monkeypatch):
     assert all(recent.claim(key) is None for key in old)   # forgotten: new again
 
 
-def test_a_request_still_running_never_expires(monkeypatch):
+def test_a_request_still_running_never_expires(now):
     """A handler that outlives max_age: its copies must still find it running."""
-    now = [1000.0]
-
-    class Clock:
-        @staticmethod
-        def monotonic():
-            return now[0]
-    monkeypatch.setattr(dedupe, "time", Clock)
     recent = RecentRequests(max_age=10)
     running = recent.key("a@x/r", "long", "t")
     assert recent.claim(running) is None

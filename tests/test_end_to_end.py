@@ -361,15 +361,6 @@ def test_server_restart_mid_burst_every_request_runs_once_and_is_answered_once(
 
 # -- 4. a cluster member dies (the ejabberd pass only: it uses ejabberd_cluster) ---------
 
-@pytest.fixture
-def restart_killed(ejabberd_cluster):
-    """Members a test killed, started again at its end."""
-    killed = []
-    yield killed
-    for i in killed:
-        ejabberd_cluster.start(i)
-
-
 @pytest.mark.parametrize("sm", [True, False], ids=["sm", "no-sm"])
 def test_cluster_member_holding_the_daemon_killed_mid_burst_every_request_runs_once(
         ejabberd_cluster, restart_killed, rig, sm):

@@ -18,6 +18,15 @@ def answers(to, sender):
     return to is None or str(sender).split("/")[0] == str(to).split("/")[0]
 
 
+def offline_bounce(msg_id):
+    """What ejabberd answers a no-store message to an account with no session."""
+    return Message(node=XML2Node(
+        "<message type='error' from='%s' id='%s'><error type='cancel'>"
+        "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
+        "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>User session not found"
+        "</text></error></message>" % (TARGET, msg_id)))
+
+
 class Wire:
     """A table and a redelivery whose copies land in ``sent``."""
 
@@ -125,11 +134,7 @@ def test_a_presence_never_seen_going_away_sends_nothing():
 def test_a_bounced_request_waits_for_the_return_and_goes_again():
     wire = Wire()
     tx = wire.request("t1", timeout=30, now=time.monotonic() - 10)
-    bounce = Message(node=XML2Node(
-        "<message type='error' from='%s' id='id-t1'><error type='cancel'>"
-        "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
-        "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>User session not found"
-        "</text></error></message>" % TARGET))
+    bounce = offline_bounce("id-t1")
     assert wire.table.bounced_offline(bounce, answers) is tx
     assert tx.offline and not tx.done and wire.table.waits_for("node@example.org")
     wire.redelivery.presence("node@example.org", "n1", True)
@@ -207,14 +212,9 @@ def test_a_bounce_after_a_copy_promises_nothing():
     wire = Wire()
     tx = wire.request("t1", timeout=30, now=time.monotonic() - 10)
     wire.redelivery.link_back()                       # a copy went
-    bounce = Message(node=XML2Node(
-        "<message type='error' from='%s' id='id-t1'><error type='cancel'>"
-        "<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/>"
-        "<text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>User session not found"
-        "</text></error></message>" % TARGET))
+    bounce = offline_bounce("id-t1")
     assert wire.table.bounced_offline(bounce, answers) is tx
     assert tx.error is not None and not tx.error.offline
     fresh = wire.request("t2", timeout=30, now=time.monotonic() - 10)
-    assert wire.table.bounced_offline(Message(node=XML2Node(
-        str(bounce).replace("id-t1", "id-t2"))), answers) is fresh
+    assert wire.table.bounced_offline(offline_bounce("id-t2"), answers) is fresh
     assert fresh.error.offline                        # no copy went: it never runs
