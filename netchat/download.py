@@ -72,8 +72,11 @@ def oob_links(message: Node, limit: int = 256) -> List[Link]:
 def file_name_of(url: str) -> str:
     """A harmless file name from the last part of ``url``'s path: percent-decoded,
     without path separators, control characters or leading dots; ``file`` when
-    nothing is left."""
-    path = urllib.parse.urlsplit(url).path
+    nothing is left (or ``url`` is no URL)."""
+    try:
+        path = urllib.parse.urlsplit(url).path
+    except ValueError:
+        return "file"
     name = urllib.parse.unquote(path.rstrip("/").rsplit("/", 1)[-1])
     name = "".join("_" if c in "/\\" or ord(c) < 32 or ord(c) == 127 else c for c in name)
     name = name.lstrip(". ").strip()[:MAX_NAME]
@@ -165,10 +168,18 @@ class Downloader:
         """``(host, port, address)`` to fetch ``url`` from; raises
         :class:`DownloadError` when the link is not HTTPS or not from an allowed
         origin (nothing is connected to)."""
-        parts = urllib.parse.urlsplit(url)
+        try:
+            parts = urllib.parse.urlsplit(url)
+        except ValueError as exc:
+            raise DownloadError("refused %s: not a valid URL (%s)" % (_short(url), exc)
+                                ) from None
         if parts.scheme.lower() != "https":
             raise DownloadError("refused %s: only https links are fetched" % _short(url))
-        host, port = _origin_of(url)
+        try:
+            host, port = _origin_of(url)
+        except ValueError:  # out of range, or no number
+            raise DownloadError("refused %s: the link has an invalid port" % _short(url)
+                                ) from None
         if parts.username or parts.password or not host:
             raise DownloadError("refused %s: not a plain https URL" % _short(url))
         for origin in self.origins(sender_domain):
@@ -208,6 +219,7 @@ class Downloader:
         import http.client
         conn = pinned_https(host, port, address, self.conn.tls_context(), self.timeout)
         fd, path = tempfile.mkstemp(prefix="netchat-file-", dir=directory)
+        done = False
         try:
             with os.fdopen(fd, "wb") as out:
                 conn.request("GET", target, headers={"Accept-Encoding": "identity"})
@@ -215,11 +227,11 @@ class Downloader:
                 if response.status != 200:
                     raise DownloadError("fetching %s failed: HTTP %d %s" % (
                         _short(link.url), response.status, response.reason))
-                length = response.getheader("Content-Length")
-                if length is not None and (not length.strip().isdigit()
-                                           or int(length) > self.max_file):
-                    raise DownloadError("refused %s: %s bytes is over the limit of %d "
-                                        "(max_file)" % (_short(link.url), length.strip(),
+                length = _content_length(response.getheader("Content-Length"),
+                                         link.url)
+                if length is not None and length > self.max_file:
+                    raise DownloadError("refused %s: %d bytes is over the limit of %d "
+                                        "(max_file)" % (_short(link.url), length,
                                                         self.max_file))
                 size = 0
                 while True:
@@ -235,25 +247,45 @@ class Downloader:
                         raise DownloadError("fetching %s took over %gs" % (
                             _short(link.url), self.timeout))
                     out.write(chunk)
-                if length is not None and size != int(length):
-                    raise DownloadError("fetching %s: got %d of %s bytes" % (
+                if length is not None and size != length:
+                    raise DownloadError("fetching %s: got %d of %d bytes" % (
                         _short(link.url), size, length))
+            attachment = Attachment.from_path(path, name=file_name_of(link.url),
+                                              url=link.url)
+            done = True
         except DownloadError:
-            os.unlink(path)
             raise
         except (OSError, http.client.HTTPException) as exc:
-            os.unlink(path)
             raise DownloadError("fetching %s failed: %s" % (_short(link.url), exc)
                                 ) from None
+        except Exception as exc:  # a malformed response can raise anything (ValueError)
+            log.warning("fetching %s raised:", _short(link.url), exc_info=True)
+            raise DownloadError("fetching %s failed: %s: %s" % (
+                _short(link.url), type(exc).__name__, exc)) from None
         finally:
             conn.close()
+            if not done:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
         content_type = (response.getheader("Content-Type") or "").split(";")[0].strip()
-        attachment = Attachment.from_path(path, name=file_name_of(link.url),
-                                          url=link.url)
         if _TYPE.fullmatch(content_type):
             attachment["content_type"] = content_type.lower()
         log.info("fetched %s (%d bytes)", _short(link.url), size)
         return attachment
+
+
+def _content_length(value: Optional[str], url: str) -> Optional[int]:
+    """A Content-Length header's value (None: absent); raises :class:`DownloadError`
+    unless it is ASCII digits (``int()`` takes others: ``"1_0"``, other scripts')."""
+    if value is None:
+        return None
+    text = value.strip()
+    if not (text.isascii() and text.isdigit()) or len(text) > 30:
+        raise DownloadError("refused %s: invalid Content-Length %r" % (
+            _short(url), _short(text, 40)))
+    return int(text)
 
 
 def _short(url: str, limit: int = 120) -> str:

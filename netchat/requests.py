@@ -169,6 +169,13 @@ class RequestPipeline:
         except DownloadError as exc:
             log.warning("[%s] %s from %s: %s", daemon.jid, name, sender, exc)
             return self.reply(msg, Outcome("error: %s" % exc, "error"), command=name)
+        except Exception as exc:  # whatever fails, the request is answered (and so
+            # recorded as answered in the duplicate memory, never left running)
+            log.exception("[%s] fetching the files of %s from %s failed", daemon.jid,
+                          name, sender)
+            return self.reply(msg, Outcome("error: fetching the linked files failed: "
+                                           "%s: %s" % (type(exc).__name__, exc), "error"),
+                              command=name)
 
         def respond(text: str, status: str):
             try:

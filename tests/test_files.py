@@ -6,6 +6,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import textwrap
 import threading
 import time
@@ -180,13 +181,15 @@ class Listener:
             count += 1
 
 
-def send_link(coord, daemon, url, body="save f"):
-    """Send a request carrying ``url`` as an oob link; returns the reply stanza."""
-    thread = "tid-link-%s" % os.urandom(6).hex()
+def send_link(coord, daemon, url, body="save f", thread=None, msg_id=None):
+    """Send a request carrying ``url`` as an oob link (with ``thread`` and ``msg_id``:
+    a copy of an earlier one); returns the reply stanza."""
+    thread = thread or "tid-link-%s" % os.urandom(6).hex()
     tx = coord.start_transaction(thread, to=daemon.jid)
     tx.waiting = True
-    coord.send_xml("<message to='%s'><body>%s</body><thread>%s</thread>%s</message>"
-                   % (daemon.jid, body, thread, oob_xml(url)))
+    coord.send_xml("<message to='%s'%s><body>%s</body><thread>%s</thread>%s</message>"
+                   % (daemon.jid, " id='%s'" % msg_id if msg_id else "", body, thread,
+                      oob_xml(url)))
     assert coord.wait_until(lambda: tx.done, time.monotonic() + 30), "no reply"
     return tx.reply
 
@@ -219,7 +222,8 @@ def test_a_file_over_max_file_is_refused_by_its_content_length(
 
 class HostileHTTPS:
     """An HTTPS server that answers every GET with an endless chunked body (or a
-    Content-Length it then exceeds) and counts the bytes it managed to send."""
+    Content-Length it then exceeds, whatever its text) and counts the bytes it managed
+    to send."""
 
     def __init__(self, directory, lie=None):
         certs = make_certificates(str(directory), ["localhost"])
@@ -238,9 +242,10 @@ class HostileHTTPS:
         conn, _ = self.sock.accept()
         try:
             conn.recv(65536)
-            length = ("Content-Length: %d" % self.lie if self.lie is not None
+            length = ("Content-Length: %s" % self.lie if self.lie is not None
                       else "Transfer-Encoding: chunked")
-            conn.sendall(("HTTP/1.1 200 OK\r\n%s\r\n\r\n" % length).encode())
+            # Latin-1: one byte a character, as HTTP clients read a header
+            conn.sendall(("HTTP/1.1 200 OK\r\n%s\r\n\r\n" % length).encode("latin-1"))
             chunk = os.urandom(65536)
             framed = b"10000\r\n" + chunk + b"\r\n" if self.lie is None else chunk
             while self.sent < 200 * 1024 * 1024:
@@ -281,6 +286,34 @@ def test_a_body_longer_than_its_content_length_is_cut_there(
     reply = send_link(coord, daemon, "https://localhost:%d/a/b%%2Fc" % hostile.port)
     assert reply.getBody() == "saved f"
     assert daemon.saved["f"]["size"] == 1000 and daemon.saved["f"]["name"] == "b_c"
+
+
+def test_a_link_with_an_invalid_port_is_answered_and_so_are_its_copies(
+        files_daemon, coord):
+    daemon = files_daemon(download_hosts=["localhost"])
+    url = "https://localhost:99999/x"  # urllib refuses the port
+    thread = "tid-port-%s" % os.urandom(6).hex()
+    first = send_link(coord, daemon, url, thread=thread, msg_id=thread)
+    assert reply_status(first) == "error"
+    assert "invalid port" in first.getBody() and url in first.getBody()
+    # the duplicate memory holds that answer: a copy gets it too, not silence
+    copy = send_link(coord, daemon, url, thread=thread, msg_id=thread)
+    assert reply_status(copy) == "error" and copy.getBody() == first.getBody()
+    assert daemon.saved == {}
+
+
+def test_a_content_length_that_is_no_number_is_answered_leaving_no_file(
+        files_daemon, coord, xmpp_server, tmp_path, monkeypatch):
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where the downloader writes
+    # "\u00b2" is a digit to str.isdigit() and no number to int()
+    daemon, hostile = hostile_daemon(files_daemon, xmpp_server, tmp_path, "\u00b2")
+    reply = send_link(coord, daemon, "https://localhost:%d/f" % hostile.port)
+    assert reply_status(reply) == "error"
+    assert "invalid Content-Length" in reply.getBody()
+    assert list(temp.iterdir()) == []
+    assert daemon.saved == {}
 
 
 # -- sending --------------------------------------------------------------------------
