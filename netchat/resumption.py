@@ -147,9 +147,6 @@ class Resumer:
         log.info("will bring the link to %s back (%s)", self.conn.where, reason)
         return True
 
-    def _window(self) -> float:
-        return self.timeout
-
     def attempt(self) -> bool:
         """One try at bringing the link back (a thread that is not inside a handler);
         True when the link is up."""
@@ -184,8 +181,8 @@ class Resumer:
                 self._gap = min(self._gap * 2, ATTEMPT_GAP_MAX)
                 if self.since is None:
                     self.since = time.monotonic()
-                if time.monotonic() - self.since >= self._window():
-                    self.give_up("could not resume within %.0fs: %s" % (self._window(),
+                if time.monotonic() - self.since >= self.timeout:
+                    self.give_up("could not resume within %.0fs: %s" % (self.timeout,
                                                                          exc))
                 else:
                     log.info("resuming the session on %s failed: %s", self.conn.where,

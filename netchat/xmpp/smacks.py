@@ -17,9 +17,10 @@ authentication), a connection enables it with resumption right after binding:
   ``<resumed h='N'/>`` what the server has not got is written again, in order, and
   the session goes on (presence, roster, waiting requests) as if nothing happened;
   on ``<failed/>`` a fresh session is bound and enabled, and the unacknowledged
-  *messages* are sent again (requests and replies), after the requests still waiting
-  for a reply (the lost session's queue, replies included, is gone): duplicate
-  suppression makes a request that did arrive harmless, see :mod:`netchat.dedupe`.
+  *messages* are sent again (requests and replies), and the connection sends again
+  the requests still waiting for a reply (the lost session's queue, replies
+  included, is gone; :mod:`netchat.redelivery`): duplicate suppression makes a
+  request that did arrive harmless, see :mod:`netchat.dedupe`.
 
 Cost: servers ask for an acknowledgement after nearly every stanza they send
 (Prosody 0.12 whenever its output buffer drains, ejabberd whenever no request is
@@ -41,7 +42,7 @@ import collections
 import logging
 import threading
 import time
-from typing import Callable, List, Optional
+from typing import List, Optional
 
 from xmpp.simplexml import Node
 
@@ -118,12 +119,8 @@ class StreamManagement:
         self.resumed_count = 0
         self.failed_count = 0
         self.resent_count = 0
-        #: What else a fresh session sends again after a failed resumption (set by
-        #: the connection: its open requests, whose replies the lost session may
-        #: have swallowed, even when the server acknowledged the request itself).
-        self.reask: Optional[Callable[[], List[bytes]]] = None
-        #: A fresh session is coming after a failed resumption: it asks again what is
-        #: open (:meth:`reasked`), and stanzas handed over meanwhile are kept for it.
+        #: A fresh session is coming after a failed resumption: stanzas handed over
+        #: meanwhile are kept for it.
         self.restarting = False
         self._lock = threading.Lock()
 
@@ -295,26 +292,13 @@ class StreamManagement:
             self.held.append(data)
         return True
 
-    def reasked(self) -> List[bytes]:
-        """After a failed resumption, once: the open requests (:attr:`reask`), taken
-        as the fresh session comes up. Call it without the stream's lock (the
-        transactions take it)."""
-        if not self.restarting or self.reask is None:
-            return []
-        return self.reask()
-
-    def take_resend(self, again: List[bytes] = None) -> List[bytes]:
-        """What to write now that a session is up (owner), in order: the open
-        requests ``again`` (from :meth:`reasked`) that are not among the rest (the
-        server had them: they were sent first), what it did not acknowledge, then
-        what was handed over while the link was down."""
+    def take_resend(self) -> List[bytes]:
+        """What to write now that a session is up (owner), in order: what the server
+        did not acknowledge, then what was handed over while the link was down."""
         with self._lock:
             out = self.resend + list(self.held)
             self.held.clear()
         self.resend = []
-        if again:
-            kept = {id(item) for item in out}
-            out = [item for item in again if id(item) not in kept] + out
         self.restarting = False
         self.resent_count += len(out)
         return out
@@ -334,9 +318,10 @@ class StreamManagement:
 
     def failed(self, h):
         """``<failed/>``: the session is gone. Send again on a fresh session the
-        messages the server did not acknowledge (all of them when it does not say),
-        and the requests still waiting for a reply then (:meth:`reasked`): what the
-        server held for the lost session is gone, replies too."""
+        messages the server did not acknowledge (all of them when it does not say);
+        the connection sends again the requests still waiting for a reply (what the
+        server held for the lost session is gone, replies too: see
+        :mod:`netchat.redelivery`)."""
         if h is not None:
             self.drop_acked(h)
         self.resend = [item for item in self.unacked if item.startswith(b"<message")]

@@ -260,10 +260,9 @@ class Stream:
         """The stream is set up: start counting keepalive time, send presence (unless
         the session was resumed: the server kept it; with ``presence_extra`` inside),
         then what a lost link left."""
-        again = self.sm.reasked() if self.sm is not None else []
         with self.cond:
             self.dead = None
-            pending = self.sm.take_resend(again) if self.sm is not None else []
+            pending = self.sm.take_resend() if self.sm is not None else []
         self.keepalive.reset(time.monotonic())
         if not resumed:
             self.send_bytes(("<presence>%s</presence>" % presence_extra).encode("utf-8")
