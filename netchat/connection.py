@@ -16,7 +16,7 @@ import time
 from typing import Any, Callable, Iterable, List, Optional, Union
 
 from xmpp.protocol import Presence
-from xmpp.simplexml import Node
+from xmpp.simplexml import Node, XML2Node
 
 from .attachments import attachments_node
 from .endpoints import DNS_TIMEOUT, EndpointList
@@ -32,6 +32,7 @@ from .router import Router
 from .request_commands import RequestCommands
 from .transactions import TransactionTable
 from .wire import check_xml_text, message_xml
+from .xmpp.parser import stanza_text
 from .xmpp.transport import client_context
 from .xmpp.negotiate import Account, negotiate
 from .xmpp.smacks import StreamManagement
@@ -244,7 +245,7 @@ class Connection(RequestCommands, LoopMethods):
             self.jid, self.mechanism = outcome.jid, outcome.mechanism
             if not outcome.resumed:  # a resumed session keeps what it knew
                 self.presence.clear()
-            stream.up(outcome.resumed, self.presence_extra)
+            stream.up(outcome.resumed, self._presence_text().encode("utf-8"))
             if outcome.resumed and not self.resumer.prove(deadline):
                 return self  # the link is dead again: a fresh session comes next
             stream.inbox.extendleft(reversed(self._unhandled))
@@ -349,9 +350,7 @@ class Connection(RequestCommands, LoopMethods):
         With ``flush=False`` a stanza sent while handling incoming ones is written
         together with the other answers to the same batch.
         """
-        if stanza.getNamespace() == "jabber:client":
-            stanza.setNamespace("")  # the stream's default namespace; no xmlns needed
-        self.send_xml(str(stanza), flush)
+        self.send_xml(stanza_text(stanza), flush)
 
     def send_xml(self, xml: Union[str, bytes], flush: bool = True):
         """Send a stanza written as XML text, or as its UTF-8 bytes (any thread); see
@@ -415,16 +414,13 @@ class Connection(RequestCommands, LoopMethods):
     def send_presence(self, to: Any = None, type: Optional[str] = None):
         """Send presence: broadcast when ``to`` is None, else directed to ``to``
         (available presence carries :attr:`presence_extra`)."""
+        self.send_xml(self._presence_text(to, type))
+
+    def _presence_text(self, to: Any = None, type: Optional[str] = None) -> str:
         presence = Presence(to=self.expand_jid(to) if to else None, typ=type)
         if type is None and self.presence_extra:
-            presence.setNamespace("")
-            xml = str(presence)
-            xml = xml[:-2] + ">" + self.presence_extra + "</presence>" \
-                if xml.endswith("/>") else \
-                xml[:-len("</presence>")] + self.presence_extra + "</presence>"
-            self.send_xml(xml)
-            return
-        self.send_stanza(presence)
+            presence.addChild(node=XML2Node(self.presence_extra))
+        return stanza_text(presence)
 
     def subscribe(self, jid: Any):
         """Ask to see ``jid``'s presence (a subscription request)."""

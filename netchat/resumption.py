@@ -22,7 +22,7 @@ from typing import Optional
 from xmpp.simplexml import Node
 
 from .errors import AuthError, ConnectError
-from .xmpp.parser import NS_PING, make_iq
+from .xmpp.parser import NS_PING, make_iq, stanza_text
 
 log = logging.getLogger("netchat.jabber")
 
@@ -207,8 +207,7 @@ class Resumer:
         ping_id = "resumed-%s" % conn.new_id()
         ping = make_iq("get", Node("ping", attrs={"xmlns": NS_PING}), to=conn.domain,
                        id=ping_id)
-        ping.setNamespace("")
-        stream.send_bytes(str(ping).encode("utf-8"))
+        stream.send_bytes(stanza_text(ping).encode("utf-8"))
         patience = min(deadline, time.monotonic() + min(5.0, stream.keepalive.timeout))
         try:
             stream.await_element(lambda n: n.getName() == "iq" and

@@ -49,7 +49,7 @@ from .dedupe import RAN, RUNNING
 from .errors import Disconnected
 from .requests import MSG_RAN
 from .wire import NS_NETCHAT
-from .xmpp.parser import NS_PING, NS_XMPP_STANZAS, make_iq
+from .xmpp.parser import NS_PING, NS_XMPP_STANZAS, make_iq, stanza_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from .daemon import Daemon
@@ -111,13 +111,7 @@ class Services:
         return True
 
     def _result(self, iq: Iq, child: Optional[Node] = None):
-        self._send(iq, self._xml(make_iq("result", child, to=iq.getFrom(), id=iq.getID())))
-
-    @staticmethod
-    def _xml(stanza: Node) -> str:
-        if stanza.getNamespace() == "jabber:client":
-            stanza.setNamespace("")  # the stream's default namespace (as send_stanza)
-        return str(stanza)
+        self._send(iq, stanza_text(make_iq("result", child, to=iq.getFrom(), id=iq.getID())))
 
     def _send(self, iq: Iq, xml: str):
         """Send the answer to ``iq``; for a command run once (see :meth:`_execute`), it
@@ -137,7 +131,7 @@ class Services:
             error.addChild("text", namespace=NS_XMPP_STANZAS, payload=[text])
         reply = make_iq("error", None, to=iq.getFrom(), id=iq.getID())
         reply.addChild(node=error)
-        self._send(iq, self._xml(reply))
+        self._send(iq, stanza_text(reply))
 
     # -- XEP-0030 -------------------------------------------------------------------------
 
@@ -319,7 +313,7 @@ class Services:
             field.addChild("value", payload=[line])
         form.addChild("field", {"var": "status", "type": "text-single",
                                 "label": "Status"}).addChild("value", payload=[status])
-        xml = self._xml(make_iq("result", answer, to=iq.getFrom(), id=iq.getID()))
+        xml = stanza_text(make_iq("result", answer, to=iq.getFrom(), id=iq.getID()))
         size = len(xml.encode("utf-8"))
         if size > self.daemon.max_reply:
             log.warning("[%s] an ad-hoc result of %d bytes to %s is over max_reply (%d)",

@@ -16,7 +16,7 @@ from xmpp.protocol import NS_DELAY as NS_LEGACY_DELAY
 from xmpp.simplexml import Node
 
 __all__ = ["StreamBuilder", "Dispatcher", "STANZA_CLASSES", "as_stanza", "make_iq",
-           "is_ping", "error_condition", "excerpt", "NS_PING", "NS_XMPP_STANZAS"]
+           "stanza_text", "is_ping", "error_condition", "excerpt", "NS_PING", "NS_XMPP_STANZAS"]
 
 NS_PING = "urn:xmpp:ping"
 NS_XMPP_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
@@ -161,6 +161,14 @@ def as_stanza(node: Node, cls) -> Node:
         if stamp and (node.timestamp is None or stamp < node.timestamp):
             node.timestamp = stamp
     return node
+
+
+def stanza_text(stanza: Node) -> str:
+    """A stanza as the text written on the stream: in the stream's default namespace,
+    so without ``xmlns='jabber:client'``."""
+    if stanza.getNamespace() == "jabber:client":
+        stanza.setNamespace("")
+    return str(stanza)
 
 
 def make_iq(typ: str, child: Optional[Node] = None, to: Any = None,

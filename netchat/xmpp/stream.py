@@ -256,18 +256,16 @@ class Stream:
         except OSError as exc:
             raise ConnectError("write to %s failed: %s" % (self.where, exc)) from None
 
-    def up(self, resumed: bool = False, presence_extra: str = ""):
-        """The stream is set up: start counting keepalive time, send presence (unless
-        the session was resumed: the server kept it; with ``presence_extra`` inside),
-        then what a lost link left."""
+    def up(self, resumed: bool = False, presence: Optional[bytes] = None):
+        """The stream is set up: start counting keepalive time, send ``presence``
+        (default: plain available presence; none when the session was resumed: the
+        server kept it), then what a lost link left."""
         with self.cond:
             self.dead = None
             pending = self.sm.take_resend() if self.sm is not None else []
         self.keepalive.reset(time.monotonic())
         if not resumed:
-            self.send_bytes(("<presence>%s</presence>" % presence_extra).encode("utf-8")
-                            if presence_extra else str(Presence()).encode("utf-8"),
-                            flush=False)
+            self.send_bytes(presence or str(Presence()).encode("utf-8"), flush=False)
         for data in pending:
             self.send_bytes(data, flush=False)
         self.flush()
