@@ -161,6 +161,11 @@ class Redelivery:
             extra = validity_xml(left)
         return head + (extra + RECEIPT_REQUEST + "</message>").encode("ascii")
 
+    def send_again(self, tx: "Transaction", why: str) -> bool:
+        """Send a copy of ``tx`` now (``why``: one of :meth:`stats`' reasons); False
+        when it is not open, has too little time left, or the link is down."""
+        return self._send_copy(tx, time.monotonic(), why)
+
     def _send_copy(self, tx: "Transaction", now: float, why: str) -> bool:
         data = self.copy(tx, now)
         if data is None or not self.table.is_open(tx) or not self.send(data):

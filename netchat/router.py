@@ -140,13 +140,10 @@ class Router:
         table = conn.transactions
         if msg.getType() == "error":
             again = table.bounced_by_ended_session(msg, self.answers)
-            if again is not None:
-                log.info("%s ended the session holding a request: sending it again",
+            if again is not None and conn.redelivery.send_again(again, "bounce"):
+                log.info("%s ended the session holding a request: sent it again",
                          msg.getFrom())
-                data = conn.redelivery.copy(again, time.monotonic())
-                if data is not None:
-                    conn.send_xml(data, flush=False)
-                    return
+                return
             if table.bounced_offline(msg, self.answers) is not None:
                 log.debug("%s is offline: a request waits for its return", msg.getFrom())
                 return
