@@ -30,10 +30,10 @@ import os
 import threading
 import time
 import traceback
-import unicodedata
 from typing import TYPE_CHECKING, Any, Callable, List, NamedTuple, Optional
 
 from .attachments import AttachmentError, parse_attachments
+from .audit import audit_line
 from .commands import ParseError, parse_body
 from .download import DownloadError, Downloader, file_name_of, oob_links
 from .deadlines import request_deadline, valid_for
@@ -47,15 +47,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from .daemon import Daemon
 
 log = logging.getLogger("netchat.daemon")
-#: One line per request handled or refused: who, command, result.
-audit = logging.getLogger("netchat.audit")
 
-__all__ = ["RequestPipeline", "Outcome", "audit_field"]
+__all__ = ["RequestPipeline", "Outcome"]
 
 #: The answer to a copy of a request that ran, whose reply is no longer kept.
 MSG_RAN = "this request ran already; its reply is no longer kept"
 
-AUDIT_FIELD_MAX = 100         # characters of a command name in an audit line
 TOLD_MAX = 4096               # requesters remembered as told of the duplicate memory
 
 #: ``respond(text, status)``: sends the outcome of a request, on any thread.
@@ -371,11 +368,9 @@ class RequestPipeline:
 
     def audit(self, sender, command: str, status: str, via: str = "chat"):
         """One line on the ``netchat.audit`` logger: who, command, result. What a peer
-        chose (the command, the resource) is escaped: see :func:`audit_field`."""
-        level = logging.WARNING if status == "denied" else logging.INFO
-        if audit.isEnabledFor(level):
-            audit.log(level, "%s from=%s command=%s result=%s via=%s", self.daemon.jid,
-                      audit_field(str(sender)), audit_field(command), status, via)
+        chose (the command, the resource) is escaped: see
+        :func:`netchat.audit.audit_field`."""
+        audit_line(self.daemon.jid, sender, command, status, via)
 
 
 def remove_files(files: List[Any]):
@@ -413,30 +408,6 @@ def first_word(body: str) -> str:
     """The command of a request that was refused before it was parsed."""
     words = body.split(None, 1)
     return words[0] if words else "-"
-
-
-def audit_field(value: str, limit: int = AUDIT_FIELD_MAX) -> str:
-    """``value`` as one word of an audit line: as it is when it holds only visible,
-    unambiguous characters; else in double quotes, with ``"``, ``\\`` and ``=`` escaped
-    and every control, format, separator (space included) or unassigned character
-    written as ``\\xNN``/``\\uNNNN``. Longer than ``limit`` characters: cut, ending in
-    ``...``."""
-    cut = len(value) > limit
-    if cut:
-        value = value[:limit]
-    out, plain = [], value != ""
-    for char in value:
-        if char in '"\\=':
-            out.append("\\" + char)
-            plain = False
-        elif unicodedata.category(char)[0] in "CZ":
-            out.append(char.encode("unicode_escape").decode("ascii") if char != " "
-                       else "\\x20")
-            plain = False
-        else:
-            out.append(char)
-    text = "".join(out) + ("..." if cut else "")
-    return text if plain else '"%s"' % text
 
 
 class Job:
