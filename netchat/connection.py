@@ -13,7 +13,7 @@ import logging
 import os
 import ssl
 import time
-from typing import Any, Callable, Iterable, List, Optional, Union
+from typing import Any, Iterable, List, Optional, Union
 
 from xmpp.protocol import Presence
 from xmpp.simplexml import Node, XML2Node
@@ -25,6 +25,7 @@ from .upload import INLINE_LIMIT, oob_xml, prepare_attachments
 from .handler import ConnectionHandler
 from .jid import bare_jid, expand_jid, normalize_jid, parse_user
 from .loop import LoopMethods
+from .pump import Pumping
 from .presence import PresenceTable
 from .redelivery import Redelivery
 from .resumption import Resumer
@@ -47,7 +48,7 @@ __all__ = ["Connection", "ENDPOINT_MIN_TIME"]
 ENDPOINT_MIN_TIME = 5.0
 
 
-class Connection(RequestCommands, LoopMethods):
+class Connection(RequestCommands, Pumping, LoopMethods):
     """A client connection to an XMPP server (Perl: Net::Chat::Jabber).
 
     :param jid: ``user@domain[/resource]`` (``jabber://`` and ``xmpp://`` accepted).
@@ -425,84 +426,6 @@ class Connection(RequestCommands, LoopMethods):
     def subscribe(self, jid: Any):
         """Ask to see ``jid``'s presence (a subscription request)."""
         self.send_presence(bare_jid(self.expand_jid(jid)), "subscribe")
-
-    def wait_until(self, done: Callable[[], bool], deadline: Optional[float]) -> bool:
-        """Pump (or wait while the loop thread pumps) until ``done()``; False on the
-        ``deadline`` (``time.monotonic()`` seconds, None: none) or a dead link."""
-        stream = self.stream
-        while True:
-            if done():
-                return True
-            if stream.dead is not None:
-                if not self.resumer.pending or (stream.is_owner() and
-                                                stream.dispatch_depth):
-                    return done()
-                if deadline is not None and time.monotonic() >= deadline:
-                    return done()
-                if not stream.want_loop and self.resumer.attempt():
-                    continue
-                with stream.cond:  # the loop thread resumes it, or we try again soon
-                    stream.cond.wait(0.5 if deadline is None else
-                                     max(0.0, min(0.5, deadline - time.monotonic())))
-                continue
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                return done()
-            generation = stream.generation
-            # the owner (a handler waiting on a reply) must pump; other threads leave
-            # the connection to a thread that asked for it in process()
-            if (stream.is_owner() or not stream.want_loop) and stream.try_enter():
-                try:
-                    stream.pump(remaining, return_on_wake=True)
-                finally:
-                    stream.leave()
-                continue
-            with stream.cond:
-                if not done() and stream.generation == generation and stream.dead is None:
-                    stream.cond.wait(remaining)
-
-    # -- the loop ------------------------------------------------------------------------
-
-    def process(self, timeout: Optional[float] = None) -> Optional[int]:
-        """Pump the connection for up to ``timeout`` seconds (None: until something
-        arrives or another thread hands over something to send).
-
-        Returns 1 when data was received, 0 when the link is fine but nothing came,
-        None when the connection is down. Never raises for network trouble.
-
-        A link that died returns None once; while it may be brought back
-        (:attr:`resuming`), the next call first tries to (resuming an XEP-0198
-        session, or starting a fresh one; which may take up to ``connect_timeout``),
-        and returns 0 when it did (None when not: call again).
-        """
-        stream = self.stream
-        if stream.dead is not None:
-            resumer = self.resumer
-            if not resumer.pending:
-                return None
-            wait = resumer.next_try - time.monotonic()
-            if wait <= 0:
-                if resumer.attempt():
-                    return 0
-                if not resumer.pending or resumer.next_try > time.monotonic():
-                    return None  # given up, or failed: the pause comes next call
-                wait = 0.5   # another thread is bringing it back: wait for it
-            with stream.cond:  # close() and a thread that brought it back notify
-                stream.cond.wait(wait if timeout is None else min(wait, timeout))
-            return None
-        stream.yield_to_waiters()
-        stream.enter()
-        try:
-            return stream.pump(timeout, return_on_wake=timeout is None)
-        except (OSError, ssl.SSLError) as exc:
-            stream.mark_dead("I/O error: %s" % exc)
-            return None
-        finally:
-            stream.leave()
-
-    def interrupt(self):
-        """Make the thread in :meth:`process` return (0) soon; any thread may call it."""
-        self.stream.interrupt()
 
     # -- presence view -----------------------------------------------------------------------
 
