@@ -20,25 +20,46 @@ Windows text file arrives byte for byte.
 
 An attachment may also be backed by a file (:meth:`Attachment.from_path`, and every
 file a daemon downloads from an XEP-0066 link): its data is read only when asked for
-(``.bytes``, ``.text``, ``.data``), ``.open()`` streams it, ``.path`` names it.
+(``.bytes``, ``.text``, ``.data``), ``.open()`` and ``.save(path)`` stream it, ``.path``
+names it. A downloaded file is removed once its request is answered; reading it after
+that raises :class:`AttachmentGoneError`.
+
+``str()`` is the content only where that is exact: the text of a text attachment held
+in memory. For bytes, and for a file-backed attachment (whatever the file holds:
+``str()`` never reads a file, which may be up to ``max_file`` bytes), it raises
+:class:`AttachmentNotTextError` naming what to call instead, rather than give the repr
+that a ``print(att, file=f)`` would silently store in place of the content.
 """
 
 import base64
 import binascii
+import errno
 import io
 import os
+import shutil
 from typing import IO, Any, Iterable, List, Mapping, Optional, Union
 
 from xmpp.simplexml import Node
 
 from .wire import check_xml_text, xml_keeps
 
-__all__ = ["Attachment", "AttachmentError", "attachments_node", "inline_copy",
-           "parse_attachments"]
+__all__ = ["Attachment", "AttachmentError", "AttachmentNotTextError",
+           "AttachmentGoneError", "attachments_node", "inline_copy", "parse_attachments"]
 
 
 class AttachmentError(ValueError):
     """An attachment could not be encoded or decoded; the message says which and why."""
+
+
+class AttachmentNotTextError(AttachmentError, TypeError):
+    """``str()`` of an attachment whose content is not text in memory (bytes, or a
+    file): its message names what to call instead (``.bytes``, ``.text``,
+    ``.save(path)``). Also a ``TypeError``."""
+
+
+class AttachmentGoneError(AttachmentError, FileNotFoundError):
+    """The file behind an attachment is gone (a downloaded file is removed when its
+    request is answered). Also a ``FileNotFoundError``."""
 
 
 class Attachment(dict):
@@ -48,7 +69,9 @@ class Attachment(dict):
     ``type`` is ``data`` unless the sender said otherwise (``file``, ...); ``name`` is
     the file name, when the sender gave one. Other keys sent by a peer are kept as they
     came. Build one to send with ``Attachment(data, name="notes.txt")`` (the data
-    first). ``str()`` of a text attachment is its text.
+    first). ``str()`` of a text attachment is its text; of bytes or a file it raises
+    :class:`AttachmentNotTextError` (see :meth:`__str__`). :meth:`save` stores the
+    content byte for byte.
     """
 
     #: The file holding the data (None: the data are in memory).
@@ -80,10 +103,35 @@ class Attachment(dict):
         return attachment
 
     @property
+    def _on_disk(self) -> bool:
+        """Whether the data are in the file at :attr:`path` rather than in memory."""
+        return self.path is not None and "data" not in self
+
+    def _gone(self) -> AttachmentGoneError:
+        name = "attachment %r" % self.name if self.name is not None else "an attachment"
+        if "url" in self:  # downloaded: removed by the daemon after the reply
+            why = ("was removed when its request ended; save it in the handler "
+                   "(att.save(path))")
+        else:
+            why = "is gone: %s" % self.path
+        gone = AttachmentGoneError("the file of %s %s" % (name, why))
+        gone.errno = errno.ENOENT  # no filename: str() stays the sentence
+        return gone
+
+    def _open_file(self) -> IO[bytes]:
+        try:
+            return open(self.path, "rb")
+        except FileNotFoundError:
+            raise self._gone() from None
+
+    @property
     def size(self) -> int:
         """The size of the data in bytes (of the file, for a file-backed one)."""
-        if self.path is not None and "data" not in self:
-            return os.path.getsize(self.path)
+        if self._on_disk:
+            try:
+                return os.path.getsize(self.path)
+            except FileNotFoundError:
+                raise self._gone() from None
         return len(self.bytes)
 
     @property
@@ -94,16 +142,26 @@ class Attachment(dict):
     def open(self) -> IO[bytes]:
         """The data as a binary file object to read (the file itself when
         file-backed)."""
-        if self.path is not None and "data" not in self:
-            return open(self.path, "rb")
+        if self._on_disk:
+            return self._open_file()
         return io.BytesIO(self.bytes)
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> int:
+        """Write the content to the file ``path`` byte for byte (text as UTF-8; a
+        file-backed attachment is copied in chunks, never read whole into memory) and
+        return the number of bytes written. ``path`` is created or truncated, and
+        left untouched when the content cannot be read (:class:`AttachmentGoneError`).
+        """
+        with self.open() as source, open(path, "wb") as target:
+            shutil.copyfileobj(source, target, 1024 * 1024)
+            return target.tell()
 
     @property
     def data(self) -> Union[str, bytes]:
         """The data as sent (``str`` or ``bytes``); a file-backed attachment's file
         is read here, as bytes."""
-        if "data" not in self and self.path is not None:
-            with open(self.path, "rb") as f:
+        if self._on_disk:
+            with self._open_file() as f:
                 return f.read()
         return self.get("data", "")
 
@@ -128,12 +186,20 @@ class Attachment(dict):
         return data.decode("utf-8", "replace") if isinstance(data, bytes) else data
 
     def __str__(self):
-        """A text attachment's text (so ``print(att, file=f)`` writes its content, as
-        ``print $fh $file`` did in Perl); the repr for bytes."""
-        return self.data if isinstance(self.data, str) else repr(self)
+        """A text attachment's text, as Perl's ``"$file"`` was. Bytes, or a file (even
+        one holding text: ``str()`` never reads a file), raise
+        :class:`AttachmentNotTextError`, never the repr in place of the content."""
+        data = self.get("data", "")
+        if not self._on_disk and isinstance(data, str):
+            return data
+        name = "attachment %r" % self.name if self.name is not None else "an attachment"
+        held = "in a file" if self._on_disk else "bytes"
+        raise AttachmentNotTextError(
+            "str() of %s is not its content (its data are %s): use att.save(path) to "
+            "store it byte for byte, att.bytes, or att.text for the text" % (name, held))
 
     def __repr__(self):
-        if self.path is not None and "data" not in self:
+        if self._on_disk:
             return "Attachment.from_path(%r, name=%r)" % (self.path, self.name)
         data = self.data
         shown = data if len(data) <= 40 else data[:37] + (b"..." if isinstance(
@@ -154,7 +220,7 @@ def _wire_fields(item: Any, index: int) -> List[tuple]:
     elif not isinstance(item, Mapping):
         raise AttachmentError("attachment %d is a %s; send str, bytes, an Attachment or a "
                               "dict" % (index, type(item).__name__))
-    elif isinstance(item, Attachment) and item.path is not None and "data" not in item:
+    elif isinstance(item, Attachment) and item._on_disk:
         item = inline_copy(item)
     fields = []
     for key, value in item.items():
