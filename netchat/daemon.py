@@ -26,7 +26,7 @@ from .access import AccessPolicy
 from .callbacks import Callbacks
 from .commands import Command, command_names, find_handler, help_for, resolve
 from .connection import Connection
-from .download import DOWNLOAD_TIMEOUT, MAX_FILE
+from .download import DOWNLOAD_REQUEST_TIMEOUT, DOWNLOAD_TIMEOUT, MAX_DOWNLOAD, MAX_FILE
 from .fleet import Fleet
 from .handler import DaemonHandler
 from .jid import parse_user
@@ -106,9 +106,13 @@ class Daemon(LoopMethods):
     :param max_file: largest file fetched from an XEP-0066 link, in bytes (default
         100 MiB); ``download_hosts``: more ``host[:port]`` to fetch from besides the
         upload services (see :mod:`netchat.download`); ``download_timeout``: seconds
-        per file (default 60); ``file_command``: the command a file sent alone (its
-        URL as the body) runs with the file's name and the file (default None: such
-        a message is answered with a hint).
+        per file, in all (default 60); ``max_download`` and
+        ``download_request_timeout``: bytes (default 256 MiB) and seconds (default
+        120) for all the files of one request; ``downloads=False``: fetch nothing,
+        answer a request with links ``error``; ``file_command``: the command a file
+        sent alone (its URL as the body) runs with the file's name and the file
+        (default None: such a message is answered with a hint). Files are fetched
+        off the loop thread (see :mod:`netchat.linked_files`).
     :param connect: connect in the constructor (default True, as in Perl); False
         leaves that to :meth:`reconnect`.
 
@@ -139,6 +143,9 @@ class Daemon(LoopMethods):
                            "(max_reply); the command ran")
     #: Reply to a file sent alone (its URL as the body) without ``file_command``.
     MSG_FILE_ALONE = "a file needs a command: send 'COMMAND ARGS...' with the file attached"
+    #: Reply to a request with links when ``downloads=False``.
+    MSG_NO_DOWNLOADS = ("error: this daemon does not fetch linked files (downloads=False); "
+                        "send the file as an attachment under the stanza limit")
     #: Reply when a handler's result cannot be turned into text (the exception).
     MSG_NO_TEXT = "error: the command ran, but its result cannot be turned into text: %s"
     #: Subscription requests approved per session (each one grows the daemon's roster
@@ -160,7 +167,9 @@ class Daemon(LoopMethods):
                  max_age: Optional[float] = None, max_reply: int = MAX_REPLY,
                  max_file: int = MAX_FILE, download_hosts: Any = (),
                  download_timeout: float = DOWNLOAD_TIMEOUT,
-                 file_command: Optional[str] = None,
+                 max_download: int = MAX_DOWNLOAD,
+                 download_request_timeout: float = DOWNLOAD_REQUEST_TIMEOUT,
+                 downloads: bool = True, file_command: Optional[str] = None,
                  connect: bool = True, **options: Any):
         self.user = parse_user(user)
         for name, value in options.items():
@@ -183,6 +192,8 @@ class Daemon(LoopMethods):
         self.max_reply = int(max_reply)
         self.max_file, self.download_hosts = int(max_file), list(download_hosts or ())
         self.download_timeout, self.file_command = download_timeout, file_command
+        self.max_download, self.downloads = int(max_download), bool(downloads)
+        self.download_request_timeout = float(download_request_timeout)
         self.loglevel = loglevel
         if loglevel is not None:
             self.configure_logging(loglevel)
@@ -286,6 +297,7 @@ class Daemon(LoopMethods):
         if self.closed:
             self.closed = False
             self.accepting = True
+            self.requests.linked.reopen()
             if self.threads:
                 self.pool = WorkerPool(self.threads, self.max_pending,
                                        on_exit=self._exit_from_worker)
@@ -301,7 +313,12 @@ class Daemon(LoopMethods):
         check = self.peers.master_check_in() if self.master is not None else None
         if check is not None:
             timeout = check if timeout is None else min(timeout, check)
+        linked = self.requests.linked
+        if linked.ready:  # handlers whose files came while we were away
+            linked.run_ready()
         result = self.cxn.process(timeout)
+        if linked.ready:
+            linked.run_ready()
         if check is not None and self.peers.master_gone():
             log.info("[%s] master %s is gone (its session no longer exists), exiting",
                      self.jid, self.master)
@@ -337,6 +354,7 @@ class Daemon(LoopMethods):
         self.closed = True
         self.accepting = False
         grace = self.shutdown_grace if grace is None else grace
+        self.requests.linked.close()
         if self.pool is not None:
             leftover = self.pool.shutdown(grace, pump=self._pump_while_closing)
             for job in leftover:

@@ -12,9 +12,15 @@ the daemon's machine can reach (SSRF). So a daemon fetches only
 - from the hosts given in ``download_hosts`` (``host`` or ``host:port``).
 
 Anything else is refused before any connection is made. Downloads use HTTPS only,
-with the certificate checks of the XMPP connection (``ca_file``), a timeout, no
-redirects, and a size cap (``max_file``) checked against the Content-Length before
-reading and while streaming to a temporary file, never held in memory.
+with the certificate checks of the XMPP connection (``ca_file``), no redirects, and a
+size cap (``max_file``) checked against the Content-Length before reading and while
+streaming to a temporary file, never held in memory.
+
+Time and bytes are capped per file and per request: ``download_timeout`` is a total
+deadline for one file (connecting, headers and body; a host trickling bytes is cut
+when it passes, its socket shut down from a timer), and a :class:`Budget` holds what
+one request may still spend (a deadline, bytes), or cancels its fetches. A domain
+whose upload service could not be learned is not asked again for a minute.
 """
 
 import ipaddress
@@ -36,12 +42,17 @@ from .upload import NS_OOB, UploadError, find_upload_service, request_slot
 
 log = logging.getLogger("netchat.download")
 
-__all__ = ["DownloadError", "Link", "Downloader", "oob_links", "file_name_of",
-           "MAX_FILE", "DOWNLOAD_TIMEOUT"]
+__all__ = ["DownloadError", "Link", "Budget", "Downloader", "oob_links", "file_name_of",
+           "MAX_FILE", "DOWNLOAD_TIMEOUT", "MAX_DOWNLOAD", "DOWNLOAD_REQUEST_TIMEOUT"]
 
 #: Default cap on one downloaded file (bytes) and on one download's duration (s).
 MAX_FILE = 100 * 1024 * 1024
 DOWNLOAD_TIMEOUT = 60.0
+#: Default cap on all the files of one request (bytes) and on fetching them (s).
+MAX_DOWNLOAD = 256 * 1024 * 1024
+DOWNLOAD_REQUEST_TIMEOUT = 120.0
+#: Seconds a domain whose upload service could not be learned is not asked again.
+RETRY_LEARNING = 60.0
 CHUNK = 256 * 1024
 MAX_NAME = 200
 _TYPE = re.compile(r"[\w.+-]+/[\w.+-]+")
@@ -83,6 +94,69 @@ def file_name_of(url: str) -> str:
     return name or "file"
 
 
+class Budget:
+    """What the downloads of one request may still spend: until ``deadline``
+    (``time.monotonic()`` seconds; ``why`` names that limit in errors) and
+    ``max_bytes`` in all. :meth:`cancel` (any thread) stops its fetches at once."""
+
+    def __init__(self, deadline: float, max_bytes: int, why: str = "the request's"
+                 " time for its files"):
+        self.deadline, self.why = deadline, why
+        self.max_bytes = self.bytes_left = int(max_bytes)
+        self.cancelled: Optional[str] = None
+        self._lock = threading.Lock()
+        self._cutters: Set["_Cutter"] = set()
+
+    def cancel(self, reason: str):
+        """Stop every fetch of this budget, now and later, with ``reason``."""
+        with self._lock:
+            self.cancelled = reason
+            cutters = list(self._cutters)
+        for cutter in cutters:
+            cutter.cut(reason)
+
+    def watch(self, cutter: "_Cutter", add: bool):
+        with self._lock:
+            if add:
+                self._cutters.add(cutter)
+            else:
+                self._cutters.discard(cutter)
+        if add and self.cancelled:
+            cutter.cut(self.cancelled)
+
+
+class _Cutter:
+    """Shuts one download's socket down (any thread): the download's blocked read
+    then fails at once, and :attr:`reason` says why."""
+
+    def __init__(self):
+        self.reason: Optional[str] = None
+        self._sock: Optional[socket.socket] = None
+        self._lock = threading.Lock()
+
+    def attach(self, sock: socket.socket):
+        with self._lock:
+            self._sock = sock
+            if self.reason is None:
+                return
+        self._shut(sock)
+
+    def cut(self, reason: str):
+        with self._lock:
+            if self.reason is None:
+                self.reason = reason
+            sock = self._sock
+        if sock is not None:
+            self._shut(sock)
+
+    @staticmethod
+    def _shut(sock: socket.socket):
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+
 class Origin(NamedTuple):
     host: str
     port: int
@@ -101,15 +175,18 @@ def _parse_host(entry: str) -> Tuple[str, int]:
     return entry.strip().lower().strip("[]"), 443
 
 
-def pinned_https(host: str, port: int, address: str, context, timeout: float):
+def pinned_https(host: str, port: int, address: str, context, timeout: float,
+                 cutter: Optional[_Cutter] = None):
     """An ``http.client.HTTPSConnection`` to ``address`` (already checked), its
-    certificate verified for ``host``. (http.client is imported here: an idle
-    daemon does not load it.)"""
+    certificate verified for ``host``; ``cutter`` can shut its socket down. (http.client
+    is imported here: an idle daemon does not load it.)"""
     import http.client
 
     class PinnedHTTPSConnection(http.client.HTTPSConnection):
         def connect(self):
             sock = socket.create_connection((address, port), timeout)
+            if cutter is not None:
+                cutter.attach(sock)
             self.sock = context.wrap_socket(sock, server_hostname=host)
     return PinnedHTTPSConnection(host, port, timeout=timeout, context=context)
 
@@ -127,26 +204,32 @@ class Downloader:
         self.timeout = float(timeout)
         self._lock = threading.Lock()
         self._learned: Dict[str, List[Origin]] = {}  # domain -> origins
+        self._unknown: Dict[str, float] = {}  # domain -> when to ask again
 
     # -- which hosts ---------------------------------------------------------------------
 
-    def origins(self, sender_domain: Optional[str] = None) -> List[Origin]:
+    def origins(self, sender_domain: Optional[str] = None,
+                deadline: Optional[float] = None) -> List[Origin]:
         """The origins files may come from for a sender on ``sender_domain``: the
         explicit hosts, the own server's upload origin, the sender's server's upload
-        service. Asks the servers once per domain (and again after a failure)."""
+        service. Asks the servers once per domain (again a minute after a failure),
+        never past ``deadline`` (``time.monotonic()`` seconds)."""
         found = [Origin(host, port, False) for host, port in sorted(self.hosts)]
-        found += self._domain_origins(self.conn.domain, own=True)
+        found += self._domain_origins(self.conn.domain, True, deadline)
         if sender_domain and sender_domain.lower() != self.conn.domain:
-            found += self._domain_origins(sender_domain.lower(), own=False)
+            found += self._domain_origins(sender_domain.lower(), False, deadline)
         return found
 
-    def _domain_origins(self, domain: str, own: bool) -> List[Origin]:
+    def _domain_origins(self, domain: str, own: bool, deadline: Optional[float]
+                        ) -> List[Origin]:
         with self._lock:
             if domain in self._learned:
                 return self._learned[domain]
+            if self._unknown.get(domain, 0.0) > time.monotonic():
+                return []
         origins: List[Origin] = []
         try:
-            service = find_upload_service(self.conn, domain)
+            service = find_upload_service(self.conn, domain, deadline=deadline)
             if service is not None and own:
                 # ask for a slot ourselves: its URLs name the service's HTTP origin
                 slot = request_slot(self.conn, service.jid, "origin-probe", 1,
@@ -156,15 +239,21 @@ class Downloader:
             elif service is not None:
                 origins.append(Origin(service.jid.lower(), 443, True))
         except (UploadError, RemoteError, Timeout) as exc:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise DownloadError("no time was left to learn the upload service of "
+                                    "%s" % domain) from None
             log.warning("cannot learn the upload service of %s: %s", domain, exc)
-            return origins  # not cached: asked again next time
+            with self._lock:  # not asked again for a while: each try may take long
+                self._unknown[domain] = time.monotonic() + RETRY_LEARNING
+            return origins
         with self._lock:
             self._learned[domain] = origins
         log.info("files are accepted from %s for %s",
                  ", ".join("%s:%d" % o[:2] for o in origins) or "nowhere", domain)
         return origins
 
-    def check(self, url: str, sender_domain: Optional[str] = None) -> Tuple[str, int, str]:
+    def check(self, url: str, sender_domain: Optional[str] = None,
+              deadline: Optional[float] = None) -> Tuple[str, int, str]:
         """``(host, port, address)`` to fetch ``url`` from; raises
         :class:`DownloadError` when the link is not HTTPS or not from an allowed
         origin (nothing is connected to)."""
@@ -182,7 +271,7 @@ class Downloader:
                                 ) from None
         if parts.username or parts.password or not host:
             raise DownloadError("refused %s: not a plain https URL" % _short(url))
-        for origin in self.origins(sender_domain):
+        for origin in self.origins(sender_domain, deadline):
             if (origin.host, origin.port) == (host, port):
                 return host, port, self._address(host, port, origin.public_only)
         raise DownloadError("refused %s: %s:%d is not an upload service this daemon "
@@ -205,21 +294,52 @@ class Downloader:
     # -- fetching ------------------------------------------------------------------------
 
     def fetch(self, link: Link, sender_domain: Optional[str] = None,
-              directory: Optional[str] = None) -> Attachment:
+              directory: Optional[str] = None, budget: Optional[Budget] = None
+              ) -> Attachment:
         """Download ``link`` into a temporary file (in ``directory``); returns a
         file-backed :class:`Attachment` (name from the URL, ``content_type`` from the
-        response, ``url``). The caller removes ``.path``. Raises
-        :class:`DownloadError`."""
-        host, port, address = self.check(link.url, sender_domain)
+        response, ``url``). The caller removes ``.path``. Within ``timeout`` seconds
+        in all and the request's ``budget`` (its bytes are taken from it). Raises
+        :class:`DownloadError`, leaving no file behind."""
+        budget = budget or Budget(float("inf"), self.max_file)
+        now = time.monotonic()
+        deadline = min(now + self.timeout, budget.deadline)
+        late = ("fetching %s took over %gs (download_timeout)" % (
+            _short(link.url), self.timeout) if now + self.timeout <= budget.deadline
+            else "fetching %s: %s ran out" % (_short(link.url), budget.why))
+        if budget.cancelled:
+            raise DownloadError("fetching %s: %s" % (_short(link.url), budget.cancelled))
+        host, port, address = self.check(link.url, sender_domain, deadline)
+        cutter = _Cutter()
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()), cutter.cut,
+                                (late,))
+        timer.daemon = True
+        budget.watch(cutter, True)
+        timer.start()
+        try:
+            return self._get(link, host, port, address, directory, budget, cutter,
+                             deadline)
+        finally:
+            timer.cancel()
+            budget.watch(cutter, False)
+
+    def _get(self, link: Link, host: str, port: int, address: str,
+             directory: Optional[str], budget: Budget, cutter: _Cutter,
+             deadline: float) -> Attachment:
         parts = urllib.parse.urlsplit(link.url)
         target = parts.path or "/"
         if parts.query:
             target += "?" + parts.query
-        deadline = time.monotonic() + self.timeout
+        limit = min(self.max_file, budget.bytes_left)
+        over = ("over the limit of %d (max_file)" % self.max_file
+                if limit == self.max_file else "over what is left of the limit on "
+                "this request's files (%d of %d bytes, max_download)" % (
+                    budget.bytes_left, budget.max_bytes))
         import http.client
-        conn = pinned_https(host, port, address, self.conn.tls_context(), self.timeout)
+        conn = pinned_https(host, port, address, self.conn.tls_context(),
+                            max(0.001, deadline - time.monotonic()), cutter)
         fd, path = tempfile.mkstemp(prefix="netchat-file-", dir=directory)
-        done = False
+        done, size = False, 0
         try:
             with os.fdopen(fd, "wb") as out:
                 conn.request("GET", target, headers={"Accept-Encoding": "identity"})
@@ -229,23 +349,18 @@ class Downloader:
                         _short(link.url), response.status, response.reason))
                 length = _content_length(response.getheader("Content-Length"),
                                          link.url)
-                if length is not None and length > self.max_file:
-                    raise DownloadError("refused %s: %d bytes is over the limit of %d "
-                                        "(max_file)" % (_short(link.url), length,
-                                                        self.max_file))
-                size = 0
+                if length is not None and length > limit:
+                    raise DownloadError("refused %s: %d bytes is %s" % (
+                        _short(link.url), length, over))
                 while True:
-                    chunk = response.read(CHUNK)
+                    chunk = response.read1(CHUNK)
                     if not chunk:
                         break
                     size += len(chunk)
-                    if size > self.max_file:
-                        raise DownloadError("refused %s: over the limit of %d bytes "
-                                            "(max_file)" % (_short(link.url),
-                                                            self.max_file))
-                    if time.monotonic() > deadline:
-                        raise DownloadError("fetching %s took over %gs" % (
-                            _short(link.url), self.timeout))
+                    if size > limit:
+                        raise DownloadError("refused %s: %s" % (_short(link.url), over))
+                    if cutter.reason is not None:
+                        raise DownloadError(cutter.reason)
                     out.write(chunk)
                 if length is not None and size != length:
                     raise DownloadError("fetching %s: got %d of %d bytes" % (
@@ -256,9 +371,11 @@ class Downloader:
         except DownloadError:
             raise
         except (OSError, http.client.HTTPException) as exc:
-            raise DownloadError("fetching %s failed: %s" % (_short(link.url), exc)
-                                ) from None
+            raise DownloadError(cutter.reason or "fetching %s failed: %s" % (
+                _short(link.url), exc)) from None
         except Exception as exc:  # a malformed response can raise anything (ValueError)
+            if cutter.reason is not None:
+                raise DownloadError(cutter.reason) from None
             log.warning("fetching %s raised:", _short(link.url), exc_info=True)
             raise DownloadError("fetching %s failed: %s: %s" % (
                 _short(link.url), type(exc).__name__, exc)) from None
@@ -269,6 +386,7 @@ class Downloader:
                     os.unlink(path)
                 except OSError:
                     pass
+        budget.bytes_left -= size
         content_type = (response.getheader("Content-Type") or "").split(";")[0].strip()
         if _TYPE.fullmatch(content_type):
             attachment["content_type"] = content_type.lower()

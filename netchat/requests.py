@@ -10,12 +10,13 @@ Chat requests (:meth:`RequestPipeline.handle`) and XEP-0050 ad-hoc commands
    under ``max_args`` and ``max_attachment``; a copy of a request already seen (same
    sender, id and thread: :mod:`netchat.dedupe`) is answered with the first one's
    reply and never runs again; a request past the deadline its sender gave
-   (:mod:`netchat.deadlines`) is answered ``expired``; the files the request links
-   to (XEP-0066) are fetched to temporary files (see :mod:`netchat.download`), a
-   refused or failed one answered ``error`` before any handler runs;
+   (:mod:`netchat.deadlines`) is answered ``expired``;
 2. **dispatch**: the handler runs inline or on the worker pool (``busy`` when its
    backlog is full or the daemon is closing); a request whose deadline passed while
-   it waited for a worker is answered ``expired`` instead;
+   it waited for a worker is answered ``expired`` instead. A request linking files
+   (XEP-0066) has them fetched off the loop thread first, within limits, a refused
+   or failed one answered ``error`` before any handler runs (see
+   :mod:`netchat.linked_files`);
 3. **reply**: the result becomes text (an error reply when it cannot), a reply over
    ``max_reply`` becomes ``too-large``; a reply is always sent;
 4. **audit**: one line on the ``netchat.audit`` logger per request handled or refused.
@@ -26,7 +27,6 @@ handler returned.
 
 import collections
 import logging
-import os
 import threading
 import time
 import traceback
@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any, Callable, List, NamedTuple, Optional
 from .attachments import AttachmentError, parse_attachments
 from .audit import audit_line
 from .commands import ParseError, parse_body
-from .download import DownloadError, Downloader, file_name_of, oob_links
+from .download import Downloader, file_name_of, oob_links
+from .linked_files import LinkedRequests
 from .deadlines import request_deadline, valid_for
 from .dedupe import RAN, RUNNING, RecentRequests
 from .errors import CommandError, Disconnected
@@ -75,6 +76,9 @@ class RequestPipeline:
         #: Fetches the files requests link to (``max_file``, ``download_hosts``).
         self.downloader = Downloader(daemon.cxn, daemon.download_hosts, daemon.max_file,
                                      daemon.download_timeout)
+        #: Runs the requests that link files, fetching them off the loop thread (see
+        #: :mod:`netchat.linked_files`).
+        self.linked = LinkedRequests(self)
         #: Requests seen recently and their replies (see :mod:`netchat.dedupe`):
         #: a copy of one of them is answered from here and never runs.
         self.recent = RecentRequests()
@@ -161,43 +165,9 @@ class RequestPipeline:
             words: List[Any] = args + attachments if attachments else args
             return self.dispatch(name, words, msg, lambda text, status: self.reply(
                 msg, Outcome(text, status), command=name), handler)
-        try:
-            files = self.fetch(links, sender)
-        except DownloadError as exc:
-            log.warning("[%s] %s from %s: %s", daemon.jid, name, sender, exc)
-            return self.reply(msg, Outcome("error: %s" % exc, "error"), command=name)
-        except Exception as exc:  # whatever fails, the request is answered (and so
-            # recorded as answered in the duplicate memory, never left running)
-            log.exception("[%s] fetching the files of %s from %s failed", daemon.jid,
-                          name, sender)
-            return self.reply(msg, Outcome("error: fetching the linked files failed: "
-                                           "%s: %s" % (type(exc).__name__, exc), "error"),
-                              command=name)
-
-        def respond(text: str, status: str):
-            try:
-                return self.reply(msg, Outcome(text, status), command=name)
-            finally:
-                remove_files(files)
-        try:
-            return self.dispatch(name, args + attachments + files, msg, respond, handler)
-        except BaseException:
-            remove_files(files)
-            raise
-
-    def fetch(self, links: list, sender) -> List[Any]:
-        """The files ``links`` point to, as file-backed attachments; on a refusal or
-        failure the ones already fetched are removed and :class:`DownloadError`
-        raised."""
-        files: List[Any] = []
-        domain = str(sender).split("@", 1)[-1].split("/", 1)[0] if sender else None
-        try:
-            for link in links:
-                files.append(self.downloader.fetch(link, domain))
-        except BaseException:
-            remove_files(files)
-            raise
-        return files
+        return self.linked.start(name, args + attachments, links, msg,
+                                 lambda text, status: self.reply(
+                                     msg, Outcome(text, status), command=name), handler)
 
     # -- admit -----------------------------------------------------------------------------
 
@@ -371,15 +341,6 @@ class RequestPipeline:
         chose (the command, the resource) is escaped: see
         :func:`netchat.audit.audit_field`."""
         audit_line(self.daemon.jid, sender, command, status, via)
-
-
-def remove_files(files: List[Any]):
-    """Delete the temporary files of fetched attachments."""
-    for attachment in files:
-        try:
-            os.unlink(attachment.path)
-        except OSError:
-            pass
 
 
 def quote(word: str) -> str:

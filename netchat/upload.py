@@ -25,7 +25,7 @@ from typing import IO, Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
 from xmpp.simplexml import Node
 
 from .attachments import Attachment
-from .errors import NetChatError, RemoteError
+from .errors import NetChatError, RemoteError, Timeout
 from .wire import check_xml_text
 from .xmpp.parser import make_iq
 
@@ -65,7 +65,12 @@ class Slot(NamedTuple):
     headers: Dict[str, str]
 
 
-def _disco(conn, to: str, ns: str, timeout: float) -> Node:
+def _disco(conn, to: str, ns: str, timeout: float,
+           deadline: Optional[float] = None) -> Node:
+    if deadline is not None:
+        timeout = min(timeout, deadline - time.monotonic())
+        if timeout <= 0:
+            raise Timeout("no time left to ask %s" % to)
     return conn.send_iq(make_iq("get", Node("query", attrs={"xmlns": ns}), to=to),
                         timeout)
 
@@ -88,16 +93,19 @@ def _upload_info(info: Node, jid: str) -> Optional[UploadService]:
     return UploadService(jid, max_size)
 
 
-def find_upload_service(conn, domain: Optional[str] = None, timeout: float = 10.0
-                        ) -> Optional[UploadService]:
+def find_upload_service(conn, domain: Optional[str] = None, timeout: float = 10.0,
+                        deadline: Optional[float] = None) -> Optional[UploadService]:
     """The XEP-0363 upload service ``domain`` (default: the connection's server)
-    announces in service discovery, else None."""
+    announces in service discovery, else None. Each query waits ``timeout`` seconds
+    at most, and none goes (:class:`~netchat.Timeout`) past ``deadline``
+    (``time.monotonic()`` seconds)."""
     domain = domain or conn.domain
     try:
-        found = _upload_info(_disco(conn, domain, NS_DISCO_INFO, timeout), domain)
+        found = _upload_info(_disco(conn, domain, NS_DISCO_INFO, timeout, deadline),
+                             domain)
         if found is not None:
             return found
-        items = _disco(conn, domain, NS_DISCO_ITEMS, timeout).getTag("query")
+        items = _disco(conn, domain, NS_DISCO_ITEMS, timeout, deadline).getTag("query")
     except RemoteError as exc:
         log.info("no service discovery on %s: %s", domain, exc)
         return None
@@ -106,7 +114,7 @@ def find_upload_service(conn, domain: Optional[str] = None, timeout: float = 10.
         if not jid or item.getAttr("node"):
             continue
         try:
-            found = _upload_info(_disco(conn, jid, NS_DISCO_INFO, timeout), jid)
+            found = _upload_info(_disco(conn, jid, NS_DISCO_INFO, timeout, deadline), jid)
         except RemoteError:
             continue
         if found is not None:

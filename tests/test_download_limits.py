@@ -1,0 +1,234 @@
+"""Linked files (XEP-0066) are fetched off the loop thread, within limits per file and
+per request, each distinct URL once; downloads can be turned off."""
+
+import hashlib
+import os
+import socket
+import ssl
+import tempfile
+import threading
+import time
+
+import pytest
+
+import netchat
+from netchat.testing.certificates import make_certificates
+from netchat.upload import oob_xml
+from netchat.wire import reply_status
+
+
+class Files(netchat.Daemon):
+    """``save NAME FILE...``: records the checksums of the files it got."""
+
+    def handleSave(self, name, *files):
+        self.saved[name] = [hashlib.sha256(f.bytes).hexdigest() for f in files]
+        return "saved %s (%d)" % (name, len(files))
+
+    def handleHello(self, *args):
+        return "hello"
+
+
+class SlowHTTPS:
+    """An HTTPS server on localhost: each GET gets ``body`` (its Content-Length
+    announced), one byte every ``trickle`` seconds when that is set. Counts the GETs
+    per path; ``serving`` is set once a GET was read."""
+
+    def __init__(self, directory, body=b"", trickle=None):
+        certs = make_certificates(str(directory), ["localhost"])
+        self.ca_file = certs["ca_file"]
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(certs["cert_file"], certs["key_file"])
+        self.sock = context.wrap_socket(socket.create_server(("127.0.0.1", 0)),
+                                        server_side=True)
+        self.port = self.sock.getsockname()[1]
+        self.body, self.trickle = body, trickle
+        self.gets = {}
+        self.serving = threading.Event()
+        self.closed = False
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def url(self, path):
+        return "https://localhost:%d/%s" % (self.port, path)
+
+    def accept(self):
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        try:
+            request = conn.recv(65536).decode("latin-1")
+            path = request.split(" ", 2)[1]
+            self.gets[path] = self.gets.get(path, 0) + 1
+            self.serving.set()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(self.body))
+            if self.trickle is None:
+                conn.sendall(self.body)
+            for i in range(len(self.body) if self.trickle is not None else 0):
+                conn.sendall(self.body[i:i + 1])
+                time.sleep(self.trickle)  # the hostile host's pace, not synchronization
+        except (OSError, IndexError):
+            pass
+        finally:
+            conn.close()
+
+    def close(self):
+        self.closed = True
+        self.sock.close()
+
+
+@pytest.fixture
+def host(xmpp_server, tmp_path):
+    """``host(body, trickle=None)``: a :class:`SlowHTTPS` and connection options whose
+    CA bundle trusts it besides the XMPP server."""
+    made = []
+
+    def make(body=b"", trickle=None):
+        server = SlowHTTPS(tmp_path / ("certs%d" % len(made)), body, trickle)
+        made.append(server)
+        bundle = tmp_path / ("ca%d.pem" % len(made))
+        bundle.write_text(open(xmpp_server.ca_file).read() + open(server.ca_file).read())
+        server.options = dict(xmpp_server.connection_options, ca_file=str(bundle))
+        return server
+    yield make
+    for server in made:
+        server.close()
+
+
+def start_request(coord, daemon, urls, body="save f"):
+    """Send ``body`` linking ``urls``; returns its open transaction."""
+    thread = "tid-dl-%s" % os.urandom(6).hex()
+    tx = coord.start_transaction(thread, to=daemon.jid)
+    tx.waiting = True
+    coord.send_xml("<message to='%s'><body>%s</body><thread>%s</thread>%s</message>" % (
+        daemon.jid, body, thread, "".join(oob_xml(url) for url in urls)))
+    return tx
+
+
+def answered(coord, tx, seconds=30):
+    assert coord.wait_until(lambda: tx.done, time.monotonic() + seconds), "no reply"
+    return tx.reply
+
+
+def make_daemon(daemon_factory, server, how, **options):
+    threads = 2 if how == "pool" else 0
+    daemon = daemon_factory(Files, "files", loop=how != "serve_forever", saved={},
+                            threads=threads, connection_options=server.options,
+                            download_hosts=["localhost:%d" % server.port], **options)
+    if how == "serve_forever":
+        runner = threading.Thread(target=daemon.serve_forever, kwargs={"retry": 30},
+                                  daemon=True)
+        runner.start()
+    return daemon
+
+
+@pytest.mark.parametrize("how", ["process", "serve_forever", "pool"])
+def test_a_trickling_host_is_cut_at_download_timeout_while_others_are_answered(
+        daemon_factory, host, coord, peers, how, tmp_path, monkeypatch):
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    server = host(b"x" * 100, trickle=0.3)
+    daemon = make_daemon(daemon_factory, server, how, download_timeout=2)
+    slow = start_request(coord, daemon, [server.url("slow.txt")])
+    assert server.serving.wait(10), "the daemon never fetched the link"
+    # while the file trickles in, another peer's request and a ping are answered
+    other = peers("other")
+    assert other.request(daemon.jid, "hello", timeout=10) == "hello"
+    assert other.ping(daemon.jid, timeout=10) >= 0
+    assert not slow.done
+    reply = answered(coord, slow)
+    assert reply_status(reply) == "error"
+    assert "took over 2s (download_timeout)" in reply.getBody()
+    assert daemon.saved == {}
+    assert list(temp.iterdir()) == []  # the partial file is gone
+    if how == "serve_forever":
+        daemon.close(grace=1)
+
+
+def test_download_request_timeout_bounds_all_the_files_of_a_request(
+        daemon_factory, host, coord):
+    server = host(b"y" * 100, trickle=0.2)
+    daemon = make_daemon(daemon_factory, server, "process", download_timeout=60,
+                         download_request_timeout=1.5)
+    reply = answered(coord, start_request(coord, daemon, [server.url("a"),
+                                                          server.url("b")]))
+    assert reply_status(reply) == "error"
+    assert "download_request_timeout" in reply.getBody()
+    assert server.gets == {"/a": 1}  # the second link was never started
+    assert daemon.saved == {}
+
+
+def test_a_sender_deadline_passing_during_the_fetch_is_answered_expired(
+        daemon_factory, host, coord):
+    server = host(b"z" * 100, trickle=0.2)
+    daemon = make_daemon(daemon_factory, server, "pool")
+    thread = "tid-dl-%s" % os.urandom(6).hex()
+    tx = coord.start_transaction(thread, to=daemon.jid)
+    tx.waiting = True
+    coord.send_xml("<message to='%s'><body>save f</body><thread>%s</thread>"
+                   "<valid xmlns='urn:x-netchat:0' for='1.5'/>%s</message>" % (
+                       daemon.jid, thread, oob_xml(server.url("f"))))
+    reply = answered(coord, tx)
+    assert reply_status(reply) == "expired", reply.getBody()
+    assert daemon.saved == {}
+
+
+def test_each_distinct_url_is_fetched_once_per_request(daemon_factory, host, coord):
+    body = os.urandom(50000)
+    server = host(body)
+    daemon = make_daemon(daemon_factory, server, "process")
+    same = server.url("same.bin")
+    reply = answered(coord, start_request(coord, daemon, [same, same, same,
+                                                          server.url("other.bin")]))
+    assert reply.getBody() == "saved f (4)"
+    assert server.gets == {"/same.bin": 1, "/other.bin": 1}
+    assert daemon.saved["f"] == [hashlib.sha256(body).hexdigest()] * 4
+
+
+@pytest.mark.parametrize("how", ["process", "pool"])
+def test_max_download_caps_the_bytes_of_one_request(daemon_factory, host, coord, how,
+                                                   tmp_path, monkeypatch):
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    server = host(os.urandom(600 * 1024))
+    daemon = make_daemon(daemon_factory, server, how, max_download=1024 * 1024)
+    reply = answered(coord, start_request(coord, daemon, [server.url("a"),
+                                                          server.url("b")]))
+    assert reply_status(reply) == "error"
+    assert "max_download" in reply.getBody() and server.url("b") in reply.getBody()
+    assert daemon.saved == {}
+    assert list(temp.iterdir()) == []
+    # one file under the cap still goes through
+    reply = answered(coord, start_request(coord, daemon, [server.url("c")]))
+    assert reply.getBody() == "saved f (1)"
+
+
+def test_downloads_off_answers_links_with_an_error_and_connects_nowhere(
+        daemon_factory, host, coord):
+    server = host(b"data")
+    daemon = make_daemon(daemon_factory, server, "process", downloads=False)
+    reply = answered(coord, start_request(coord, daemon, [server.url("f")]))
+    assert reply_status(reply) == "error"
+    assert "downloads=False" in reply.getBody()
+    assert server.gets == {} and daemon.saved == {}
+    # requests without links still run
+    assert coord.request(daemon.jid, "hello", timeout=10) == "hello"
+
+
+@pytest.mark.parametrize("how", ["process", "pool"])
+def test_closing_during_a_fetch_answers_busy_at_once(daemon_factory, host, coord, how):
+    server = host(b"w" * 100, trickle=0.5)
+    daemon = make_daemon(daemon_factory, server, how, download_timeout=60)
+    tx = start_request(coord, daemon, [server.url("f")])
+    assert server.serving.wait(10), "the daemon never fetched the link"
+    daemon.loop.stop()
+    daemon.close(grace=5)
+    # the fetch was stopped (a 50 s trickle, a 60 s download_timeout), not waited for
+    reply = answered(coord, tx, seconds=10)
+    assert reply_status(reply) == "busy", reply.getBody()
+    assert daemon.saved == {}
