@@ -5,8 +5,8 @@
 ``fanout``    one coordinator, many daemon processes, one request each
 ``wuah``      waitUntilAllHere: time from the last node's login to the return
 ``threads``   handlers of 50 ms at threads = 1, 4, 16, 64, beside the ideal
-``files``     a 20 MiB file from ``jabber -a`` to a handler, beside a plain HTTPS copy
-              (see :mod:`bench.files`)
+``files``     a 20 MiB file from ``jabber -a`` to a handler, through Prosody and
+              ejabberd, beside a plain HTTPS copy (see :mod:`bench.files`)
 ``smacks``    the echo pair with XEP-0198 stream management off (the default) and on,
               on three servers (see :mod:`bench.smacks`)
 ``cut``       a daemon's link cut with 200 requests in flight: time to every reply,

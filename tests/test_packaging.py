@@ -39,6 +39,8 @@ def test_the_distribution_is_net_chat_daemon_typed_for_every_python(dists):
         metadata = z.read([n for n in files if n.endswith("/METADATA")][0]).decode()
     assert "netchat/py.typed" in files
     assert "netchat/cli/__init__.py" in files
+    # the Prosody module for fast uploads (the throwaway Prosody loads it)
+    assert "netchat/testing/prosody_plugins/mod_http_read_size.lua" in files
     assert not any(n.startswith("tests/") for n in files)
     assert "Name: net-chat-daemon\n" in metadata
     for minor in range(9, 14):
@@ -56,5 +58,6 @@ def test_the_sdist_carries_everything_its_tests_need(dists):
             if n.endswith(".py")}
     assert here <= files, sorted(here - files)
     for name in ("tests/conftest.py", "tests/helpers.py", "README.rst", "LICENSE",
-                 "setup.cfg", "netchat/py.typed"):
+                 "setup.cfg", "netchat/py.typed",
+                 "netchat/testing/prosody_plugins/mod_http_read_size.lua"):
         assert name in files, name
