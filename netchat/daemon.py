@@ -34,6 +34,7 @@ from .loop import LoopMethods
 from .peers import SUBSCRIPTIONS_MAX, Peers
 from .pool import WorkerPool
 from .redelivery import DEDUPE_XML
+from .reply_texts import ReplyTexts
 from .requests import RequestPipeline
 from .runner import configure_logging, run as run_daemon, serve_forever
 from .services import Services
@@ -68,7 +69,7 @@ def _delegate(name: str):
     return method
 
 
-class Daemon(LoopMethods):
+class Daemon(ReplyTexts, LoopMethods):
     """A daemon controlled through instant messages (Perl: Net::Chat::Daemon).
 
     :param user: ``jabber://user@host/resource``, ``xmpp://...`` or
@@ -121,33 +122,6 @@ class Daemon(LoopMethods):
     subclasses :class:`~netchat.AuthError`, :class:`~netchat.TLSError`).
     """
 
-    #: Reply to a command nobody handles (``%s``: the command).
-    MSG_UNKNOWN_COMMAND = "unknown command '%s'; send 'help' for the list of commands"
-    #: Reply to a request without a command.
-    MSG_EMPTY_REQUEST = "empty request; send 'help' for the list of commands"
-    #: Reply when the worker pool's backlog is full (``%d``: requests waiting).
-    MSG_BUSY = "busy: %d requests are waiting; try again later"
-    #: Reply to requests that arrive (or still wait) while the daemon shuts down.
-    MSG_SHUTTING_DOWN = "busy: shutting down"
-    #: Reply to a sender ``allow``/``acl`` does not allow.
-    MSG_DENIED = "denied"
-    #: Reply to a request over a cap (what, limit).
-    MSG_TOO_LARGE = "too large: %s is over the limit of %s"
-    #: Reply to a stored request older than ``max_age`` (age, max_age).
-    MSG_EXPIRED = "expired: this request waited %.0fs on the server (max_age %gs)"
-    #: Reply to a request that arrived (or waited for a worker) past the deadline its
-    #: sender gave (the seconds it was valid for).
-    MSG_DEADLINE = "expired: the sender gave this request %gs, and they have passed"
-    #: Reply when a handler's result does not fit in a reply (size, max_reply).
-    MSG_REPLY_TOO_LARGE = ("too large: the reply would be %d bytes, over the limit of %d "
-                           "(max_reply); the command ran")
-    #: Reply to a file sent alone (its URL as the body) without ``file_command``.
-    MSG_FILE_ALONE = "a file needs a command: send 'COMMAND ARGS...' with the file attached"
-    #: Reply to a request with links when ``downloads=False``.
-    MSG_NO_DOWNLOADS = ("error: this daemon does not fetch linked files (downloads=False); "
-                        "send the file as an attachment under the stanza limit")
-    #: Reply when a handler's result cannot be turned into text (the exception).
-    MSG_NO_TEXT = "error: the command ran, but its result cannot be turned into text: %s"
     #: Subscription requests approved per session (each one grows the daemon's roster
     #: on the server); later ones are declined and answered with directed presence.
     SUBSCRIPTIONS_MAX = SUBSCRIPTIONS_MAX
