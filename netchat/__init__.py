@@ -14,11 +14,12 @@ from .errors import (AuthError, CommandError, ConnectError, Disconnected, NetCha
 from .connection import Connection
 from .handler import ConnectionHandler
 from .loop import BackgroundLoop
-from .fanout import Reply
+from .fanout import Reply, ReplyText
 from .download import DownloadError
 from .upload import UploadError
 
 __all__ = ["Daemon", "Connection", "ConnectionHandler", "BackgroundLoop", "Reply",
+           "ReplyText",
            "Attachment", "AttachmentError", "NetChatError", "ConnectError", "AuthError",
            "TLSError", "Timeout", "Disconnected", "RemoteError", "CommandError",
            "UploadError", "DownloadError", "__version__"]

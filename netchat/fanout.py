@@ -14,7 +14,7 @@ from .errors import Disconnected
 from .transactions import Transaction
 from .wire import reply_status
 
-__all__ = ["Reply", "request_all"]
+__all__ = ["Reply", "ReplyText", "request_all"]
 
 
 class Reply:
@@ -53,6 +53,32 @@ class Reply:
         status = reply_status(msg) or "ok"
         return cls("ok" if status == "ok" else "error", msg.getBody() or "", elapsed,
                    None if status == "ok" else status, msg)
+
+
+class ReplyText(str):
+    """The body of a reply as :meth:`~netchat.Connection.request` returns it: a
+    ``str``, as in Perl, that also says how the request went.
+
+    ``status``: the status in the daemon's reply marker (``ok``, ``error``,
+    ``unknown``, ``denied``, ``too-large``, ``busy``, ``expired``); ``ok`` for a
+    reply without one (a netchat ``ok`` reply, or a Perl node's). ``ok``: whether the
+    status is ``ok``. ``message``: the reply stanza.
+    """
+    __slots__ = ("status", "message")
+
+    def __new__(cls, body: str, status: str = "ok", message: Any = None):
+        text = super().__new__(cls, body)
+        text.status, text.message = status, message
+        return text
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def of(cls, msg) -> "ReplyText":
+        """The text of the reply stanza ``msg``."""
+        return cls(msg.getBody() or "", reply_status(msg) or "ok", msg)
 
 
 def request_all(conn, nodes: Iterable[Any], message: str, timeout: float,

@@ -15,7 +15,7 @@ from xmpp.simplexml import Node
 from .deadlines import validity_xml
 from .errors import Disconnected, Timeout
 from .redelivery import Redelivery
-from .fanout import Reply, request_all
+from .fanout import Reply, ReplyText, request_all
 from .transactions import Transaction, TransactionTable
 from .wire import new_thread_id
 from .xmpp.parser import NS_PING, make_iq
@@ -160,8 +160,11 @@ class RequestCommands:
         return tx
 
     def request(self, to: Any, message: str, timeout: Optional[float] = None,
-                **options) -> str:
-        """Send a request and wait for the reply; returns the reply's body.
+                **options) -> ReplyText:
+        """Send a request and wait for the reply; returns the reply's body, a ``str``
+        (as in Perl) whose ``.status`` says how the request went (``ok``, ``error``,
+        ``unknown``, ``denied``, ...; see :class:`~netchat.ReplyText`), so that
+        ``if not reply.ok`` needs no parsing of the text.
 
         Raises :class:`~netchat.errors.Timeout` after ``timeout`` seconds (None: wait
         as long as the link lives), :class:`~netchat.errors.RemoteError` when an error
@@ -186,7 +189,7 @@ class RequestCommands:
                           missing=[tx.thread])
         if tx.error is not None:
             raise tx.error
-        return tx.reply.getBody() or ""
+        return ReplyText.of(tx.reply)
 
     def requestAll(self, nodes: Iterable[Any], message: str, timeout: float,
                    attachments: Iterable[Any] = None, **options) -> Dict[Any, Reply]:
