@@ -65,6 +65,8 @@ class ReplyText(str):
     status is ``ok``. ``message``: the reply stanza.
     """
     __slots__ = ("status", "message")
+    status: str
+    message: Any
 
     def __new__(cls, body: str, status: str = "ok", message: Any = None):
         text = super().__new__(cls, body)
