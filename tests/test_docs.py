@@ -1,29 +1,120 @@
-"""The API reference (docs/) builds with Sphinx without a single warning.
+"""The API reference (docs/) builds with Sphinx without a single warning, and
+documents what a newcomer looks up.
 
-Sphinx is in the ``test`` extra; without it this test fails rather than skips."""
+Sphinx is in the ``test`` extra; without it these tests fail rather than skip."""
 
+import html
+import inspect
 import os
+import re
 import subprocess
 import sys
+
+import pytest
+
+import netchat
+import netchat.jabber
+import netchat.testing.plugin
+from netchat.loop import LoopMethods
+from netchat.request_commands import RequestCommands
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_the_api_reference_builds_without_warnings(tmp_path):
-    out = tmp_path / "html"
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The HTML reference, built once for the module: its output directory."""
+    tmp = tmp_path_factory.mktemp("docs")
+    out = tmp / "html"
     result = subprocess.run(
         [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-         "-d", str(tmp_path / "doctrees"), os.path.join(TOP, "docs"), str(out)],
+         "-d", str(tmp / "doctrees"), os.path.join(TOP, "docs"), str(out)],
         cwd=TOP, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stderr == "", result.stderr
-    with open(out / "index.html") as f:
-        front = f.read()
+    return out
+
+
+def page(built, name):
+    """The HTML of page ``name`` ("" when there is no such page)."""
+    path = built / ("%s.html" % name)
+    if not path.exists():
+        return ""
+    with open(path) as f:
+        return f.read()
+
+
+def test_the_api_reference_builds_without_warnings(built):
+    front = page(built, "index")
     assert "A daemon in a few lines" in front          # the README is the front page
-    with open(out / "api" / "netchat.html") as f:
-        package = f.read()
+    package = page(built, "api/netchat")
     for name in ("Daemon", "Connection", "Reply", "Attachment", "NetChatError"):
         assert 'id="netchat.%s"' % name in package, name
     assert 'id="netchat.Daemon.request"' in package
-    for module in ("testing", "commands", "access", "wire", "errors", "attachments"):
-        assert os.path.exists(out / "api" / ("%s.html" % module)), module
+    for module in ("testing", "commands", "access", "wire", "errors", "attachments",
+                   "jabber"):
+        assert os.path.exists(built / "api" / ("%s.html" % module)), module
+
+
+def _words(text):
+    return re.findall(r"\w+", text)
+
+
+def _rendered(docstring):
+    """The words of a docstring's first paragraph as Sphinx renders them (roles such
+    as :class:`~netchat.Connection` show their last part)."""
+    first = inspect.cleandoc(docstring).split("\n\n")[0]
+    first = re.sub(r":[\w:]+:`~[\w.]*?(\w+)`", r"\1", first)
+    first = re.sub(r":[\w:]+:`([^`<]*?)\s*(?:<[^>]*>)?`", r"\1", first)
+    return _words(first)
+
+
+def _description(html_text, target):
+    """The words of the description Sphinx wrote for the object whose id is
+    ``target`` (empty when there is none)."""
+    start = html_text.find('id="%s"' % target)
+    if start < 0:
+        return None
+    dd = html_text.find("<dd>", start)
+    end = html_text.find("</dd>", dd)
+    return _words(html.unescape(re.sub(r"<[^>]+>", " ", html_text[dd:end])))
+
+
+# (page, id in the page, the object whose docstring must be there)
+DOCUMENTED = [("api/netchat", "netchat.request_commands.RequestCommands.%s" % name,
+               getattr(RequestCommands, name))
+              for name in ("request", "requestAll", "open_request", "ping",
+                           "count_transactions", "start_transaction", "barrier",
+                           "send_request")]
+DOCUMENTED += [("api/netchat", "netchat.Daemon.%s" % name, getattr(netchat.Daemon, name))
+               for name in ("request", "requestAll", "ping", "count_transactions",
+                            "start_transaction")]
+DOCUMENTED += [("api/netchat", "netchat.loop.LoopMethods.%s" % name,
+                getattr(LoopMethods, name))
+               for name in ("loop_start", "loop_stop", "poll", "wait")]
+DOCUMENTED += [("api/jabber", "netchat.jabber.%s" % name, getattr(netchat.jabber, name))
+               for name in ("user_id", "bare_jid", "parse_user")]
+DOCUMENTED += [("api/testing", "netchat.testing.plugin.%s" % name,
+                getattr(netchat.testing.plugin, name))
+               for name in ("xmpp_server", "xmpp_account", "server_factory",
+                            "prosody_server", "ejabberd_cluster")]
+DOCUMENTED += [("api/testing", "netchat.testing.%s" % name,
+                getattr(netchat.testing, name))
+               for name in ("OfflineDaemon", "OfflineReply")]
+
+
+def test_the_reference_documents_each_call_a_newcomer_looks_up(built):
+    """The coordinator's calls, the Perl porter's ``netchat.jabber.user_id`` and the
+    pytest fixtures are in the built HTML, each with its docstring."""
+    missing = []
+    pages = {}
+    for name, target, obj in DOCUMENTED:
+        html_text = pages.setdefault(name, page(built, name))
+        described = _description(html_text, target)
+        words = _rendered(obj.__doc__ or "")
+        assert words, "%s has no docstring" % target
+        if described is None:
+            missing.append("%s (not on %s)" % (target, name))
+        elif " ".join(words[:8]) not in " ".join(described):
+            missing.append("%s (without its docstring: %r)" % (target, described[:12]))
+    assert not missing, missing

@@ -1,5 +1,6 @@
 """Handlers tested without a server (netchat.testing.OfflineDaemon), and loop_start."""
 
+import textwrap
 import threading
 
 import pytest
@@ -126,3 +127,35 @@ def test_the_daemons_connection_methods_match_the_connections():
     assert tx.to == "node@localhost" and tx.on_error is not None
     assert bot.daemon.count_transactions() == 1
     assert bot.daemon.end_transaction("tid-x") is None and not bot.daemon.count_transactions()
+
+
+class Sizes(netchat.Daemon):
+    def handleSave(self, name, file):
+        return "%s: %d bytes, %s" % (name, len(file.bytes), file.name)
+
+
+def test_ask_sends_attachments_over_the_inline_limit_inline(tmp_path):
+    """Past the connection's inline_limit (128 KiB) a live sender uploads the file;
+    offline there is no upload service, so ask() sends it inline whatever its size
+    (before: a Timeout from asking the absent server for its upload service)."""
+    from netchat.upload import INLINE_LIMIT
+    bot = OfflineDaemon(Sizes)
+    big = bytes(range(256)) * (INLINE_LIMIT // 256 + 100)
+    assert bot.ask("save big", attachments=[big]).text == \
+        "big: %d bytes, None" % len(big)
+    path = tmp_path / "photo.jpg"
+    path.write_bytes(big)
+    reply = bot.ask("save p", attachments=[Attachment.from_path(str(path))])
+    assert reply == ("p: %d bytes, photo.jpg" % len(big), "ok", reply.message)
+    huge = b"x" * (1024 * 1024 + 1)       # over max_attachment (1 MiB): as live inline
+    assert bot.ask("save h", attachments=[huge]).status == "too-large"
+    roomy = OfflineDaemon(Sizes, max_attachment=4 * 1024 * 1024)
+    assert roomy.ask("save h", attachments=[huge]).text == "h: %d bytes, None" % len(huge)
+
+
+def test_the_example_in_the_modules_docstring_runs(tmp_path):
+    import netchat.testing.offline as offline
+    code = offline.__doc__.split("::\n", 1)[1].split("\nWhat the daemon sends", 1)[0]
+    namespace = {}
+    exec(compile(textwrap.dedent(code), offline.__file__, "exec"), namespace)
+    namespace["test_save"](tmp_path)

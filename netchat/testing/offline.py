@@ -5,17 +5,33 @@ the network, and :meth:`OfflineDaemon.ask` sends it a request as a peer would: t
 message goes through the same routing, callbacks, parsing, help, ``allow``/``acl``,
 limits, worker pool and error replies as live, and you get the reply back::
 
+    import os
+
+    import netchat
     from netchat.testing import OfflineDaemon
 
+    class Notes(netchat.Daemon):
+        def handleSave(self, filename, file):   # file is a netchat.Attachment
+            file.save(os.path.join(self.repository, filename))
+            return "saved " + filename
+
     def test_save(tmp_path):
-        bot = OfflineDaemon(MyServer, repository=str(tmp_path))
+        bot = OfflineDaemon(Notes, repository=str(tmp_path))
         reply = bot.ask("save notes.txt", attachments=["hello"])
         assert reply.status == "ok" and reply.text == "saved notes.txt"
+        assert (tmp_path / "notes.txt").read_text() == "hello"
         assert bot.ask("nosuch").status == "unknown"
 
 What the daemon sends (replies, presence, iq answers) is kept in :attr:`OfflineDaemon.sent`.
+
+Attachments go inline in the request, whatever their size, as a Perl peer sends
+them: there is no server, so no upload service for the links a live netchat peer
+sends for files over its ``inline_limit`` (128 KiB). The daemon's ``max_attachment``
+(default 1 MiB) applies to them as to any inline attachment: raise it to try a handler
+with a larger file.
 """
 
+import sys
 import threading
 import time
 from typing import Any, Iterable, List, NamedTuple, Optional
@@ -23,7 +39,9 @@ from typing import Any, Iterable, List, NamedTuple, Optional
 from xmpp.protocol import Iq, Message, Presence
 from xmpp.simplexml import XML2Node
 
+from ..attachments import attachments_node
 from ..connection import Connection
+from ..upload import prepare_attachments
 from ..wire import new_thread_id, reply_status
 from ..xmpp.parser import as_stanza
 
@@ -119,12 +137,18 @@ class OfflineDaemon:
         """Send ``body`` (with ``attachments``: text, bytes or ``Attachment``) from
         ``sender`` (default ``tester@DOMAIN/offline``, a peer on the daemon's own
         domain) and return the reply. Raises ``AssertionError`` when none comes
-        within ``timeout`` seconds (a request that is never answered)."""
+        within ``timeout`` seconds (a request that is never answered).
+
+        The attachments go inline whatever their size (there is no upload service
+        offline), so the daemon's ``max_attachment`` applies to each."""
         cxn = self.cxn
         sender = sender or "tester@%s/offline" % cxn.domain
         thread = new_thread_id()
-        xml = cxn.message_xml(cxn.jid, body, thread=thread, attachments=attachments,
-                              type=type)
+        # inline, however large: a link would need the server's upload service
+        inline, _ = prepare_attachments(cxn, attachments, sys.maxsize)
+        node = attachments_node(inline)
+        xml = cxn.message_xml(cxn.jid, body, thread=thread, type=type,
+                              extra=str(node) if node is not None else "")
         node = XML2Node(xml.replace("<message", '<message xmlns="jabber:client"', 1))
         msg = as_stanza(node, Message)
         msg.setFrom(sender)
