@@ -1,5 +1,6 @@
 """The command-line tools: jabber, netchat run, netchat server, netchat demo."""
 
+import functools
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from hypothesis import given, strategies as st
 import netchat
 from netchat.cli import join_message, load_attachment, quote_word
 from netchat.commands import parse_body
+from netchat.testing import make_certificates
 from helpers import wait_for
 
 
@@ -261,6 +263,8 @@ def test_jabber_registers_a_new_account_only_with_register_and_says_so(daemons,
     assert result.returncode == 0 and result.stdout == "hello to you too\n"
     assert "registered account %s" % New.jid in result.stderr
     assert "a new account" in result.stderr
+    assert "(asked for with --register)" in result.stderr  # not Python's register=False
+    assert "register=" not in result.stderr
 
 
 def test_jabber_says_when_the_server_drops_the_connection(daemons, xmpp_account):
@@ -272,3 +276,40 @@ def test_jabber_says_when_the_server_drops_the_connection(daemons, xmpp_account)
     assert "too big" in result.stderr  # the server's reason, logged as it happens
     assert result.stderr.splitlines()[-1] == \
         "jabber: %s: no reply: the server closed the connection" % daemon.jid
+
+
+def test_jabber_refuses_an_empty_target_at_once(daemons, xmpp_account):
+    (daemon,) = daemons()
+    for targets in ([""], [daemon.jid, " "]):
+        started = time.monotonic()
+        result = jabber(xmpp_account("cli"), "--timeout", "5", *targets, "--", "hello")
+        assert result.returncode == 2, result.stderr
+        assert "jabber: an empty TO (%r): give a JID or a user id" % targets[-1] in \
+            result.stderr
+        assert time.monotonic() - started < 5 and result.stdout == ""
+
+
+def test_a_certificate_that_does_not_verify_suggests_ca_file(xmpp_account, tmp_path):
+    account = xmpp_account("cli")
+    opts = account.connection_options
+    where = ["--host", opts["host"], "--port", str(opts["port"])]
+    env = dict(os.environ, NETCHAT_PASSWORD=account.password)
+    env.pop("NETCHAT_USER", None)
+    run = functools.partial(subprocess.run, stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, env=env, timeout=60)
+    result = run([sys.executable, "-m", "netchat", "jabber", "-u", account.jid] + where +
+                 ["x", "--", "hi"])  # the system's CAs do not know the server's
+    assert result.returncode == 3 and result.stderr.count("\n") == 1, result.stderr
+    assert "does not verify" in result.stderr
+    assert "--ca-file FILE verifies with it)" in result.stderr
+    other = make_certificates(str(tmp_path), ["localhost"])["ca_file"]  # not its CA
+    result = run([sys.executable, "-m", "netchat", "jabber", "-u", account.jid, "--ca-file",
+                  other] + where + ["x", "--", "hi"])
+    assert result.returncode == 3 and result.stderr.count("\n") == 1, result.stderr
+    assert "(is %s the CA that signed the server's certificate?)" % other in result.stderr
+    result = run([sys.executable, "-m", "netchat", "run", "netchat.demo:MyServer", "--jid",
+                  account.jid] + where)
+    assert result.returncode == 1, result.stderr
+    assert "does not verify" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("netchat run: hint: a server with a "
+                                                     "CA of its own")

@@ -1,5 +1,6 @@
 """What the command-line tools say when things go wrong: one clear line, a useful status."""
 
+import logging
 import os
 import signal
 import socket
@@ -89,3 +90,41 @@ def test_a_module_failing_in_its_import_is_reported_alike_as_module_or_file(tmp_
         assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
         lines.append(result.stderr.replace(".py", ""))
     assert lines[0] == lines[1] == "netchat run: cannot import broken: KeyError: 'oops'\n"
+
+
+def test_a_class_missing_from_its_module_is_not_found(tmp_path):
+    (tmp_path / "nodes.py").write_text("import netchat\n\n\nclass Node(netchat.Daemon):\n"
+                                       "    pass\n\n\nanswer = 42\n")
+    for spec, says in (("nodes.py:NoSuchClass", "NoSuchClass not found in nodes.py; its "
+                                                "Daemon subclasses: Node"),
+                       ("nodes:Nod", "Nod not found in nodes (did you mean 'Node'?)"),
+                       ("nodes:answer", "nodes:answer is not a netchat.Daemon subclass")):
+        result = tool("netchat", "run", spec, "--jid", "me@example.org", cwd=str(tmp_path))
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and says in result.stderr, result.stderr
+
+
+def test_a_jid_with_two_ats_is_refused_at_once(silent_server):
+    port = silent_server.getsockname()[1]
+    silent_server.setblocking(False)
+    result = tool("jabber", "-u", "a@b@c", "--host", "127.0.0.1", "--port", str(port),
+                  "--connect-timeout", "2", "you", "--", "hi")
+    assert result.returncode == 2
+    assert "jabber: -u: 'a@b@c' is not a valid JID" in result.stderr
+    result = tool("netchat", "run", "netchat.demo:MyServer", "--jid", "a@b@c/r", "--host",
+                  "127.0.0.1", "--port", str(port), "--connect-timeout", "2")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "--jid: 'a@b@c/r' is not a valid JID" in result.stderr
+    with pytest.raises(BlockingIOError):  # neither tool tried to connect
+        silent_server.accept()
+
+
+def test_the_tools_say_registration_in_their_own_terms():
+    from netchat.cli.common import CommandLineWords
+    record = logging.LogRecord("netchat.jabber", logging.WARNING, __file__, 1,
+                               "registered account %s on %s: a new account, by in-band "
+                               "registration (register=False turns it off)",
+                               ("a@b", "h:1"), None)
+    CommandLineWords("(--no-register turns it off)").filter(record)
+    assert record.getMessage() == "registered account a@b on h:1: a new account, by " \
+                                  "in-band registration (--no-register turns it off)"

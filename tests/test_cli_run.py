@@ -116,3 +116,87 @@ def test_run_with_a_jid_without_domain_is_a_usage_error_as_in_jabber(tmp_path):
     result = netchat_run(tmp_path, "rec.py:Rec", "--jid", "node1")
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "--jid: 'node1' is not a user JID" in result.stderr
+
+
+TYPED = textwrap.dedent("""
+    from typing import List, Optional
+    from rec import Rec
+
+    class Typed(Rec):
+        def __init__(self, user, tags: Optional[List[str]] = None, ratio: float = 1.0,
+                     **options):
+            super().__init__(user, **options)
+    """)
+
+
+@pytest.mark.parametrize("line, says", [
+    ('retry = "soon"', 'retry = "soon" is a string; expected a number'),
+    ('threads = "two"', 'threads = "two" is a string; expected an integer'),
+    ("threads = 2.5", "threads = 2.5 is a float; expected an integer"),
+    ("master = true", "master = true is a boolean; expected a string"),
+    ('[connection]\nport = "abc"',
+     '[connection] port = "abc" is a string; expected an integer'),
+    ('[connection]\nverify = "no"',
+     '[connection] verify = "no" is a string; expected true or false'),
+    ("[connection]\nregister = 1",
+     "[connection] register = 1 is an integer; expected true or false"),
+    ('[connection]\nhots = "x"', "[connection] takes no key 'hots' (did you mean 'host'?)"),
+    ('[connection]\nendpoints = "a:5222"',
+     '[connection] endpoints = "a:5222" is a string; expected a list'),
+    ('[options]\nmax_age = "1m"', '[options] max_age = "1m" is a string; expected a number'),
+    ("[options]\nversion_os = 1", "[options] version_os = 1 is an integer; expected true "
+                                  "or false"),
+    ("[options]\ntags = [1, 2]", "[options] tags = [1, 2] is a list; expected a list of "
+                                 "strings"),
+    ('[options]\ncolour = ["red"]', '[options] colour = ["red"] is a list; expected a '
+                                    'string'),
+])
+def test_run_refuses_a_config_value_of_the_wrong_type_before_connecting(tmp_path, line,
+                                                                         says):
+    (tmp_path / "typed.py").write_text(TYPED)
+    (tmp_path / "node.toml").write_text('daemon = "typed.py:Typed"\njid = "n@example.org"'
+                                        '\n%s\n' % line)
+    result = netchat_run(tmp_path, "--config", "node.toml")
+    assert result.returncode == 2 and result.stdout == "", result.stdout
+    assert result.stderr.startswith("netchat run: config file node.toml: %s" % says)
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_run_takes_integers_for_floats_and_well_typed_lists(tmp_path):
+    (tmp_path / "typed.py").write_text(TYPED)
+    (tmp_path / "node.toml").write_text(textwrap.dedent("""
+        daemon = "typed.py:Typed"
+        jid = "n@example.org"
+        retry = 5
+        [connection]
+        connect_timeout = 3
+        verify = false
+        endpoints = ["127.0.0.1:5222", "127.0.0.2:5222"]
+        [options]
+        ratio = 2
+        tags = ["a", "b"]
+        """))
+    result = netchat_run(tmp_path, "--config", "node.toml", "-o", "max_age=60")
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout)
+    assert got["retry"] == 5 and got["ratio"] == 2 and got["tags"] == ["a", "b"]
+    assert got["connection_options"]["connect_timeout"] == 3
+
+
+def test_run_refuses_an_o_value_of_the_wrong_type(tmp_path):
+    result = netchat_run(tmp_path, "rec.py:Rec", "--jid", "n@example.org", "-o",
+                         "max_age=soon")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == 'netchat run: -o max_age = "soon" is a string; expected a ' \
+                            'number\n'
+
+
+def test_run_refuses_endpoints_it_cannot_use_before_connecting(tmp_path):
+    for table, says in (('endpoints = ["x:0"]', "endpoints: port out of range"),
+                        ('host = "h"\nendpoints = ["a:1"]',
+                         "give either host/port or endpoints, not both")):
+        (tmp_path / "node.toml").write_text('daemon = "rec.py:Rec"\njid = "n@example.org"'
+                                            '\n[connection]\n%s\n' % table)
+        result = netchat_run(tmp_path, "--config", "node.toml")
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "config file node.toml: [connection] " + says in result.stderr

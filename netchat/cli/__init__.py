@@ -38,10 +38,16 @@ def _netchat_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("server", help="run a throwaway local Prosody (or ejabberd)",
                        description="Start a throwaway XMPP server on 127.0.0.1 (free "
-                                   "ports, temporary data, its own CA) until Ctrl-C.")
+                                   "ports, temporary data, its own CA) until Ctrl-C or "
+                                   "SIGTERM; with --state DIR, the same server each "
+                                   "time.")
     p.add_argument("--domain", default="localhost", help="XMPP domain (default localhost)")
     p.add_argument("--server", choices=["prosody", "ejabberd"], default="prosody",
                    help="which server (default prosody)")
+    p.add_argument("--state", metavar="DIR",
+                   help="keep the server in DIR (made if missing) and leave it there on "
+                        "exit: started again with the same DIR, it has the same ports, "
+                        "CA and accounts (to try a daemon's --retry across a restart)")
     p.set_defaults(func=cmd_server, verbose=False)
 
     p = sub.add_parser("demo", help="run the README demo",

@@ -5,9 +5,12 @@ import argparse
 import getpass
 import logging
 import os
+import ssl
 import sys
+from typing import Optional
 
 from ..endpoints import parse_endpoints
+from ..errors import TLSError
 
 # exit statuses of `jabber`
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
@@ -22,9 +25,70 @@ class UsageError(Exception):
 
 # -- shared helpers ------------------------------------------------------------------------
 
-def setup_logging(verbose: bool, default=logging.WARNING):
+#: How the library says what turns in-band registration off (its option), and
+#: what a command-line tool says instead.
+LIBRARY_REGISTER_NOTE = "(register=False turns it off)"
+
+
+class CommandLineWords(logging.Filter):
+    """Says the library's log messages in the tool's terms: ``register=False`` is a
+    Python keyword argument, which a command line has none of."""
+
+    def __init__(self, register_note: str):
+        super().__init__()
+        self.register_note = register_note
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and LIBRARY_REGISTER_NOTE in record.msg:
+            record.msg = record.msg.replace(LIBRARY_REGISTER_NOTE, self.register_note)
+        return True
+
+
+def setup_logging(verbose: bool, default=logging.WARNING,
+                  register_note: str = "(--no-register turns it off)"):
+    """Log to stderr; ``register_note``: what the tool says turns in-band
+    registration off, where the library names its option."""
     logging.basicConfig(level=logging.DEBUG if verbose else default, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, CommandLineWords) for f in handler.filters):
+            handler.addFilter(CommandLineWords(register_note))
+
+
+#: Characters RFC 7622 forbids in the local part of a JID (besides white space).
+LOCALPART_FORBIDDEN = "\"&'/:<>@"
+
+
+def check_jid(jid: str, what: str, user: bool = True) -> str:
+    """``jid`` (``user@domain[/resource]``; with ``user`` false the local part may be
+    missing) or a :class:`UsageError` saying what is wrong with it, before anything is
+    sent to a server that would take ``b@c`` in ``a@b@c`` for its domain."""
+    from ..jid import parse_user
+    try:
+        text = parse_user(jid)
+    except ValueError as exc:
+        raise UsageError("%s: %s" % (what, exc)) from None
+    bare = text.partition("/")[0]
+    local, at, domain = bare.rpartition("@")
+    if not bare:
+        problem = "it is empty"
+    elif user and not at:
+        problem = "no @domain"
+    elif at and not local:
+        problem = "nothing before the @"
+    elif not domain:
+        problem = "no domain after the @"
+    elif "@" in local:
+        problem = "more than one @ before the /"
+    elif any(c in LOCALPART_FORBIDDEN or c.isspace() for c in local):
+        problem = "the user part may not hold white space or any of %s" \
+            % LOCALPART_FORBIDDEN
+    elif any(c.isspace() for c in domain):
+        problem = "the %s may not hold white space" % ("domain" if at else "user id")
+    else:
+        return text
+    raise UsageError("%s: %r is not a valid JID (user@domain[/resource]): %s"
+                     % (what, jid, problem))
 
 
 def read_password(prog: str, args) -> str:
@@ -48,6 +112,29 @@ def read_password(prog: str, args) -> str:
             pass
     raise UsageError("no password: set NETCHAT_PASSWORD, use --password-file, or run "
                      "on a terminal")
+
+
+def certificate_failed(exc: BaseException) -> bool:
+    """True when ``exc`` says the server's certificate did not verify."""
+    if not isinstance(exc, TLSError):
+        return False
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__context__
+    return "does not verify" in str(exc)
+
+
+def failure_hint(exc: BaseException, ca_file: Optional[str]) -> str:
+    """What to add to the line reporting a connection failure: for a certificate that
+    did not verify, the option that names the server's CA."""
+    if not certificate_failed(exc):
+        return ""
+    if ca_file:
+        return " (is %s the CA that signed the server's certificate?)" % ca_file
+    return " (a server with a CA of its own, such as netchat server's? --ca-file FILE " \
+           "verifies with it)"
 
 
 def have_terminal() -> bool:

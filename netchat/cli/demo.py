@@ -17,7 +17,11 @@ from ..errors import Timeout
 
 def cmd_server(args) -> int:
     from ..testing import SERVERS
-    server = SERVERS[args.server](domain=args.domain).start()
+    state = getattr(args, "state", None)
+    server = SERVERS[args.server](domain=args.domain, state_dir=state)
+    again = state is not None and os.path.exists(os.path.join(server.state_dir,
+                                                              server.state_name))
+    server.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
@@ -29,11 +33,16 @@ def cmd_server(args) -> int:
             print("uploads:   %s (XEP-0363), files served on %s"
                   % (server.upload_service, server.upload_url))
         print("log:       %s" % server.log_path)
+        if state is not None:
+            print("state:     %s (%s)" % (server.state_dir, "the same ports, CA and "
+                                          "accounts as before" if again else "new"))
         print("accounts:  netchat daemons register themselves; jabber with --register")
         print("try:       netchat run netchat.demo:MyServer --jid node1@%s --host %s "
               "--port %d --ca-file %s" % (server.domain, server.host, server.port,
                                           server.ca_file))
-        print("Ctrl-C stops the server and deletes its data.", flush=True)
+        print("Ctrl-C stops the server and deletes its data." if state is None else
+              "Ctrl-C stops the server; --state %s starts it again as it was."
+              % state, flush=True)
         while not stop.wait(0.5):
             if not server.is_running():
                 print("netchat server: %s exited; see %s" % (server.name, server.log_path),

@@ -13,8 +13,8 @@ from ..upload import INLINE_LIMIT, UploadError
 from ..wire import check_xml_text
 from .common import (EXIT_CONNECT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
                      UsageError,
-                     add_connection_arguments, connection_options, read_password,
-                     setup_logging)
+                     add_connection_arguments, check_jid, connection_options,
+                     failure_hint, read_password, setup_logging)
 
 log = logging.getLogger("netchat.cli")
 
@@ -70,7 +70,6 @@ def _jabber_parser() -> argparse.ArgumentParser:
                "connection; 130 interrupted (Ctrl-C).")
     parser.add_argument("targets", nargs="*", metavar="TO", help=argparse.SUPPRESS)
     parser.add_argument("-u", "--user", dest="user_jid",
-                        default=os.environ.get("NETCHAT_USER"),
                         help="your JID, user@domain (default: $NETCHAT_USER)")
     parser.add_argument("-r", "--resource", help="your resource (default: jabber-PID)")
     parser.add_argument("-s", "--subject", help="subject of the request")
@@ -102,7 +101,10 @@ def jabber_main(argv: Optional[List[str]] = None) -> int:
     else:
         words = None
     args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    args.user_given = args.user_jid is not None
+    if not args.user_given:
+        args.user_jid = os.environ.get("NETCHAT_USER")
+    setup_logging(args.verbose, register_note="(asked for with --register)")
     try:
         return _jabber(args, words, parser)
     except UsageError as exc:
@@ -112,7 +114,7 @@ def jabber_main(argv: Optional[List[str]] = None) -> int:
     except ConnectError as exc:
         if args.verbose:
             log.exception("connection failed")
-        hint = ""
+        hint = failure_hint(exc, args.ca_file)
         if isinstance(exc, AuthError) and not args.register and "not-authorized" in str(exc):
             hint = " (a new account? --register creates it)"
         print("jabber: %s%s" % (exc, hint), file=sys.stderr)
@@ -143,8 +145,13 @@ def _jabber(args, words, parser) -> int:
             raise UsageError("put the message after --, or - to read it from stdin")
     if not targets:
         raise UsageError("say whom to send to (TO)")
+    for to in targets:
+        if not to.strip():
+            raise UsageError("an empty TO (%r): give a JID or a user id" % to)
+        check_jid(to, "TO", user=False)
     if not args.user_jid:
         raise UsageError("say who you are: -u user@domain or $NETCHAT_USER")
+    check_jid(args.user_jid, "-u" if args.user_given else "$NETCHAT_USER")
     if words == ["-"]:
         message = sys.stdin.read().rstrip("\n")
     elif words:

@@ -13,8 +13,10 @@ import os
 import sys
 from typing import Any, Dict, List
 
-from .common import (UsageError, add_connection_arguments, connection_options,
-                     read_password, setup_logging)
+from ..endpoints import parse_endpoints
+from .common import (UsageError, add_connection_arguments, check_jid, connection_options,
+                     failure_hint, read_password, setup_logging)
+from .settings import class_kinds, kind_of, parameter_kinds, type_error
 
 try:
     import tomllib
@@ -27,8 +29,10 @@ log = logging.getLogger("netchat.cli")
 OWN_FLAGS = {"threads": "--threads", "master": "--master", "password": "--password-file",
              "connection_options": "--host, --port, ... (or the [connection] table)",
              "retry": "--retry", "user": "--jid"}
-#: Options the library reads as attributes without a constructor parameter.
+#: Options the library reads as attributes without a constructor parameter, and
+#: their types.
 ATTRIBUTE_OPTIONS = ("version_os",)  # netchat.services: the OS in XEP-0092 answers
+ATTRIBUTE_TYPES = {"version_os": bool}
 #: Top-level keys of a ``--config`` file (besides the tables [connection], [options]).
 CONFIG_KEYS = ("daemon", "jid", "retry", "threads", "master", "password_file")
 
@@ -65,6 +69,14 @@ def load_daemon_class(spec: str):
         raise UsageError("cannot import %s: %s" % (module_name, detail)) from None
     cls = getattr(module, class_name, None)
     from ..daemon import Daemon
+    if cls is None:
+        classes = sorted(name for name, value in vars(module).items()
+                         if isinstance(value, type) and issubclass(value, Daemon)
+                         and value is not Daemon)
+        close = difflib.get_close_matches(class_name, classes, 1)
+        raise UsageError("%s: %s not found in %s%s" % (
+            spec, class_name, module_name, " (did you mean %r?)" % close[0] if close
+            else "; its Daemon subclasses: %s" % ", ".join(classes) if classes else ""))
     if not (isinstance(cls, type) and issubclass(cls, Daemon)):
         raise UsageError("%s is not a netchat.Daemon subclass" % spec)
     return cls
@@ -98,9 +110,11 @@ def option_names(cls) -> List[str]:
     return sorted(names - {"self"} - set(OWN_FLAGS))
 
 
-def check_options(cls, options: Dict[str, Any]):
-    """Refuse an option the class does not take, naming the ones it does."""
+def check_options(cls, options: Dict[str, Any], where: str = "-o "):
+    """Refuse an option the class does not take, naming the ones it does, and a value
+    not of the type its constructor declares (``where``: what to name it by)."""
     known = option_names(cls)
+    kinds = class_kinds(cls, ATTRIBUTE_TYPES)
     for name in options:
         if name in OWN_FLAGS:
             raise UsageError("option %r: use %s" % (name, OWN_FLAGS[name]))
@@ -110,6 +124,27 @@ def check_options(cls, options: Dict[str, Any]):
                              "its own as keyword parameters of __init__)"
                              % (cls.__name__, name, " (did you mean %r?)" % close[0]
                                 if close else "", ", ".join(known)))
+        problem = type_error(where + name, options[name], kinds.get(name))
+        if problem:
+            raise UsageError(problem)
+
+
+def config_kinds() -> Dict[str, Any]:
+    """The types of the top-level keys of a ``--config`` file."""
+    from ..daemon import Daemon
+    daemon = parameter_kinds(Daemon.__init__)
+    kinds = {name: kind_of(str) for name in ("daemon", "jid", "password_file")}
+    kinds.update(retry=parameter_kinds(Daemon.run)["retry"], threads=daemon["threads"],
+                 master=daemon["master"])
+    return kinds
+
+
+def connection_kinds() -> Dict[str, Any]:
+    """The connection options a ``[connection]`` table may hold, and their types."""
+    from ..connection import Connection
+    from ..daemon import CONNECTION_OPTIONS
+    kinds = parameter_kinds(Connection.__init__)
+    return {name: kinds.get(name) for name in CONNECTION_OPTIONS}
 
 
 def read_config(path: str) -> Dict[str, Any]:
@@ -122,6 +157,7 @@ def read_config(path: str) -> Dict[str, Any]:
             from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError("config file %s: %s" % (path, exc)) from None
+    kinds = config_kinds()
     for key, value in config.items():
         if key in ("connection", "options"):
             if not isinstance(value, dict):
@@ -129,6 +165,20 @@ def read_config(path: str) -> Dict[str, Any]:
         elif key not in CONFIG_KEYS:
             raise UsageError("config file %s: unknown key %r; known: %s, [connection], "
                              "[options]" % (path, key, ", ".join(CONFIG_KEYS)))
+        else:
+            problem = type_error(key, value, kinds[key])
+            if problem:
+                raise UsageError("config file %s: %s" % (path, problem))
+    known = connection_kinds()
+    for key, value in config.get("connection", {}).items():
+        if key not in known:
+            close = difflib.get_close_matches(key, list(known), 1)
+            raise UsageError("config file %s: [connection] takes no key %r%s; known: %s"
+                             % (path, key, " (did you mean %r?)" % close[0] if close
+                                else "", ", ".join(known)))
+        problem = type_error("[connection] " + key, value, known[key])
+        if problem:
+            raise UsageError("config file %s: %s" % (path, problem))
     return config
 
 
@@ -164,7 +214,9 @@ def add_run_parser(sub) -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    setup_logging(args.verbose, logging.INFO)
+    setup_logging(args.verbose, logging.INFO,
+                  register_note="(--no-register turns it off; in --config: register = "
+                                "false in [connection])")
     config = read_config(args.config) if args.config else {}
     for key in CONFIG_KEYS:
         if getattr(args, key, None) is None and key in config:
@@ -179,18 +231,59 @@ def cmd_run(args) -> int:
         Connection(args.jid)  # checks the JID; nothing happens on the network
     except ValueError as exc:
         raise UsageError("--jid: %s" % exc) from None
+    check_jid(args.jid, "--jid")
+    if args.master is not None:
+        check_jid(args.master, "--master", user=False)
+    if args.threads is not None and args.threads < 0:
+        raise UsageError("--threads must be 0 or more, not %s" % args.threads)
+    if args.retry is not None and args.retry < 0:
+        raise UsageError("--retry must be 0 (forever) or more, not %s" % args.retry)
     cls = load_daemon_class(args.daemon)
+    try:
+        check_options(cls, config.get("options", {}), "[options] ")
+    except UsageError as exc:
+        raise UsageError("config file %s: %s" % (args.config, exc)) from None
     options = dict(config.get("options", {}))
+    flags = {}
     for item in args.option:
         key, sep, value = item.partition("=")
         if not sep or not key.isidentifier():
             raise UsageError("options are KEY=VALUE, not %r" % item)
-        options[key] = parse_value(value)
-    check_options(cls, options)
+        flags[key] = parse_value(value)
+    check_options(cls, flags)
+    options.update(flags)
     cxn_options = dict(config.get("connection", {}))
-    cxn_options.update(connection_options(args))
+    given = connection_options(args)
+    if given.keys() & {"host", "port"}:
+        cxn_options.pop("endpoints", None)  # a flag overrides the file
+    if "endpoints" in given:
+        cxn_options.pop("host", None)
+        cxn_options.pop("port", None)
+    cxn_options.update(given)
+    check_endpoints(cxn_options, args.config)
     args.user_jid = args.jid
     password = read_password("netchat run", args)
-    cls.run(args.jid, retry=args.retry, password=password, threads=args.threads or 0,
-            master=args.master, connection_options=cxn_options, **options)
+    try:
+        cls.run(args.jid, retry=args.retry, password=password, threads=args.threads or 0,
+                master=args.master, connection_options=cxn_options, **options)
+    except SystemExit as exc:  # run() said why on stderr, in the except clause
+        hint = failure_hint(exc.__context__, cxn_options.get("ca_file")) \
+            if exc.__context__ is not None else ""
+        if hint:
+            print("netchat run: hint: %s" % hint.strip(" ()"), file=sys.stderr)
+        raise
     return 0  # run() exits; not reached
+
+
+def check_endpoints(cxn_options: Dict[str, Any], config_path: str):
+    """Refuse ``endpoints`` with ``host`` or ``port``, or an endpoint that is not
+    HOST:PORT, before anything connects."""
+    if "endpoints" not in cxn_options:
+        return
+    where = "config file %s: [connection] " % config_path if config_path else ""
+    if "host" in cxn_options or "port" in cxn_options:
+        raise UsageError("%sgive either host/port or endpoints, not both" % where)
+    try:
+        parse_endpoints(cxn_options["endpoints"])
+    except (ValueError, TypeError) as exc:
+        raise UsageError("%sendpoints: %s" % (where, exc)) from None

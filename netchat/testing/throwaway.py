@@ -3,6 +3,7 @@ stop, restart, kill, accounts (:class:`ThrowawayServer`, :class:`Account`)."""
 
 import atexit
 import itertools
+import json
 import logging
 import os
 import shutil
@@ -72,6 +73,12 @@ class ThrowawayServer:
     :param hibernation: seconds (whole) a session whose link broke is kept for
         resumption (XEP-0198; default 60): meanwhile it still looks present to its
         peers. Debian's stock configurations keep it 600 s (Prosody), 300 s (ejabberd).
+    :param state_dir: keep the server in this directory (made if missing; else it
+        must be empty or hold such a server) instead of a temporary one: the first
+        :meth:`start` lays it out there (certificates, ports, data) and notes the
+        ports in :attr:`state_name`; a later one, by this object or a new one in
+        another process, starts the same server again: same ports, CA and accounts.
+        :meth:`stop` then stops the process and keeps the directory.
 
     After :meth:`start`: :attr:`port` (STARTTLS), :attr:`direct_tls_port` (XEP-0368),
     :attr:`ca_file`, :attr:`log_path`, :attr:`connection_options`.
@@ -90,8 +97,10 @@ class ThrowawayServer:
                  extra_config: str = "", tls: bool = True, registration: bool = True,
                  mechanisms: Optional[List[str]] = None,
                  extra_domains: Optional[List[str]] = None, upload: bool = True,
-                 stream_management: bool = True, hibernation: float = 60):
+                 stream_management: bool = True, hibernation: float = 60,
+                 state_dir: Optional[str] = None):
         self.domain = domain
+        self.state_dir = os.path.abspath(state_dir) if state_dir else None
         self.host = host
         self.extra_domains = list(extra_domains or [])
         self.cert_names = list(cert_names or [domain] + self.extra_domains)
@@ -136,6 +145,8 @@ class ThrowawayServer:
     #: File names, in the server's directory.
     config_name = "server.cfg"
     log_name = "server.log"
+    #: What a ``state_dir`` records: the kind of server, its domain, ports, certificates.
+    state_name = "netchat-server.json"
 
     @property
     def config_path(self) -> str:
@@ -214,9 +225,9 @@ class ThrowawayServer:
         if not self.installed():
             raise self.not_installed("%s is not installed: %s"
                                      % (self.name, self.install_hint))
-        first = self.directory is None
+        first = self.directory is None and not self._load_state()
         if first:
-            self.directory = tempfile.mkdtemp(prefix="netchat-%s-" % self.name.lower())
+            self.directory = self._new_directory()
             os.makedirs(self.data_dir)
             self._certs = make_certificates(os.path.join(self.directory, "certs"),
                                             self.cert_names)
@@ -231,6 +242,8 @@ class ThrowawayServer:
             self._write_config()
             try:
                 self._launch(timeout or self.start_timeout)
+                if first and self.state_dir is not None:
+                    self._save_state()
                 break
             except ServerStartError as exc:
                 if attempt < attempts - 1 and self._port_conflict():
@@ -243,6 +256,56 @@ class ThrowawayServer:
                 raise error from None
         _running.add(self)
         return self
+
+    def _new_directory(self) -> str:
+        """Where a first start lays the server out: a temporary directory, or the
+        ``state_dir`` (which must be new or empty)."""
+        if self.state_dir is None:
+            return tempfile.mkdtemp(prefix="netchat-%s-" % self.name.lower())
+        os.makedirs(self.state_dir, exist_ok=True)
+        if os.listdir(self.state_dir):
+            raise ServerStartError("%s holds files but no %s: not the state of a "
+                                   "throwaway server; give a new or empty directory"
+                                   % (self.state_dir, self.state_name))
+        return self.state_dir
+
+    def _state(self) -> Dict[str, Any]:
+        return {"server": self.name, "domain": self.domain, "host": self.host,
+                "port": self.port, "direct_tls_port": self.direct_tls_port,
+                "upload_port": self.upload_port, "certificates": self._certs}
+
+    def _save_state(self):
+        path = os.path.join(self.state_dir, self.state_name)
+        with open(path + ".new", "w") as f:
+            json.dump(self._state(), f, indent=1)
+        os.replace(path + ".new", path)
+
+    def _load_state(self) -> bool:
+        """Take the ports and certificates a ``state_dir`` records; False when there
+        is none (no ``state_dir``, or nothing recorded yet)."""
+        if self.state_dir is None or self.directory is not None:
+            return False
+        path = os.path.join(self.state_dir, self.state_name)
+        try:
+            with open(path) as f:
+                state = json.load(f)
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError) as exc:
+            raise ServerStartError("cannot read %s: %s" % (path, exc)) from None
+        mine = self._state()
+        if any(state.get(key) != mine[key] for key in ("server", "domain", "host")):
+            raise ServerStartError("%s holds the state of %s for %s on %s, not of %s for "
+                                   "%s on %s: give another directory" % (
+                                       self.state_dir, *(state.get(key) for key in (
+                                           "server", "domain", "host")),
+                                       self.name, self.domain, self.host))
+        self.directory = self.state_dir
+        self._certs = dict(state["certificates"])
+        self.ca_file = self._certs["ca_file"]
+        self.port, self.direct_tls_port = state["port"], state["direct_tls_port"]
+        self.upload_port = state["upload_port"]
+        return True
 
     def _launch(self, timeout: float):
         self._console = open(self.console_path, "ab")
@@ -339,11 +402,13 @@ class ThrowawayServer:
         self.start(timeout)
 
     def stop(self):
-        """Stop the server and delete its directory: no process, no files left."""
+        """Stop the server and delete its directory: no process, no files left (with
+        a ``state_dir``, the directory stays, for the next start)."""
         self._terminate()
         _running.discard(self)
         if self.directory is not None:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            if self.state_dir is None:
+                shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
 
     def _cleanup_after_failure(self, first_start: bool) -> str:
@@ -359,7 +424,15 @@ class ThrowawayServer:
         for path in self._log_files() + [self.config_path]:
             if os.path.exists(path):
                 shutil.copy(path, kept)
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.state_dir is None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        else:  # it was new or empty: empty again, for the next try
+            for name in os.listdir(self.directory):
+                path = os.path.join(self.directory, name)
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    os.unlink(path)
         self.directory = None
         return kept
 
