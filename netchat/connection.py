@@ -28,6 +28,8 @@ from .loop import LoopMethods
 from .pump import Pumping
 from .presence import PresenceTable
 from .redelivery import Redelivery
+from .room_commands import RoomCommands
+from .rooms import Rooms
 from .resumption import Resumer
 from .router import Router
 from .request_commands import RequestCommands
@@ -48,7 +50,7 @@ __all__ = ["Connection", "ENDPOINT_MIN_TIME"]
 ENDPOINT_MIN_TIME = 5.0
 
 
-class Connection(RequestCommands, Pumping, LoopMethods):
+class Connection(RequestCommands, RoomCommands, Pumping, LoopMethods):
     """A client connection to an XMPP server (Perl: Net::Chat::Jabber).
 
     :param jid: ``user@domain[/resource]`` (``jabber://`` and ``xmpp://`` accepted).
@@ -153,7 +155,9 @@ class Connection(RequestCommands, Pumping, LoopMethods):
         self.transactions = TransactionTable(self.stream.cond)
         #: Sends open requests again until answered (see :mod:`netchat.redelivery`).
         self.redelivery = Redelivery(self.transactions, self._send_copy, self.is_available)
-        self.stream.tick = self.redelivery.tick
+        #: The rooms (XEP-0045) it is in (see :mod:`netchat.rooms`).
+        self.rooms = Rooms(self)
+        self.stream.tick = self._tick
         #: Stanzas read and not yet handled when a link died: handled after the next
         #: connect, whatever kind of session it brings.
         self._unhandled: List[Any] = []
@@ -263,10 +267,21 @@ class Connection(RequestCommands, Pumping, LoopMethods):
             self.handler.on_connected(self)
         except Exception:
             log.exception("error in the connected hook for %s", self.jid)
+        if self.rooms.rooms:  # a fresh session is in no room
+            self.rooms.rejoin()
         # with stream management, a fresh session asks again what is open whoever
         # the target is (the lost session's queue, replies included, is gone)
         self._link_back(False, self.stream.sm is not None)
         return self
+
+    def _tick(self, now: float) -> Optional[float]:
+        """The stream's timer: copies of open requests, then the rooms' upkeep."""
+        later = self.redelivery.tick(now)
+        if self.rooms.rooms:
+            due = self.rooms.maintain(now)
+            if due is not None:
+                later = due if later is None else min(later, due)
+        return later
 
     def _link_back(self, resumed: bool, everyone: bool = False):
         try:

@@ -114,6 +114,8 @@ class Daemon(ReplyTexts, LoopMethods):
         sent alone (its URL as the body) runs with the file's name and the file
         (default None: such a message is answered with a hint). Files are fetched
         off the loop thread (see :mod:`netchat.linked_files`).
+    :param rooms: room JIDs (XEP-0045) to join on every connect and take commands
+        from while each is members-only and non-anonymous (see :mod:`netchat.rooms`).
     :param connect: connect in the constructor (default True, as in Perl); False
         leaves that to :meth:`reconnect`.
 
@@ -144,6 +146,7 @@ class Daemon(ReplyTexts, LoopMethods):
                  max_download: int = MAX_DOWNLOAD,
                  download_request_timeout: float = DOWNLOAD_REQUEST_TIMEOUT,
                  downloads: bool = True, file_command: Optional[str] = None,
+                 rooms: Iterable[str] = (),
                  connect: bool = True, **options: Any):
         self.user = parse_user(user)
         for name, value in options.items():
@@ -199,6 +202,11 @@ class Daemon(ReplyTexts, LoopMethods):
                                          text_limit=text_limit, **cxn_options)
         # its presence says it keeps a duplicate memory: requesters may send copies
         self.cxn.presence_extra = DEDUPE_XML
+        #: The rooms it takes commands from (see :mod:`netchat.rooms`).
+        self.rooms = [str(room) for room in rooms or ()]
+        self.cxn.rooms.run = self.onMessage
+        for room in self.rooms:
+            self.cxn.rooms.add(room, commands=True)
         #: Who may do what (``allow`` and ``acl``).
         self.access = AccessPolicy(self.cxn.domain, allow, acl, master)
         #: The steps of every request (see :mod:`netchat.requests`).
@@ -272,6 +280,8 @@ class Daemon(ReplyTexts, LoopMethods):
             self.closed = False
             self.accepting = True
             self.requests.linked.reopen()
+            for room in self.rooms:
+                self.cxn.rooms.add(room, commands=True)
             if self.threads:
                 self.pool = WorkerPool(self.threads, self.max_pending,
                                        on_exit=self._exit_from_worker)
@@ -329,6 +339,7 @@ class Daemon(ReplyTexts, LoopMethods):
         self.accepting = False
         grace = self.shutdown_grace if grace is None else grace
         self.requests.linked.close()
+        self.cxn.rooms.leave()
         if self.pool is not None:
             leftover = self.pool.shutdown(grace, pump=self._pump_while_closing)
             for job in leftover:
@@ -434,14 +445,27 @@ class Daemon(ReplyTexts, LoopMethods):
         self.close()
         sys.exit(0)
 
-    def waitUntilAllHere(self, nodes: Iterable[str], timeout: Optional[float] = None) -> bool:
+    def waitUntilAllHere(self, nodes: Optional[Iterable[str]] = None,
+                         timeout: Optional[float] = None, room: Optional[str] = None,
+                         count: Optional[int] = None) -> bool:
         """Wait until every node (user ids on this server, or JIDs) is online.
 
         A node that logs out meanwhile is waited for again. Missing nodes are nudged
         with directed presence (and, once, a subscription request) at most every
         0.5 s. Returns True, after posting ``"hey guys"`` (subject ``allhere``) to each
         node; raises :class:`~netchat.Timeout` naming the missing nodes.
+
+        With ``room`` (and ``count``) instead of ``nodes``: until at least ``count``
+        others are in that room, each confirmed by a ping (see
+        :meth:`~netchat.Connection.waitForRoom`); no greeting is posted.
         """
+        if room is not None:
+            if nodes is not None or count is None:
+                raise ValueError("waitUntilAllHere(room=..., count=N) takes no nodes")
+            self.cxn.waitForRoom(room, count, timeout)
+            return True
+        if nodes is None:
+            raise ValueError("waitUntilAllHere needs nodes, or room= and count=")
         return self.fleet.wait_until_all_here(nodes, timeout)
 
     def onSyncLogin(self, sid, presence: Presence):
@@ -470,6 +494,11 @@ class Daemon(ReplyTexts, LoopMethods):
     barrier = _delegate("barrier")
     subscribe = _delegate("subscribe")
     ping = _delegate("ping")
+    createRoom = _delegate("createRoom")
+    joinRoom = _delegate("joinRoom")
+    leaveRoom = _delegate("leaveRoom")
+    roomMembers = _delegate("roomMembers")
+    waitForRoom = _delegate("waitForRoom")
     count_transactions = _delegate("count_transactions")
     start_transaction = _delegate("start_transaction")
     end_transaction = _delegate("end_transaction")

@@ -37,6 +37,7 @@ class RequestCommands:
 
     transactions: TransactionTable
     redelivery: Redelivery
+    room_targets: Callable[[str], Dict[str, str]]
     domain: str
     jid: Optional[str]
     REQUEST_SUBJECT: Optional[str]
@@ -191,8 +192,10 @@ class RequestCommands:
             raise tx.error
         return ReplyText.of(tx.reply)
 
-    def requestAll(self, nodes: Iterable[Any], message: str, timeout: float,
-                   attachments: Iterable[Any] = None, **options) -> Dict[Any, Reply]:
+    def requestAll(self, nodes: Optional[Iterable[Any]], message: str, timeout: float,
+                   attachments: Iterable[Any] = None, room: Optional[str] = None,
+                   via: str = "direct", batch: Optional[int] = None,
+                   **options) -> Dict[Any, Reply]:
         """Send ``message`` as a request to every node and return ``{node: Reply}``.
 
         A node last seen unavailable is not sent anything and is reported ``offline``
@@ -201,8 +204,31 @@ class RequestCommands:
         an error stanza gives ``error`` at once; no answer within ``timeout`` seconds
         gives ``timeout``. Requests use Perl-compatible ``tid-`` threads, so Perl nodes
         answer them too. Other keyword options go to :meth:`open_request`.
+
+        With ``room`` (and ``nodes`` None), the nodes are everyone else in that room
+        (see :meth:`roomMembers`), each asked at its real JID by chat
+        (``via="direct"``) and keyed by its real bare JID. With ``batch=K``, K nodes
+        are asked at a time, each batch within ``timeout``.
         """
-        return request_all(self, nodes, message, timeout, attachments, **options)
+        targets: Dict[Any, Any] = {}
+        if room is not None:
+            if nodes is not None:
+                raise ValueError("give nodes or room, not both")
+            if via != "direct":
+                raise ValueError("via must be 'direct', not %r" % (via,))
+            targets = {full: bare for bare, full in self.room_targets(room).items()}
+            nodes = list(targets)
+        elif nodes is None:
+            raise ValueError("requestAll needs nodes, or a room")
+        nodes = list(nodes)
+        size = len(nodes) if not batch else int(batch)
+        if size < 1 and nodes:
+            raise ValueError("batch must be at least 1, not %r" % (batch,))
+        results: Dict[Any, Reply] = {}
+        for start in range(0, len(nodes), max(size, 1)):
+            results.update(request_all(self, nodes[start:start + size], message, timeout,
+                                       attachments, **options))
+        return {targets.get(node, node): reply for node, reply in results.items()}
 
     def barrier(self, timeout: Optional[float] = None):
         """Wait until no transaction is open. Raises :class:`~netchat.errors.Timeout`

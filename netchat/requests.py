@@ -325,7 +325,8 @@ class RequestPipeline:
                 xml, data = reply_xml(msg, daemon.MSG_REPLY_TOO_LARGE % (
                     len(data), daemon.max_reply), status), None
         if command is not None:
-            self.audit(msg.getFrom(), command, status)
+            self.audit(msg.getFrom(), command, status,
+                       "groupchat" if getattr(msg, "netchat_room", None) else "chat")
         key = getattr(msg, "netchat_key", None)
         if key is not None:
             self.recent.answered(key, data if data is not None else xml)

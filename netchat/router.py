@@ -137,6 +137,9 @@ class Router:
             log.debug("%s <- %s [%s%s]: %s", conn.jid, msg.getFrom(), msg.getType() or
                       "normal", " thr=%s" % msg.getThread() if msg.getThread() else "",
                       excerpt(msg))
+        if msg.getType() == "groupchat" and conn.rooms.rooms and \
+                conn.rooms.on_groupchat(msg):
+            return  # a room's: never a reply, never run as sent (see netchat.rooms)
         table = conn.transactions
         if msg.getType() == "error":
             again = table.bounced_by_ended_session(msg, self.answers)
@@ -190,6 +193,8 @@ class Router:
 
     def route_presence(self, presence):
         conn = self.conn
+        if conn.rooms.rooms and conn.rooms.on_presence(presence):
+            return  # a room's occupants: not nodes of their own
         sender = normalize_jid(presence.getFrom() or "")
         if conn.jid and sender == normalize_jid(conn.jid):
             return  # our own presence, reflected by the server

@@ -200,7 +200,13 @@ class EjabberdServer(ThrowawayServer):
             disabled = [m for m in self.known_mechanisms if m not in self.mechanisms]
         modules = [("mod_disco", ["  mod_disco: {}"]), ("mod_ping", ["  mod_ping: {}"]),
                    ("mod_roster", ["  mod_roster: {}"]),
-                   ("mod_offline", ["  mod_offline: {}"])]
+                   ("mod_offline", ["  mod_offline: {}"]),
+                   # rooms (XEP-0045) for fleets, on conference.<domain>
+                   ("mod_muc", ["  mod_muc:", '    host: "conference.@HOST@"',
+                                "    access_create: local",
+                                "    access_persistent: local",
+                                "    max_users: 5000",
+                                "    history_size: 20"])]
         if self.stream_management:
             modules.append(("mod_stream_mgmt", [
                 "  mod_stream_mgmt:", "    resume_timeout: %d" % round(self.hibernation)]
@@ -228,11 +234,13 @@ class EjabberdServer(ThrowawayServer):
             # by default one in-band registration per IP every 600 s
             ("registration_timeout", "infinity"),
             ("acl", [("loopback", ["  loopback:",
-                                   '    ip: ["127.0.0.0/8", "::1/128"]'])]),
+                                   '    ip: ["127.0.0.0/8", "::1/128"]']),
+                     ("local", ["  local:", "    user_regexp: \"\""])]),
             ("access_rules", [("c2s", ["  c2s:", "    allow: all"]),
                               ("register", ["  register:", "    allow: all"]),
                               ("trusted_network", ["  trusted_network:",
-                                                   "    allow: loopback"])]),
+                                                   "    allow: loopback"]),
+                              ("local", ["  local:", "    allow: local"])]),
             ("modules", modules),
         ]
         if self.upload:

@@ -121,6 +121,9 @@ class ProsodyServer(ThrowawayServer):
         ]
         for domain in [self.domain] + self.extra_domains:
             lines += ["VirtualHost %s" % _lua(domain), "  " + tls]
+        # rooms (XEP-0045) for fleets: any local account may create one
+        lines += ["Component %s %s" % (_lua(self.rooms_service), _lua("muc")),
+                  "  restrict_room_creation = %s" % _lua("local")]
         if self.upload:  # after every VirtualHost: a Component's lines are its own
             lines += [
                 "Component %s %s" % (_lua(self.upload_service), _lua("http_file_share")),

@@ -181,6 +181,12 @@ class ThrowawayServer:
         return "upload.%s" % self.domain if self.upload else None
 
     @property
+    def rooms_service(self) -> str:
+        """The JID of the multi-user chat service (XEP-0045) every throwaway server
+        offers: ``conference.<domain>``. Any local account may create rooms there."""
+        return "conference.%s" % self.domain
+
+    @property
     def upload_url(self) -> Optional[str]:
         """The HTTPS origin the upload service's slots point to (None without one)."""
         if not self.upload or self.upload_port is None:
