@@ -164,7 +164,7 @@ def test_help_is_complete(command):
     for word in {"jabber": ["TO", "--attach", "--timeout", "--no-wait", "--ca-file",
                             "--insecure", "--subject", "--resource", "Exit status",
                             "--password", "ps", "--register", "--connect-timeout",
-                            "130"],
+                            "130", "--room", "--batch"],
                  "netchat": ["run", "server", "demo"],
                  "run": ["MODULE:CLASS", "--jid", "--retry", "--threads", "--master",
                          "--password-file", "--password", "ps", "--config",

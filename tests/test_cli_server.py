@@ -80,6 +80,7 @@ def test_a_daemon_with_retry_comes_back_after_a_restart_of_the_state_server(
     daemon = None
     try:
         assert "(new)" in server.banner
+        assert "rooms:     conference.localhost (XEP-0045" in server.banner
         port, ca_file = server.where()
         assert ca_file.startswith(str(state))
         user, password = "user-%s@localhost" % uuid.uuid4().hex[:8], uuid.uuid4().hex

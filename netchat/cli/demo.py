@@ -32,6 +32,8 @@ def cmd_server(args) -> int:
         if server.upload_service:
             print("uploads:   %s (XEP-0363), files served on %s"
                   % (server.upload_service, server.upload_url))
+        print("rooms:     %s (XEP-0045; any account may create rooms there)"
+              % server.rooms_service)
         print("log:       %s" % server.log_path)
         if state is not None:
             print("state:     %s (%s)" % (server.state_dir, "the same ports, CA and "

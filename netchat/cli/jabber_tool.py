@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence
 
 from .. import __version__
 from ..attachments import Attachment
-from ..errors import AuthError, ConnectError, Disconnected, Timeout
+from ..errors import AuthError, ConnectError, Disconnected, RemoteError, Timeout
 from ..upload import INLINE_LIMIT, UploadError
 from ..wire import check_xml_text
 from .common import (EXIT_CONNECT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
@@ -58,14 +58,17 @@ def _jabber_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jabber",
         usage="jabber [options] TO [TO...] -- MESSAGE...\n"
-              "       jabber [options] TO [TO...] -- -      (message from stdin)",
+              "       jabber [options] TO [TO...] -- -      (message from stdin)\n"
+              "       jabber [options] --room ROOM [--batch K] -- MESSAGE...",
         description="Send MESSAGE as a request to each TO (a JID, or a user id on the "
                     "sender's server) and print the replies: the reply alone for one "
-                    "TO, 'TO: reply' lines for several.",
+                    "TO, 'TO: reply' lines for several. With --room, to everyone else "
+                    "in that room, as a table: node, status, reply, ms.",
         epilog="One word after -- is sent as it is; several words are joined with "
                "spaces, quoting words that hold spaces or quotes, so 'save \"my "
                "file\"' stays two arguments. Exit status: 0 every TO replied; 1 some "
-               "timed out, were offline or answered with an error (named on stderr); "
+               "timed out, were offline or answered with an error (named on stderr; "
+               "with --room, in the table), or the room refused us or was empty; "
                "2 usage; 3 connection or authentication failure, or the server closed the "
                "connection; 130 interrupted (Ctrl-C).")
     parser.add_argument("targets", nargs="*", metavar="TO", help=argparse.SUPPRESS)
@@ -82,6 +85,13 @@ def _jabber_parser() -> argparse.ArgumentParser:
                         help="send every attached file through the upload service")
     parser.add_argument("-t", "--timeout", type=float, default=30.0,
                         help="seconds to wait for the replies (default 30)")
+    parser.add_argument("--room", metavar="ROOM",
+                        help="ask everyone else in ROOM (room@service, XEP-0045; you "
+                             "must be one of its members) instead of TOs, each at its "
+                             "real JID, and print a table sorted by node")
+    parser.add_argument("--batch", type=int, metavar="K",
+                        help="with --room: ask K members at a time, each batch with "
+                             "its own --timeout")
     parser.add_argument("--no-wait", action="store_true",
                         help="send and exit without waiting for replies")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -143,8 +153,12 @@ def _jabber(args, words, parser) -> int:
             targets, words = targets[:-1], ["-"]
         else:
             raise UsageError("put the message after --, or - to read it from stdin")
-    if not targets:
-        raise UsageError("say whom to send to (TO)")
+    if args.room is not None:
+        check_room(args, targets)
+    elif args.batch is not None:
+        raise UsageError("--batch goes with --room")
+    elif not targets:
+        raise UsageError("say whom to send to (TO), or --room ROOM")
     for to in targets:
         if not to.strip():
             raise UsageError("an empty TO (%r): give a JID or a user id" % to)
@@ -175,6 +189,8 @@ def _jabber(args, words, parser) -> int:
     conn.inline_limit = inline_limit
     conn.connect()
     try:
+        if args.room is not None:
+            return ask_room(conn, args.room, message, args, attachments)
         if args.no_wait:
             for to in targets:
                 conn.post(to, message, subject=args.subject, attachments=attachments)
@@ -232,6 +248,20 @@ def _ask_one(conn, to, message, args, attachments) -> int:
     return EXIT_OK
 
 
+def describe_reply(reply, timeout: float) -> str:
+    """What a :class:`~netchat.Reply` of ``requestAll`` says, for people: the body
+    when it is ``ok``, else what went wrong."""
+    if reply.status == "ok":
+        return reply.body or ""
+    if reply.status == "timeout":
+        return "no reply within %gs" % timeout
+    if reply.status == "offline":
+        return MSG_OFFLINE if reply.condition else "offline (not asked)"
+    if reply.condition in NO_SUCH_ACCOUNT:
+        return describe_error(reply.condition)
+    return "%s (%s)" % (reply.body, reply.condition or "error")
+
+
 def _ask_many(conn, targets, message, args, attachments) -> int:
     replies = conn.requestAll(targets, message, args.timeout, attachments=attachments,
                               subject=args.subject)
@@ -242,13 +272,117 @@ def _ask_many(conn, targets, message, args, attachments) -> int:
             print("%s: %s" % (to, reply.body))
             continue
         failed += 1
-        if reply.status == "timeout":
-            detail = "no reply within %gs" % args.timeout
-        elif reply.status == "offline":
-            detail = MSG_OFFLINE if reply.condition else "offline (not asked)"
-        elif reply.condition in NO_SUCH_ACCOUNT:
-            detail = describe_error(reply.condition)
-        else:
-            detail = "%s (%s)" % (reply.body, reply.condition or "error")
-        print("jabber: %s: %s" % (to, detail), file=sys.stderr)
+        print("jabber: %s: %s" % (to, describe_reply(reply, args.timeout)),
+              file=sys.stderr)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+# -- --room: everyone else in a room, as a table -------------------------------------------
+
+def check_room(args, targets):
+    """The --room options, before anything connects."""
+    if targets:
+        raise UsageError("give TO or --room, not both")
+    if args.no_wait:
+        raise UsageError("--no-wait does not go with --room (its table needs the replies)")
+    if args.batch is not None and args.batch < 1:
+        raise UsageError("--batch must be at least 1, not %d" % args.batch)
+    args.room = check_jid(args.room, "--room")
+    if "/" in args.room:
+        raise UsageError("--room: %r is not a room JID (room@service, without a "
+                         "/resource)" % args.room)
+
+
+def ask_room(conn, room, message, args, attachments) -> int:
+    """Join ``room``, ask everyone else in it (``--batch`` at a time) and print the
+    table; a room that refuses us, does not answer or holds nobody else is one line
+    on stderr, exit 1."""
+    rooms_log = logging.getLogger("netchat.rooms")
+    level = rooms_log.level
+    if not args.verbose:  # a refusal is said once, below, not also logged
+        rooms_log.setLevel(logging.ERROR)
+    try:
+        joined = conn.joinRoom(room)
+    except (RemoteError, Timeout) as exc:
+        hint = " (are you one of its members?)" if "registration-required" in str(exc) \
+            else ""
+        print("jabber: %s%s" % (exc, hint), file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        rooms_log.setLevel(level)
+    targets = conn.room_targets(room)  # real bare JID -> real full JID
+    if not targets:
+        # a room nobody made is made now (and gone when we leave): not members-only
+        why = " (%s)" % joined.why if joined.trusted is False else ""
+        print("jabber: room %s: nobody else is in it%s" % (joined.jid, why),
+              file=sys.stderr)
+        return EXIT_FAILED
+    nodes = sorted(targets)
+    size = args.batch or len(nodes)
+    progress = Progress(len(nodes)) if sys.stderr.isatty() else None
+    replies: dict = {}
+    try:
+        for start in range(0, len(nodes), size):
+            batch = [targets[node] for node in nodes[start:start + size]]
+            answers = conn.requestAll(batch, message, args.timeout,
+                                      attachments=attachments, subject=args.subject)
+            replies.update(zip(nodes[start:start + size], (answers[jid] for jid in batch)))
+            if progress is not None:
+                progress.show(replies)
+    finally:
+        if progress is not None:
+            progress.clear()
+    rows = []
+    for node in nodes:
+        reply = replies[node]
+        if reply.status == "error" and reply.condition in (None, "error"):
+            text = reply.body  # the status column says it already
+        else:
+            text = describe_reply(reply, args.timeout)
+        rows.append((node, reply.status, text, reply.elapsed))
+    print_table(rows)
+    failed = sum(reply.status != "ok" for reply in replies.values())
+    if failed:
+        print("jabber: %d of %d in %s did not answer ok" % (failed, len(nodes),
+                                                            joined.jid), file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+class Progress:
+    """``12/50 answered`` on the terminal's stderr, rewritten in place."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.show({})
+
+    def show(self, replies: dict):
+        answered = sum(r.message is not None for r in replies.values())
+        sys.stderr.write("\r\x1b[K%d/%d answered" % (answered, self.total))
+        sys.stderr.flush()
+
+    def clear(self):
+        sys.stderr.write("\r\x1b[K")
+        sys.stderr.flush()
+
+
+#: How wide the reply column is padded at most (a longer reply pushes its ms along).
+REPLY_WIDTH = 60
+
+
+def print_table(rows):
+    """Rows of (node, status, reply, seconds) as columns: node, status, reply, ms; a
+    reply of several lines continues under its column."""
+    cells = [(node, status, (reply or "").splitlines() or [""], "%d" % round(secs * 1000))
+             for node, status, reply, secs in rows]
+    node_w = max([len("node")] + [len(c[0]) for c in cells])
+    status_w = max([len("status")] + [len(c[1]) for c in cells])
+    reply_w = min(REPLY_WIDTH, max([len("reply")] + [len(line) for c in cells
+                                                     for line in c[2]]))
+    ms_w = max([len("ms")] + [len(c[3]) for c in cells])
+    line = "%%-%ds  %%-%ds  %%-%ds  %%%ds" % (node_w, status_w, reply_w, ms_w)
+    print(line % ("node", "status", "reply", "ms"))
+    for node, status, lines, ms in cells:
+        print(line % (node, status, lines[0], ms))
+        for more in lines[1:]:
+            print("%s  %s" % (" " * (node_w + 2 + status_w), more))
