@@ -298,10 +298,10 @@ class Daemon(ReplyTexts, LoopMethods):
         if check is not None:
             timeout = check if timeout is None else min(timeout, check)
         linked = self.requests.linked
-        if linked.ready:  # handlers whose files came while we were away
+        if linked.ready and self.cxn.dead is None:  # files fetched meanwhile
             linked.run_ready()
         result = self.cxn.process(timeout)
-        if linked.ready:
+        if linked.ready and self.cxn.dead is None:
             linked.run_ready()
         if check is not None and self.peers.master_gone():
             log.info("[%s] master %s is gone (its session no longer exists), exiting",

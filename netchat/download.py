@@ -135,11 +135,20 @@ class _Cutter:
         self._lock = threading.Lock()
 
     def attach(self, sock: socket.socket):
+        """Watch ``sock``: a duplicate of the download's socket (wrapping it in TLS
+        detaches the original; shutting a duplicate down ends the same connection)."""
         with self._lock:
             self._sock = sock
             if self.reason is None:
                 return
         self._shut(sock)
+
+    def release(self):
+        """Close the duplicate (the download is over)."""
+        with self._lock:
+            sock, self._sock = self._sock, None
+        if sock is not None:
+            sock.close()
 
     def cut(self, reason: str):
         with self._lock:
@@ -186,8 +195,10 @@ def pinned_https(host: str, port: int, address: str, context, timeout: float,
         def connect(self):
             sock = socket.create_connection((address, port), timeout)
             if cutter is not None:
-                cutter.attach(sock)
-            self.sock = context.wrap_socket(sock, server_hostname=host)
+                cutter.attach(sock.dup())
+            # a body cut short must not read as complete: no ragged EOF taken as one
+            self.sock = context.wrap_socket(sock, server_hostname=host,
+                                            suppress_ragged_eofs=False)
     return PinnedHTTPSConnection(host, port, timeout=timeout, context=context)
 
 
@@ -204,7 +215,7 @@ class Downloader:
         self.timeout = float(timeout)
         self._lock = threading.Lock()
         self._learned: Dict[str, List[Origin]] = {}  # domain -> origins
-        self._unknown: Dict[str, float] = {}  # domain -> when to ask again
+        self._unknown: Dict[str, Tuple[float, str]] = {}  # domain -> (ask again, why)
 
     # -- which hosts ---------------------------------------------------------------------
 
@@ -225,32 +236,52 @@ class Downloader:
         with self._lock:
             if domain in self._learned:
                 return self._learned[domain]
-            if self._unknown.get(domain, 0.0) > time.monotonic():
+            if self._unknown.get(domain, (0.0, ""))[0] > time.monotonic():
                 return []
         origins: List[Origin] = []
         try:
             service = find_upload_service(self.conn, domain, deadline=deadline)
             if service is not None and own:
                 # ask for a slot ourselves: its URLs name the service's HTTP origin
+                left = 10.0 if deadline is None else deadline - time.monotonic()
                 slot = request_slot(self.conn, service.jid, "origin-probe", 1,
-                                    "application/octet-stream")
+                                    "application/octet-stream", max(0.001, min(10.0, left)))
                 for url in {slot.get_url, slot.put_url}:
                     origins.append(Origin(*_origin_of(url), public_only=False))
             elif service is not None:
                 origins.append(Origin(service.jid.lower(), 443, True))
-        except (UploadError, RemoteError, Timeout) as exc:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise DownloadError("no time was left to learn the upload service of "
-                                    "%s" % domain) from None
+        except Timeout as exc:  # not remembered: the loop may just have been busy
             log.warning("cannot learn the upload service of %s: %s", domain, exc)
-            with self._lock:  # not asked again for a while: each try may take long
-                self._unknown[domain] = time.monotonic() + RETRY_LEARNING
+            raise DownloadError("could not learn the upload service of %s in time: %s"
+                                % (domain, exc)) from None
+        except (UploadError, RemoteError) as exc:
+            self._remember_failure(domain, str(exc))
+            return origins
+        if not origins:  # none announced: asked again later, it may come
+            self._remember_failure(domain, "it announces none")
             return origins
         with self._lock:
             self._learned[domain] = origins
         log.info("files are accepted from %s for %s",
                  ", ".join("%s:%d" % o[:2] for o in origins) or "nowhere", domain)
         return origins
+
+    def _remember_failure(self, domain: str, why: str):
+        """Not asked again for :data:`RETRY_LEARNING` seconds: each try may be long."""
+        log.warning("cannot learn the upload service of %s: %s", domain, why)
+        with self._lock:
+            self._unknown[domain] = (time.monotonic() + RETRY_LEARNING, why)
+
+    def _unlearned(self, domains: Iterable[str]) -> str:
+        """Why files from ``domains``' upload services are not trusted now, if it
+        is that they could not be learned."""
+        now = time.monotonic()
+        with self._lock:
+            found = [(d, self._unknown[d]) for d in domains
+                     if d in self._unknown and self._unknown[d][0] > now]
+        return "".join("; the upload service of %s could not be learned (%s; asked "
+                       "again in %.0fs)" % (d, why, until - now)
+                       for d, (until, why) in found)
 
     def check(self, url: str, sender_domain: Optional[str] = None,
               deadline: Optional[float] = None) -> Tuple[str, int, str]:
@@ -276,7 +307,8 @@ class Downloader:
                 return host, port, self._address(host, port, origin.public_only)
         raise DownloadError("refused %s: %s:%d is not an upload service this daemon "
                             "trusts (its own server's, the sender's server's, or "
-                            "download_hosts)" % (_short(url), host, port))
+                            "download_hosts)%s" % (_short(url), host, port, self._unlearned(
+                                [self.conn.domain, (sender_domain or "").lower()])))
 
     def _address(self, host: str, port: int, public_only: bool) -> str:
         try:
@@ -314,18 +346,19 @@ class Downloader:
         timer = threading.Timer(max(0.0, deadline - time.monotonic()), cutter.cut,
                                 (late,))
         timer.daemon = True
-        budget.watch(cutter, True)
-        timer.start()
         try:
-            return self._get(link, host, port, address, directory, budget, cutter,
-                             deadline)
+            budget.watch(cutter, True)
+            timer.start()
+            return self._get(link, (host, port, address), directory, budget, cutter,
+                             deadline, late)
         finally:
             timer.cancel()
             budget.watch(cutter, False)
+            cutter.release()
 
-    def _get(self, link: Link, host: str, port: int, address: str,
-             directory: Optional[str], budget: Budget, cutter: _Cutter,
-             deadline: float) -> Attachment:
+    def _get(self, link: Link, where: Tuple[str, int, str], directory: Optional[str],
+             budget: Budget, cutter: _Cutter, deadline: float, late: str) -> Attachment:
+        host, port, address = where
         parts = urllib.parse.urlsplit(link.url)
         target = parts.path or "/"
         if parts.query:
@@ -338,15 +371,15 @@ class Downloader:
         import http.client
         conn = pinned_https(host, port, address, self.conn.tls_context(),
                             max(0.001, deadline - time.monotonic()), cutter)
-        fd, path = tempfile.mkstemp(prefix="netchat-file-", dir=directory)
-        done, size = False, 0
+        done, size, path = False, 0, None
         try:
+            fd, path = tempfile.mkstemp(prefix="netchat-file-", dir=directory)
             with os.fdopen(fd, "wb") as out:
                 conn.request("GET", target, headers={"Accept-Encoding": "identity"})
                 response = conn.getresponse()
                 if response.status != 200:
                     raise DownloadError("fetching %s failed: HTTP %d %s" % (
-                        _short(link.url), response.status, response.reason))
+                        _short(link.url), response.status, _short(response.reason, 80)))
                 length = _content_length(response.getheader("Content-Length"),
                                          link.url)
                 if length is not None and length > limit:
@@ -362,6 +395,8 @@ class Downloader:
                     if cutter.reason is not None:
                         raise DownloadError(cutter.reason)
                     out.write(chunk)
+                if cutter.reason is not None:  # cut: what came is not the file
+                    raise DownloadError(cutter.reason)
                 if length is not None and size != length:
                     raise DownloadError("fetching %s: got %d of %d bytes" % (
                         _short(link.url), size, length))
@@ -371,8 +406,11 @@ class Downloader:
         except DownloadError:
             raise
         except (OSError, http.client.HTTPException) as exc:
+            if cutter.reason is None and time.monotonic() >= deadline:
+                cutter.cut(late)  # a read timed out just before the timer fired
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
             raise DownloadError(cutter.reason or "fetching %s failed: %s" % (
-                _short(link.url), exc)) from None
+                _short(link.url), why)) from None
         except Exception as exc:  # a malformed response can raise anything (ValueError)
             if cutter.reason is not None:
                 raise DownloadError(cutter.reason) from None
@@ -381,7 +419,7 @@ class Downloader:
                 _short(link.url), type(exc).__name__, exc)) from None
         finally:
             conn.close()
-            if not done:
+            if not done and path is not None:
                 try:
                     os.unlink(path)
                 except OSError:

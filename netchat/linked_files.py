@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Se
 from .download import Budget, DownloadError, Link
 from .errors import Disconnected
 from .pool import WorkerPool
+from .pump import waiting_only
 
 if TYPE_CHECKING:  # pragma: no cover
     from .requests import RequestPipeline
@@ -59,7 +60,7 @@ class LinkedRequests:
         self.daemon = pipeline.daemon
         self.closing = False
         self._lock = threading.Lock()
-        self._ready: Deque[Callable[[], Any]] = collections.deque()
+        self._ready: Deque[Callable[..., Any]] = collections.deque()
         self._fetchers: Optional[WorkerPool] = None
         self._budgets: Set[Budget] = set()
 
@@ -75,25 +76,34 @@ class LinkedRequests:
         ``handler`` (the command ``name``) with ``words`` and the files, and
         ``respond(text, status)``."""
         daemon = self.daemon
-        if not daemon.downloads:
-            return respond(daemon.MSG_NO_DOWNLOADS, "error")
         if handler is None:
             handler = daemon.getHandler(name)
         if handler is None:  # nothing to fetch for
             return respond(daemon.MSG_UNKNOWN_COMMAND % name, "unknown")
         if not daemon.accepting or self.closing:
             return respond(daemon.MSG_SHUTTING_DOWN, "busy")
+        if not daemon.downloads:
+            return respond(daemon.MSG_NO_DOWNLOADS, "error")
         work = _Fetch(self, name, words, links, msg, respond, handler)
-        pool = daemon.pool
-        if pool is None:
-            with self._lock:
-                if self._fetchers is None:
-                    self._fetchers = WorkerPool(FETCH_THREADS, daemon.max_pending,
-                                                name="netchat-fetch")
-                pool = self._fetchers
-            work.then = self._hand_to_loop
-        if not pool.submit(work):
-            return respond(daemon.MSG_BUSY % pool.pending, "busy")
+        try:
+            pool = daemon.pool
+            if pool is None:
+                with self._lock:
+                    if self._fetchers is None:
+                        self._fetchers = WorkerPool(FETCH_THREADS, daemon.max_pending,
+                                                    name="netchat-fetch")
+                    pool = self._fetchers
+                # what waits for the loop thread counts against the backlog too
+                waiting = len(self._ready) + pool.pending + pool.running
+                if waiting >= daemon.max_pending:
+                    return respond(daemon.MSG_BUSY % waiting, "busy")
+                work.then = self._hand_to_loop
+            if not pool.submit(work):
+                return respond(daemon.MSG_BUSY % pool.pending, "busy")
+        except Exception as exc:  # a thread that cannot start: answered, never left
+            log.exception("[%s] cannot fetch the files of %s", daemon.jid, name)
+            return respond("error: cannot fetch the linked files: %s: %s" % (
+                type(exc).__name__, exc), "error")
         return True
 
     def fetch(self, links: List[Link], sender, budget: Budget) -> List[Any]:
@@ -134,8 +144,14 @@ class LinkedRequests:
 
     # -- threads=0: handlers back on the loop thread ---------------------------------------
 
-    def _hand_to_loop(self, run: Callable[[], Any]):
-        self._ready.append(run)
+    def _hand_to_loop(self, run: Callable[..., Any]):
+        with self._lock:
+            closing = self.closing
+            if not closing:
+                self._ready.append(run)
+        if closing:  # closed meanwhile: answered busy, its files removed
+            run(cancelled=True)
+            return
         self.daemon.interrupt()
 
     def run_ready(self):
@@ -150,8 +166,8 @@ class LinkedRequests:
 
     def close(self):
         """Stop fetching: what has not reached its handler is answered ``busy``."""
-        self.closing = True
         with self._lock:
+            self.closing = True
             budgets = list(self._budgets)
             fetchers, self._fetchers = self._fetchers, None
         for budget in budgets:
@@ -159,8 +175,10 @@ class LinkedRequests:
         if fetchers is not None:
             for work in fetchers.shutdown(1.0):
                 work.answer(self.daemon.MSG_SHUTTING_DOWN, "busy")
-        while self._ready:
-            self._ready.popleft()(cancelled=True)
+        with self._lock:
+            ready, self._ready = list(self._ready), collections.deque()
+        for run in ready:
+            run(cancelled=True)
 
     def reopen(self):
         """Take requests again (after :meth:`close`, for a daemon reconnected)."""
@@ -179,7 +197,11 @@ class _Fetch:
         self.then: Optional[Callable[[Callable[..., Any]], None]] = None
 
     def __call__(self):
-        files = self._fetch()
+        if self.then is not None:  # a fetch thread: it never reads the connection,
+            with waiting_only():   # so handlers run only where process() runs them
+                files = self._fetch()
+        else:
+            files = self._fetch()
         if files is None:
             return
         if self.then is None:

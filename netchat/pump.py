@@ -8,11 +8,29 @@ itself only when no thread is in ``process()``, else it waits while that one pum
 (see :mod:`netchat.xmpp.owner`).
 """
 
+import contextlib
 import ssl
+import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
-__all__ = ["Pumping"]
+__all__ = ["Pumping", "waiting_only"]
+
+_local = threading.local()
+
+
+@contextlib.contextmanager
+def waiting_only() -> Iterator[None]:
+    """Within this block the calling thread never reads the connection itself: a
+    wait for a reply (``send_iq``, ``request``) waits while the thread in
+    ``process()`` reads. For helper threads (file fetches) of a daemon whose handlers
+    must run only where ``process()`` runs them."""
+    before = getattr(_local, "wait_only", False)
+    _local.wait_only = True
+    try:
+        yield
+    finally:
+        _local.wait_only = before
 
 
 class Pumping:
@@ -26,6 +44,7 @@ class Pumping:
         """Pump (or wait while the loop thread pumps) until ``done()``; False on the
         ``deadline`` (``time.monotonic()`` seconds, None: none) or a dead link."""
         stream = self.stream
+        wait_only = getattr(_local, "wait_only", False)
         while True:
             if done():
                 return True
@@ -35,7 +54,7 @@ class Pumping:
                     return done()
                 if deadline is not None and time.monotonic() >= deadline:
                     return done()
-                if not stream.want_loop and self.resumer.attempt():
+                if not stream.want_loop and not wait_only and self.resumer.attempt():
                     continue
                 with stream.cond:  # the loop thread resumes it, or we try again soon
                     stream.cond.wait(0.5 if deadline is None else
@@ -47,7 +66,8 @@ class Pumping:
             generation = stream.generation
             # the owner (a handler waiting on a reply) must pump; other threads leave
             # the connection to a thread that asked for it in process()
-            if (stream.is_owner() or not stream.want_loop) and stream.try_enter():
+            if not wait_only and (stream.is_owner() or not stream.want_loop) and \
+                    stream.try_enter():
                 try:
                     stream.pump(remaining, return_on_wake=True)
                 finally:

@@ -33,7 +33,7 @@ class SlowHTTPS:
     announced), one byte every ``trickle`` seconds when that is set. Counts the GETs
     per path; ``serving`` is set once a GET was read."""
 
-    def __init__(self, directory, body=b"", trickle=None):
+    def __init__(self, directory, body=b"", trickle=None, mode="body"):
         certs = make_certificates(str(directory), ["localhost"])
         self.ca_file = certs["ca_file"]
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -41,7 +41,7 @@ class SlowHTTPS:
         self.sock = context.wrap_socket(socket.create_server(("127.0.0.1", 0)),
                                         server_side=True)
         self.port = self.sock.getsockname()[1]
-        self.body, self.trickle = body, trickle
+        self.body, self.trickle, self.mode = body, trickle, mode
         self.gets = {}
         self.serving = threading.Event()
         self.closed = False
@@ -64,7 +64,17 @@ class SlowHTTPS:
             path = request.split(" ", 2)[1]
             self.gets[path] = self.gets.get(path, 0) + 1
             self.serving.set()
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(self.body))
+            head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(self.body)
+            if self.mode == "headers":  # the headers themselves trickle
+                for i in range(len(head)):
+                    conn.sendall(head[i:i + 1])
+                    time.sleep(self.trickle)
+                return
+            conn.sendall(head)
+            if self.mode == "stall":  # then nothing, the connection held open
+                while not self.closed:
+                    time.sleep(0.1)  # the hostile host's silence, not synchronization
+                return
             if self.trickle is None:
                 conn.sendall(self.body)
             for i in range(len(self.body) if self.trickle is not None else 0):
@@ -86,8 +96,8 @@ def host(xmpp_server, tmp_path):
     CA bundle trusts it besides the XMPP server."""
     made = []
 
-    def make(body=b"", trickle=None):
-        server = SlowHTTPS(tmp_path / ("certs%d" % len(made)), body, trickle)
+    def make(body=b"", trickle=None, mode="body"):
+        server = SlowHTTPS(tmp_path / ("certs%d" % len(made)), body, trickle, mode)
         made.append(server)
         bundle = tmp_path / ("ca%d.pem" % len(made))
         bundle.write_text(open(xmpp_server.ca_file).read() + open(server.ca_file).read())
@@ -232,3 +242,74 @@ def test_closing_during_a_fetch_answers_busy_at_once(daemon_factory, host, coord
     reply = answered(coord, tx, seconds=10)
     assert reply_status(reply) == "busy", reply.getBody()
     assert daemon.saved == {}
+
+
+@pytest.mark.parametrize("mode,how", [("stall", "process"), ("stall", "pool"),
+                                      ("headers", "process")])
+def test_a_silent_or_trickling_header_host_is_cut_at_download_timeout(
+        daemon_factory, host, coord, mode, how, tmp_path, monkeypatch):
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    server = host(b"x" * 100, trickle=0.5, mode=mode)
+    # socket timeouts alone would let each silent read last download_timeout again
+    daemon = make_daemon(daemon_factory, server, how, download_timeout=2)
+    reply = answered(coord, start_request(coord, daemon, [server.url("f")]))
+    assert reply_status(reply) == "error"
+    assert "took over 2s (download_timeout)" in reply.getBody()
+    assert daemon.saved == {} and list(temp.iterdir()) == []
+
+
+@pytest.mark.parametrize("how", ["process", "pool"])
+def test_closing_cuts_a_silent_download(daemon_factory, host, coord, how):
+    server = host(b"w" * 100, mode="stall")
+    daemon = make_daemon(daemon_factory, server, how, download_timeout=60)
+    tx = start_request(coord, daemon, [server.url("f")])
+    assert server.serving.wait(10), "the daemon never fetched the link"
+    daemon.loop.stop()
+    daemon.close(grace=5)
+    reply = answered(coord, tx, seconds=10)
+    assert reply_status(reply) == "busy", reply.getBody()
+
+
+def test_fetch_threads_never_read_the_connection(daemon_factory, coord, tmp_path):
+    """threads=0 in a Perl-style loop (process a little, then other work): learning the
+    upload service's origin waits for the loop; handlers run only in that loop."""
+    seen = []
+
+    class Who(netchat.Daemon):
+        def handleSave(self, name, *files):
+            seen.append(threading.current_thread().name)
+            return "saved"
+
+        def handleWho(self, *args):
+            seen.append(threading.current_thread().name)
+            return "me"
+    daemon = daemon_factory(Who, "files", loop=False)
+    readers = set()
+    real_pump = daemon.cxn.stream.pump
+
+    def pump(*args, **kwargs):  # who reads the connection
+        readers.add(threading.current_thread().name)
+        return real_pump(*args, **kwargs)
+    daemon.cxn.stream.pump = pump
+    stop = threading.Event()
+
+    def legacy_loop():
+        while not stop.is_set():
+            daemon.process(0.05)
+            stop.wait(0.3)  # the script's other work
+    loop = threading.Thread(target=legacy_loop, name="legacy-loop", daemon=True)
+    loop.start()
+    try:
+        coord.inline_limit = 0  # the file goes through the upload service
+        tx = coord.open_request(daemon.jid, "save f", attachments=[b"data"], timeout=30)
+        others = [start_request(coord, daemon, [], body="who") for _ in range(20)]
+        assert coord.wait_until(lambda: tx.done and all(o.done for o in others),
+                                time.monotonic() + 30)
+        assert tx.reply.getBody() == "saved"
+    finally:
+        stop.set()
+        loop.join(5)
+    assert set(seen) == {"legacy-loop"}
+    assert readers == {"legacy-loop"}
