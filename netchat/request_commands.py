@@ -38,6 +38,7 @@ class RequestCommands:
     transactions: TransactionTable
     redelivery: Redelivery
     room_targets: Callable[[str], Dict[str, str]]
+    request_room: Callable[..., Dict[str, Reply]]
     domain: str
     jid: Optional[str]
     REQUEST_SUBJECT: Optional[str]
@@ -206,16 +207,21 @@ class RequestCommands:
         answer them too. Other keyword options go to :meth:`open_request`.
 
         With ``room`` (and ``nodes`` None), the nodes are everyone else in that room
-        (see :meth:`roomMembers`), each asked at its real JID by chat
-        (``via="direct"``) and keyed by its real bare JID. With ``batch=K``, K nodes
-        are asked at a time, each batch within ``timeout``.
+        (see :meth:`roomMembers`), keyed by their real bare JIDs: each asked at its
+        real JID by chat (``via="direct"``), or all by one groupchat message to the
+        room (``via="groupchat"``: less work for the server; each answers by chat).
+        With ``batch=K``, K nodes are asked at a time, each batch within ``timeout``.
         """
         targets: Dict[Any, Any] = {}
         if room is not None:
             if nodes is not None:
                 raise ValueError("give nodes or room, not both")
+            if via == "groupchat":
+                if batch:
+                    raise ValueError("batch asks some members at a time: via='direct'")
+                return self.request_room(room, message, timeout, attachments)
             if via != "direct":
-                raise ValueError("via must be 'direct', not %r" % (via,))
+                raise ValueError("via must be 'direct' or 'groupchat', not %r" % (via,))
             targets = {full: bare for bare, full in self.room_targets(room).items()}
             nodes = list(targets)
         elif nodes is None:

@@ -15,10 +15,14 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from xmpp.simplexml import Node
 
+from .deadlines import validity_xml
 from .errors import Timeout
+from .fanout import Reply
 from .jid import bare_jid
 from .liveness import PROBE_TIMEOUT, Probe
 from .rooms import NS_MUC
+from .transactions import Transaction, fan_key
+from .wire import new_thread_id
 from .xmpp.parser import make_iq
 
 __all__ = ["RoomCommands", "JOIN_TIMEOUT", "ROOM_CONFIG"]
@@ -44,6 +48,11 @@ class RoomCommands:
     wait_until: Callable[..., bool]
     send_iq: Callable[..., Any]
     expand_jid: Callable[[Any], str]
+    message_xml: Callable[..., str]
+    send_xml: Callable[..., Any]
+    new_id: Callable[[], str]
+    transactions: Any
+    REQUEST_SUBJECT: Optional[str]
 
     def joinRoom(self, room: str, timeout: float = JOIN_TIMEOUT):
         """Join ``room`` (its bare JID) without history, and again after every fresh
@@ -139,6 +148,38 @@ class RoomCommands:
             probe.close()
         for jid in probe.gone():
             self.rooms.drop(room, jid)
+
+    def request_room(self, room: str, message: str, timeout: float,
+                     attachments: Iterable[Any] = None) -> Dict[str, Reply]:
+        """``requestAll(None, ..., room=, via="groupchat")``: one groupchat message
+        to the room, which every member answers by chat (thread and deadline
+        shared); ``{real bare JID: Reply}`` for the members there when it was sent.
+        A member silent at ``timeout`` is ``timeout``. No copies go: the room, not
+        this side, delivers to each member."""
+        targets = self.room_targets(room)
+        table = self.transactions
+        thread = new_thread_id()
+        started = time.monotonic()
+        txs = {}
+        table.fans.add(thread)
+        try:
+            for bare, full in targets.items():
+                txs[bare] = table.open(Transaction(fan_key(thread, full), full,
+                                                   waiting=True, timeout=timeout))
+            xml = self.message_xml(self.rooms.rooms[bare_jid(room)].jid, message,
+                                   self.REQUEST_SUBJECT, thread, attachments,
+                                   "groupchat", self.new_id())
+            self.send_xml(xml[:-len("</message>")] + validity_xml(timeout) +
+                          "</message>")
+            self.wait_until(lambda: all(tx.done for tx in txs.values()),
+                            started + timeout)
+            return {bare: Reply.of(tx) if tx.done else
+                    Reply("timeout", elapsed=time.monotonic() - started)
+                    for bare, tx in txs.items()}
+        finally:
+            for tx in txs.values():
+                table.close(tx.thread)
+            table.fans.discard(thread)
 
     def room_targets(self, room: str) -> Dict[str, str]:
         """Real bare JID -> the real full JID to ask, for everyone else in ``room``."""

@@ -157,6 +157,9 @@ class Router:
             return
         thread = msg.getThread()
         tx = table.settle(msg, self.answers, thread) if thread else None
+        if tx is None and thread and table.fans:  # one member's answer to a room's
+            key = table.fan_member(thread, msg.getFrom())
+            tx = table.settle(msg, self.answers, key) if key else None
         if tx is None:
             if table.settled_recently(thread) and is_automatic(msg):
                 log.debug("dropped a late reply from %s (thread %s)", msg.getFrom(),

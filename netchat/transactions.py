@@ -19,14 +19,15 @@ import collections
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .errors import Disconnected, RemoteError
+from .jid import normalize_jid
 from .xmpp.parser import error_condition
 
 log = logging.getLogger("netchat.jabber")
 
-__all__ = ["Transaction", "TransactionTable", "bounced_offline"]
+__all__ = ["Transaction", "TransactionTable", "bounced_offline", "fan_key"]
 
 #: ``answers(to, sender)``: may ``sender`` answer what was sent ``to``?
 Answers = Callable[[Any, Any], bool]
@@ -85,6 +86,12 @@ class Transaction:
                                              " done" if self.done else "")
 
 
+def fan_key(thread: str, jid: Any) -> str:
+    """The key of one member's transaction in a fan-out that sent one request (thread
+    ``thread``) to many: the thread and the member's full JID."""
+    return "%s\x00%s" % (thread, normalize_jid(jid))
+
+
 class TransactionTable:
     """Open transactions by thread (messages) and by id (iq), under ``cond``."""
 
@@ -100,6 +107,9 @@ class TransactionTable:
         #: Open requests per target (bare JID), and those waiting for its return.
         self._targets: Dict[str, int] = {}
         self._offline: Dict[str, int] = {}
+        #: Threads of one request sent to many at once (a room): each answer has the
+        #: thread, and settles the member's own transaction (see :func:`fan_key`).
+        self.fans: Set[str] = set()
 
     def __len__(self) -> int:
         return len(self._active)
@@ -151,6 +161,10 @@ class TransactionTable:
         """``tx`` is sent again: it no longer waits for its target's return."""
         with self.cond:
             self._set_offline(tx, False)
+
+    def fan_member(self, thread: str, sender: Any) -> Optional[str]:
+        """The key of ``sender``'s transaction when ``thread`` is a fan-out's."""
+        return fan_key(thread, sender) if thread in self.fans else None
 
     def settled_recently(self, thread: Optional[str]) -> bool:
         """Was a transaction with this thread answered recently? (A late reply to a

@@ -1,7 +1,11 @@
 """Fleets by room (XEP-0045): membership, commands by groupchat, the traps shut."""
 
+import json
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
@@ -192,3 +196,80 @@ def test_a_room_made_unsafe_while_in_use_stops_commanding(fleet):
                       % room)
     assert boss.request(member.jid, "hello direct", timeout=10).ok
     assert member.ran == [("hello", "direct")]
+
+
+def test_request_all_by_one_groupchat_message(fleet):
+    boss, room, members = fleet(3)
+    expected = sorted(m.cxn.bare_jid.lower() for m in members)
+    boss.waitUntilAllHere(room=room, count=3, timeout=15)
+    for member in members:
+        wait_for(lambda member=member: room_of(member, room).trusted is True)
+    replies = boss.requestAll(None, "hello all", 10, room=room, via="groupchat")
+    assert sorted(replies) == expected
+    assert all(r.status == "ok" and r.body.startswith("hello from") for r in
+               replies.values()), replies
+    assert [m.ran for m in members] == [[("hello", "all")]] * 3
+    # a member that does not answer is reported, the others are not held up
+    members[0].loop.stop()
+    replies = boss.requestAll(None, "hello again", 2, room=room, via="groupchat")
+    silent = members[0].cxn.bare_jid.lower()
+    assert replies[silent].status == "timeout"
+    assert [replies[j].status for j in expected if j != silent] == ["ok", "ok"]
+    with pytest.raises(ValueError):
+        boss.requestAll(None, "hello", 2, room=room, via="carrier-pigeon")
+
+
+SLIXMPP_COMMANDER = textwrap.dedent("""
+    import asyncio, json, sys
+    import slixmpp
+
+    jid, password, host, port, room, count = sys.argv[1:7]
+
+    class Commander(slixmpp.ClientXMPP):
+        def __init__(self):
+            super().__init__(jid, password)
+            self.register_plugin("xep_0030")
+            self.register_plugin("xep_0045")
+            self.add_event_handler("session_start", self.start)
+            self.add_event_handler("message", self.got)
+            self.replies = []
+            self.done = asyncio.get_event_loop().create_future()
+
+        async def start(self, event):
+            await self["xep_0045"].join_muc_wait(room, "slix", maxstanzas=0)
+            self.send_message(mto=room, mbody="hello from slixmpp", mtype="groupchat")
+
+        def got(self, message):
+            if message["type"] in ("chat", "normal") and message["body"]:
+                self.replies.append([str(message["from"]), message["type"],
+                                     message["body"]])
+                if len(self.replies) >= int(count) and not self.done.done():
+                    self.done.set_result(self.replies)
+
+    xmpp = Commander()
+    xmpp.connect(host, int(port))
+    print(json.dumps(asyncio.get_event_loop().run_until_complete(
+        asyncio.wait_for(xmpp.done, 60))))
+    xmpp.disconnect()
+""")
+
+
+def test_a_slixmpp_client_commands_the_fleet_and_hears_back_by_chat(fleet, xmpp_account):
+    commander = xmpp_account("slix")
+    boss, room, members = fleet(2)
+    boss.createRoom(room, members=[commander.jid])
+    for member in members:
+        wait_for(lambda member=member: room_of(member, room).trusted is True)
+    opts = commander.connection_options
+    env = dict(os.environ, SSL_CERT_FILE=opts["ca_file"])
+    result = subprocess.run(
+        [sys.executable, "-c", SLIXMPP_COMMANDER, commander.jid, commander.password,
+         opts["host"], str(opts["port"]), room, "2"],
+        capture_output=True, text=True, env=env, timeout=90)
+    assert result.returncode == 0, result.stderr[-2000:]
+    replies = json.loads(result.stdout)
+    assert sorted(frm.partition("/")[0] for frm, _, _ in replies) == \
+        sorted(m.cxn.bare_jid.lower() for m in members)
+    assert all(typ == "chat" and body.startswith("hello from")
+               for _, typ, body in replies)
+    assert [m.ran for m in members] == [[("hello", "from", "slixmpp")]] * 2
