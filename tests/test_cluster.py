@@ -128,3 +128,39 @@ def test_master_on_a_killed_member_makes_its_daemons_exit(ejabberd_cluster,
              message="the workers to exit")
     for worker in workers:
         assert isinstance(worker.loop.error, SystemExit) and worker.loop.error.code == 0
+
+
+class Member(netchat.Daemon):
+    def handleWhere(self):
+        return "%s on %s" % (self.cxn.user, self.cxn.port)
+
+
+def test_a_dead_members_nodes_leave_the_room_view(ejabberd_cluster, cluster_daemons,
+                                                  restart_killed):
+    room = "fleet-%d@conference.%s" % (time.monotonic_ns(), ejabberd_cluster.domain)
+    coord = cluster_daemons(0, "roomcoord", loop=False)
+    accounts = [ejabberd_cluster.account("r%d-" % i, 1 + i % 2) for i in range(4)]
+    coord.createRoom(room, members=[a.jid for a in accounts])
+    pool = DaemonPool()
+    try:
+        nodes = [pool.make(Member, a, True, rooms=[room],
+                           connection_options=dict(a.connection_options,
+                                                   endpoints=a.connection_options[
+                                                       "endpoints"][:1]))
+                 for a in accounts]
+        assert coord.waitUntilAllHere(room=room, count=4, timeout=15)
+        on_dead = {n.cxn.bare_jid.lower() for n in nodes
+                   if n.cxn.port == ejabberd_cluster.endpoints[2][1]}
+        assert len(on_dead) == 2
+        replies = coord.requestAll(None, "where", 10, room=room)
+        assert [r.status for r in replies.values()] == ["ok"] * 4
+        ejabberd_cluster.kill(2)
+        restart_killed.append(2)
+        wait_for(lambda: not on_dead & set(coord.roomMembers(room, confirm=True)), 5,
+                 message="the dead member's nodes to leave the room view")
+        assert len(coord.roomMembers(room)) == 2
+        replies = coord.requestAll(None, "where", 10, room=room)
+        assert sorted(replies) == sorted({n.cxn.bare_jid.lower() for n in nodes} - on_dead)
+        assert [r.status for r in replies.values()] == ["ok"] * 2
+    finally:
+        pool.close()
