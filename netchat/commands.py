@@ -21,10 +21,12 @@ control, audit lines and ad-hoc command nodes use: a ``commands`` key as written
 the ``handleXxx`` suffix with its first letter lower-cased (``Save`` -> ``save``).
 """
 
+import inspect
 import re
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
-__all__ = ["ParseError", "Command", "parse_body", "resolve", "find_handler", "command_names",
+__all__ = ["ParseError", "Command", "parse_body", "resolve", "find_handler", "arity_error",
+           "command_names",
            "help_for", "same_handler"]
 
 _HANDLER_METHOD = re.compile(r"handle([A-Z]\w*)$")
@@ -154,3 +156,34 @@ def help_for(obj: Any, commands: Dict[str, Any], help_texts: Dict[str, str],
     if doc and doc.strip():
         return doc.strip().splitlines()[0].strip()
     return "%s args..." % name
+
+
+def arity_error(handler: Callable, args: List[Any]) -> Optional[str]:
+    """Why ``handler`` cannot be called with ``args`` (a request's words), as a
+    reply can say it (``takes no arguments, got 1``); None when it can be. Perl ignored
+    extra words (``my ($self) = @_``); a Python handler takes them with ``*args``."""
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*args)
+        return None
+    except TypeError:
+        pass
+    params = [p for p in signature.parameters.values()
+              if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind == p.VAR_POSITIONAL for p in signature.parameters.values()):
+        most = None
+    else:
+        most = len(params)
+    least = len([p for p in params if p.default is p.empty])
+    if most == 0:
+        wanted = "no arguments"
+    elif most is None:
+        wanted = "at least %d argument%s" % (least, "" if least == 1 else "s")
+    elif least == most:
+        wanted = "%d argument%s" % (most, "" if most == 1 else "s")
+    else:
+        wanted = "%d to %d arguments" % (least, most)
+    return "takes %s, got %d" % (wanted, len(args))

@@ -115,7 +115,8 @@ class Connection(RequestCommands, RoomCommands, Pumping, LoopMethods):
                  ping_interval: Optional[float] = 60.0, ping_timeout: float = 20.0,
                  text_limit: Optional[int] = None,
                  handler: Optional[ConnectionHandler] = None,
-                 stream_management: bool = False, resume_timeout: float = 60.0):
+                 stream_management: bool = False, resume_timeout: float = 60.0,
+                 inline_limit: int = INLINE_LIMIT):
         jid = parse_user(jid)
         bare, _, jid_resource = jid.partition("/")
         if "@" not in bare or not bare.split("@", 1)[0] or not bare.split("@", 1)[1]:
@@ -138,7 +139,7 @@ class Connection(RequestCommands, RoomCommands, Pumping, LoopMethods):
         self.text_limit = text_limit
         #: Attachments over this many bytes go through the server's upload service
         #: (XEP-0363) as XEP-0066 links; 0: every attachment does.
-        self.inline_limit = INLINE_LIMIT
+        self.inline_limit = int(inline_limit)
         self.handler = handler if handler is not None else ConnectionHandler()
         #: The full JID the server bound (after :meth:`connect`).
         self.jid: Optional[str] = None

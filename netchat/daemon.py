@@ -48,7 +48,7 @@ __all__ = ["Daemon"]
 CONNECTION_OPTIONS = ("host", "port", "endpoints", "resolver", "resource", "ca_file",
                       "ca_path", "verify", "direct_tls", "require_tls", "register",
                       "connect_timeout", "ping_interval", "ping_timeout", "password",
-                      "stream_management", "resume_timeout")
+                      "stream_management", "resume_timeout", "inline_limit")
 
 #: Default caps on what one request may carry.
 MAX_BODY = 64 * 1024          # characters
@@ -490,6 +490,7 @@ class Daemon(ReplyTexts, LoopMethods):
     post = _delegate("post")
     send_request = _delegate("send_request")
     request = _delegate("request")
+    open_request = _delegate("open_request")
     requestAll = _delegate("requestAll")
     barrier = _delegate("barrier")
     subscribe = _delegate("subscribe")

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, NamedTuple, Optional
 
 from .attachments import AttachmentError, parse_attachments
 from .audit import audit_line
-from .commands import ParseError, parse_body
+from .commands import ParseError, arity_error, parse_body
 from .download import Downloader, file_name_of, oob_links
 from .linked_files import LinkedRequests
 from .deadlines import request_deadline, valid_for
@@ -279,6 +279,12 @@ class RequestPipeline:
         except (SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:
+            usage = arity_error(handler, args) if isinstance(exc, TypeError) else None
+            if usage is not None:  # the words do not fit the handler: say so
+                log.warning("[%s] command %r from %s: the handler %s (extra words: "
+                            "give it *args)", self.daemon.jid, command, msg.getFrom(),
+                            usage)
+                return Outcome("error: %s %s" % (command, usage), "error")
             log.error("[%s] command %r from %s failed:\n%s", self.daemon.jid, command,
                       msg.getFrom(), traceback.format_exc().rstrip())
             return self.text_of(exc, "error", "error: %s: " % type(exc).__name__)

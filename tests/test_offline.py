@@ -117,7 +117,8 @@ def test_poll_and_wait_end_the_process_when_a_worker_exits():
 def test_the_daemons_connection_methods_match_the_connections():
     import inspect
     bot = make()
-    for name in ("post", "send_request", "request", "requestAll", "barrier", "subscribe",
+    for name in ("post", "send_request", "request", "open_request", "requestAll",
+                 "barrier", "subscribe", "joinRoom", "roomMembers", "createRoom",
                  "ping", "count_transactions", "start_transaction", "end_transaction"):
         assert inspect.signature(getattr(netchat.Daemon, name)) == \
             inspect.signature(getattr(netchat.Connection, name)), name

@@ -79,7 +79,7 @@ def test_the_install_commands_work_without_pypi():
 
 def test_the_connection_options_the_readme_shows_are_accepted():
     """Every key of a ``connection_options={...}`` in the README is one the Daemon
-    takes; ``inline_limit`` is set on the connection, as the README says."""
+    takes; ``inline_limit`` is one of them and an attribute of the connection."""
     from netchat.daemon import CONNECTION_OPTIONS
     from netchat.testing import OfflineDaemon
     from netchat.upload import INLINE_LIMIT
@@ -90,3 +90,5 @@ def test_the_connection_options_the_readme_shows_are_accepted():
     assert "``daemon.cxn.inline_limit = 0``" in readme
     bot = OfflineDaemon(netchat.Daemon)
     assert bot.daemon.cxn.inline_limit == INLINE_LIMIT
+    assert '``connection_options={"inline_limit": 0}``' in readme
+    assert netchat.Connection("a@b", inline_limit=0).inline_limit == 0
