@@ -1,10 +1,13 @@
 """A daemon's view of its fleet: waiting until every node is here, and who is online.
 
 :class:`Fleet` holds the state of one ``waitUntilAllHere`` call: which nodes are
-still missing, when each was last nudged (directed presence, at most every 0.5 s, as
-Perl's ``$PATIENCE``), and which were asked for a subscription (once). The daemon's
-Perl hooks ``onSyncLogin``, ``onSyncLogout`` and ``onSyncError`` (callbacks a
-subclass may override) report to it.
+still missing, when each was last nudged (directed presence: the first at once, the
+next after 0.5 s as Perl's ``$PATIENCE``, then backing off to one every 4 s), and
+which were asked for a subscription (once, from the second nudge: a running node
+answers the first, so a fleet that is up costs no subscription request per node).
+A node that answered without one is asked for one when it goes away, so that its
+return is seen. The daemon's Perl hooks ``onSyncLogin``, ``onSyncLogout`` and
+``onSyncError`` (callbacks a subclass may override) report to it.
 """
 
 import logging
@@ -24,16 +27,24 @@ log = logging.getLogger("netchat.daemon")
 __all__ = ["Fleet", "NUDGE_INTERVAL"]
 
 NUDGE_INTERVAL = 0.5  # Perl's $PATIENCE in waitUntilAllHere
+NUDGE_MAX = 4.0       # seconds between nudges of a node that stays away, at most
 
 
 class _Sync:
-    """One waitUntilAllHere call: bare JID -> node as given, who is still missing."""
+    """One waitUntilAllHere call: bare JID -> node as given, who is still missing,
+    when each is nudged next and how many times it was."""
 
     def __init__(self, keys: Dict[str, str]):
         self.keys = keys
         self.waiting: Set[str] = set(keys.values())
         self.last_nudge: Dict[str, float] = {node: 0.0 for node in keys.values()}
+        self.nudges: Dict[str, int] = {node: 0 for node in keys.values()}
         self.subscribed: Set[str] = set()
+
+    def gap(self, node: str) -> float:
+        """Seconds between nudges of ``node``: 0.5 s (Perl's ``$PATIENCE``) doubling
+        with each unanswered one, up to :data:`NUDGE_MAX`."""
+        return min(NUDGE_INTERVAL * 2 ** max(0, self.nudges[node] - 1), NUDGE_MAX)
 
 
 class Fleet:
@@ -42,6 +53,10 @@ class Fleet:
     def __init__(self, daemon: "Daemon"):
         self.daemon = daemon
         self._sync: Optional[_Sync] = None
+        #: Nodes that answered a nudge without a subscription: asked for one when
+        #: they go away, so that their return is seen (their server tells us of their
+        #: leaving, as they sent us directed presence, but not of their return).
+        self.unsubscribed: Set[str] = set()
 
     def node_of(self, jid) -> Optional[str]:
         """The node (as given to waitUntilAllHere) that ``jid`` is, if one is awaited."""
@@ -70,11 +85,11 @@ class Fleet:
                                   % (len(missing), len(nodes), timeout, ", ".join(missing)),
                                   missing=missing)
                 for node in list(sync.waiting):
-                    if now - sync.last_nudge[node] >= NUDGE_INTERVAL:
+                    if now - sync.last_nudge[node] >= sync.gap(node):
                         self._nudge(node, sync)
                         sync.last_nudge[node] = now
-                next_nudge = min(sync.last_nudge[n] for n in sync.waiting) \
-                    + NUDGE_INTERVAL if sync.waiting else now
+                next_nudge = min(sync.last_nudge[n] + sync.gap(n) for n in sync.waiting) \
+                    if sync.waiting else now
                 wait = max(0.0, next_nudge - time.monotonic())
                 if deadline is not None:
                     wait = min(wait, max(0.0, deadline - time.monotonic()))
@@ -103,13 +118,19 @@ class Fleet:
         return not gone
 
     def _nudge(self, node: str, sync: _Sync):
+        """Directed presence (a running node answers it at once); from the second
+        nudge on, once, a subscription request too (a node away gets it on its
+        return, and its presence then comes by itself). No subscription request per
+        node when the fleet is running: a thousand of them cost the server seconds."""
         cxn = self.daemon.cxn
         jid = bare_jid(cxn.expand_jid(node))
         cxn.send_presence(jid)
         self.daemon.presence_sent.add(jid)
-        if jid not in sync.subscribed:
+        sync.nudges[node] += 1
+        if sync.nudges[node] > 1 and jid not in sync.subscribed:
             cxn.subscribe(jid)
             sync.subscribed.add(jid)
+            self.unsubscribed.discard(jid)
 
     def logged_in(self, jid) -> bool:
         """An awaited node is online; False when ``jid`` is no awaited node."""
@@ -117,8 +138,25 @@ class Fleet:
         if node is None:
             return False
         log.debug("presence from %s", jid)
-        self._sync.waiting.discard(node)
+        sync = self._sync
+        sync.waiting.discard(node)
+        bare = bare_jid(jid)
+        if bare not in sync.subscribed:
+            self.unsubscribed.add(bare)
         return True
+
+    def went_away(self, jid):
+        """A peer's unavailable presence: a node that answered a nudge without a
+        subscription is asked for one now, so that its return is seen."""
+        bare = bare_jid(jid)
+        if bare in self.unsubscribed and not self.daemon.cxn.is_available(bare):
+            self.unsubscribed.discard(bare)
+            if self._sync is not None:
+                self._sync.subscribed.add(bare)
+            try:
+                self.daemon.cxn.subscribe(bare)
+            except Disconnected:
+                pass
 
     def logged_out(self, jid) -> bool:
         """An awaited node went away: wait for it again (unless another of its
@@ -129,6 +167,7 @@ class Fleet:
         if not self.daemon.cxn.is_available(bare_jid(jid)):
             log.debug("bye bye from %s", jid)
             self._sync.waiting.add(node)
+            self._sync.nudges[node] = max(self._sync.nudges[node], 1)  # subscribe next
         return True
 
     def not_found(self, jid, error) -> bool:

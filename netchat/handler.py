@@ -87,6 +87,7 @@ class DaemonHandler(ConnectionHandler):
             daemon.callbacks.run("available", conn.stream_id, presence)
         elif typ == "unavailable":
             daemon.callbacks.run("unavailable", conn.stream_id, presence)
+            daemon.fleet.went_away(presence.getFrom())
         elif typ == "subscribe":
             daemon.peers.answer_subscription(presence.getFrom())
         elif typ == "error":
