@@ -5,16 +5,29 @@ a named daemon thread calling ``process(timeout)`` until :meth:`BackgroundLoop.s
 or until the link dies (``process`` returns None and the link is not being resumed:
 see :attr:`netchat.Connection.resuming`). Other threads may meanwhile call
 ``request``, ``post``, ``requestAll`` and the rest.
+
+An idle loop sleeps: ``process`` waits in ``poll()`` until data arrives, a timer is
+due (keepalive pings, copies of open requests, the rooms' upkeep, the next try at a
+lost link), another thread hands over something to send, or :meth:`BackgroundLoop.stop`
+(``interrupt()``) wakes it. So a thousand idle loops in one process use next to no
+CPU; the ``timeout`` (:data:`LOOP_TIMEOUT`) only bounds each call.
 """
 
 import collections
 import threading
+import time
 from typing import Deque, Optional
 
-__all__ = ["BackgroundLoop", "LoopMethods"]
+__all__ = ["BackgroundLoop", "LoopMethods", "LOOP_TIMEOUT"]
 
 #: What the last this many ``process`` calls returned is kept (``results``).
 RESULTS_KEPT = 1000
+#: The ``timeout`` of each ``process`` call of a loop (seconds): not a polling
+#: period, as ``process`` returns as soon as there is something to do.
+LOOP_TIMEOUT = 60.0
+#: While :meth:`BackgroundLoop.stop` waits, it interrupts the loop again this often
+#: (another thread in ``process()`` may have taken the first call).
+STOP_NUDGE = 0.1
 
 
 class BackgroundLoop:
@@ -25,7 +38,8 @@ class BackgroundLoop:
     (a handler's ``sys.exit`` too), or None.
     """
 
-    def __init__(self, target, timeout: float = 0.1, name: Optional[str] = None):
+    def __init__(self, target, timeout: Optional[float] = LOOP_TIMEOUT,
+                 name: Optional[str] = None):
         self.target = target
         self.timeout = timeout
         self.results: Deque[Optional[int]] = collections.deque(maxlen=RESULTS_KEPT)
@@ -57,7 +71,14 @@ class BackgroundLoop:
         if interrupt is not None:
             interrupt()
         if self.thread is not threading.current_thread():
-            self.thread.join(timeout)
+            deadline = time.monotonic() + timeout
+            while True:
+                left = deadline - time.monotonic()
+                self.thread.join(max(0.0, min(STOP_NUDGE, left)))
+                if left <= 0 or not self.thread.is_alive():
+                    break
+                if interrupt is not None:
+                    interrupt()
         return not self.thread.is_alive()
 
     def __enter__(self) -> "BackgroundLoop":
@@ -85,9 +106,13 @@ class LoopMethods:
         """Same as ``process`` (Perl's name)."""
         return self.process(timeout)
 
-    def loop_start(self, timeout: float = 0.1) -> BackgroundLoop:
+    def loop_start(self, timeout: Optional[float] = LOOP_TIMEOUT) -> BackgroundLoop:
         """Run ``process`` on a background thread until :meth:`loop_stop`, the link
-        dies or (for a daemon) a handler exits; returns the :class:`BackgroundLoop`."""
+        dies or (for a daemon) a handler exits; returns the :class:`BackgroundLoop`.
+
+        The thread sleeps while there is nothing to do (see :mod:`netchat.loop`):
+        ``timeout`` bounds each ``process`` call, it is no polling period (None: each
+        call also returns when another thread hands over something to send)."""
         self.loop_stop()
         self._loop = BackgroundLoop(self, timeout)
         return self._loop

@@ -101,13 +101,17 @@ class Pumping:
                 if not resumer.pending or resumer.next_try > time.monotonic():
                     return None  # given up, or failed: the pause comes next call
                 wait = 0.5   # another thread is bringing it back: wait for it
-            with stream.cond:  # close() and a thread that brought it back notify
-                stream.cond.wait(wait if timeout is None else min(wait, timeout))
+            # close(), interrupt() and a thread that brought it back notify
+            with stream.cond:
+                if stream.owner.interrupted:
+                    stream.owner.interrupted = False
+                else:
+                    stream.cond.wait(wait if timeout is None else min(wait, timeout))
             return None
         stream.yield_to_waiters()
         stream.enter()
         try:
-            return stream.pump(timeout, return_on_wake=timeout is None)
+            return stream.pump(timeout, return_on_wake=timeout is None, interruptible=True)
         except (OSError, ssl.SSLError) as exc:
             stream.mark_dead("I/O error: %s" % exc)
             return None
@@ -115,5 +119,7 @@ class Pumping:
             stream.leave()
 
     def interrupt(self):
-        """Make the thread in :meth:`process` return (0) soon; any thread may call it."""
+        """Make the thread in :meth:`process` return soon (0; None while the link is
+        down); any thread may call it. A call while no thread is in :meth:`process`
+        makes the next call return at once."""
         self.stream.interrupt()

@@ -4,7 +4,7 @@ One thread at a time owns a connection: the thread in ``process()``, or a thread
 pumping while it waits for a reply. The lock is reentrant by hand (a handler that
 waits for a reply pumps again) so that the last release can notify waiters, and a
 thread that wants the connection (``close``, ``connect``, another ``process``) wakes
-the owner out of ``select`` through a socket pair, as paho-mqtt does.
+the owner out of ``poll`` through a socket pair, as paho-mqtt does.
 """
 
 import socket
@@ -21,11 +21,11 @@ class OwnerLock:
         self.cond = cond
         #: Bumped each time the owner lets go (waiters re-check then).
         self.generation = 0
-        #: Threads blocked in :meth:`enter`: the owner should return from select.
+        #: Threads blocked in :meth:`enter`: the owner should return from poll.
         self.want_loop = 0
         #: Set by :meth:`interrupt`: the owner's pump returns at its next wake-up.
         self.interrupted = False
-        #: The read end of the wake-up pair (select on it), or None while closed.
+        #: The read end of the wake-up pair (polled with the socket), or None while closed.
         self.wake_r: Optional[socket.socket] = None
         self._wake_w: Optional[socket.socket] = None
         self._lock = threading.Lock()
@@ -52,7 +52,7 @@ class OwnerLock:
             pass
 
     def wake(self):
-        """Make the owner return from select (any thread)."""
+        """Make the owner return from poll (any thread)."""
         w = self._wake_w
         if w is not None:
             try:
@@ -86,7 +86,7 @@ class OwnerLock:
         with self.cond:
             self.want_loop += 1
         try:
-            self.wake()  # ask the current owner to return from select
+            self.wake()  # ask the current owner to return from poll
             got = self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout))
         finally:
             with self.cond:
@@ -100,7 +100,7 @@ class OwnerLock:
         """Before re-entering the loop, let a thread blocked in :meth:`enter` take the
         stream first: Python's locks are not fair, and a loop thread calling
         ``process(None)`` again at once would otherwise win every time and block in
-        select with nobody to wake it."""
+        poll with nobody to wake it."""
         if self.is_owner():
             return
         with self.cond:

@@ -4,11 +4,14 @@
   while no thread is in ``process()``) owns the stream; it alone reads, parses and
   writes. Other threads queue serialized stanzas (:meth:`Stream.send_bytes`) and wake
   the owner through a socket pair, as paho-mqtt does.
-- **The pump.** :meth:`Stream.pump` is one loop tick: select on the socket and the
-  wake-up pair, read everything there is, parse it into the inbox, hand the inbox to
-  ``dispatch()`` and write what was queued. Stanzas are parsed first and dispatched
-  afterwards, so a handler may pump again (to wait for a reply) without re-entering
-  the XML parser.
+- **The pump.** :meth:`Stream.pump` is one loop tick: wait (``poll()``) on the socket
+  and the wake-up pair until one has something or a timer is due, read everything
+  there is, parse it into the inbox, hand the inbox to ``dispatch()`` and write what
+  was queued. Stanzas are parsed first and dispatched afterwards, so a handler may
+  pump again (to wait for a reply) without re-entering the XML parser. The stream
+  keeps one ``select.poll`` object, registered again only when the socket or the
+  wake-up pair changes (a reconnect): any file descriptor number works (``select()``
+  stops at 1024) and a tick costs one system call.
 - **Keepalive.** After ``ping_interval`` seconds without traffic an XEP-0199 ping
   goes to the server; no answer within ``ping_timeout`` means a dead link.
 - **Stream management.** With XEP-0198 enabled (:attr:`Stream.sm`, see
@@ -29,7 +32,7 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Optional, Tuple
 from xml.parsers.expat import ExpatError
 
 from xmpp.client import Client
@@ -42,7 +45,8 @@ from .owner import OwnerLock
 from .parser import (STANZA_CLASSES, Dispatcher, as_stanza,
                      error_condition)
 from .smacks import NS_SM, REQUEST_ACK, Nonza, StreamManagement
-from .transport import WRITE_TIMEOUT, Transport, open_socket, wrap_tls
+from .transport import (WRITE_TIMEOUT, Transport, open_socket, poll_ms, wait_io,
+                        wrap_tls)
 
 log = logging.getLogger("netchat.jabber")
 
@@ -61,6 +65,11 @@ RECORD_AT = (1 << 14) - 64
 #: session that leaves 5000 unacknowledged).
 READ_AHEAD_EVERY = 32
 READ_AHEAD_INBOX = 5000
+#: After another thread hands over something to send, the owner looks at its timers
+#: (``tick``) again this many seconds later, even if nothing arrives: that thread
+#: sets the timer of what it sent right after handing it over (a request's
+#: redelivery timer), possibly after the owner, woken to write it, looked at them.
+TIMER_RECHECK = 0.1
 
 
 class Stream:
@@ -119,6 +128,12 @@ class Stream:
         self._stream_error: Optional[Tuple[str, str]] = None
         self._stream_ended = False
         self._release_owed = False
+        # the pump's poll object, and the sockets (and their descriptors) it watches
+        self._poller: Any = None
+        self._polled_sock: Any = None
+        self._polled_wake: Any = None
+        self._sock_fd = self._wake_fd = -1
+        self._recheck_at: Optional[float] = None  # see TIMER_RECHECK
 
     @property
     def connected(self) -> bool:
@@ -155,8 +170,12 @@ class Stream:
             self.release()
 
     def interrupt(self):
-        """Make the owner's :meth:`pump` return (0) soon; any thread may call it."""
+        """Make the owner's :meth:`pump` (called from ``process()``: ``interruptible``)
+        return 0 soon, and a ``process()`` waiting for a lost link to come back return;
+        any thread may call it."""
         self.owner.interrupt()
+        with self.cond:
+            self.cond.notify_all()
 
     def wake(self):
         self.owner.wake()
@@ -231,7 +250,11 @@ class Stream:
                 raise ConnectError("timed out waiting for %s from %s" % (what, self.where))
             transport = self.transport
             if not transport.has_buffered():
-                ready, _, _ = select.select([transport.sock], [], [], remaining)
+                try:
+                    ready, _ = wait_io(transport.sock, remaining)
+                except ValueError as exc:  # a closed socket
+                    raise ConnectError("connection to %s failed while waiting for %s: %s"
+                                       % (self.where, what, exc)) from None
                 if not ready:
                     continue
             try:
@@ -350,12 +373,22 @@ class Stream:
             return None
         return len(data)
 
-    def pump(self, timeout: Optional[float], return_on_wake: bool) -> Optional[int]:
-        """One loop tick for the owner: 1 data, 0 nothing, None dead."""
+    def pump(self, timeout: Optional[float], return_on_wake: bool,
+             interruptible: bool = False) -> Optional[int]:
+        """One loop tick for the owner: 1 data, 0 nothing, None dead.
+
+        Waits up to ``timeout`` seconds (None: no limit) until data arrives, sleeping
+        between timers (keepalive, ``tick``). ``return_on_wake``: return 0 when another
+        thread wakes us (to write what it queued) too. ``interruptible``: the caller is
+        ``process()``, which :meth:`interrupt` ends (0): only such a pump takes that
+        call (one waiting for a reply in another thread leaves it to ``process()``)."""
         if self.dead is not None:
             return None
         if self._outq:
             self.flush()
+        if interruptible and self.owner.interrupted:
+            self.owner.interrupted = False
+            return 0
         if self.inbox and (not self.dispatch_depth or self._fresh):
             self._fresh = False  # nested: a reply read while writing must not wait
             self.dispatch()
@@ -378,31 +411,46 @@ class Stream:
                     wait = later if wait is None else min(wait, later)
                 if self._outq:
                     self.flush()
+            recheck = self._recheck_at
+            if recheck is not None:
+                if now >= recheck:
+                    if self._recheck_at == recheck:  # (not set again meanwhile)
+                        self._recheck_at = None  # tick() above saw what was set since
+                else:
+                    wait = recheck - now if wait is None else min(wait, recheck - now)
             if deadline is not None:
                 remaining = max(0.0, deadline - now)
                 wait = remaining if wait is None else min(wait, remaining)
             transport = self.transport
-            readable: Sequence[Any]
             if transport.has_buffered():
-                readable = (transport.sock,)
+                sock_ready = True
+                woke = False
             else:
+                sock = transport.sock
                 try:
-                    readable, _, _ = select.select([transport.sock, self.owner.wake_r],
-                                                   [], [], wait)
+                    if sock is not self._polled_sock or \
+                            self.owner.wake_r is not self._polled_wake:
+                        self._watch(sock, self.owner.wake_r)
+                    events = self._poller.poll(poll_ms(wait))
                 except (OSError, ValueError) as exc:
-                    self.mark_dead("select failed: %s" % exc)
+                    self.mark_dead("poll failed: %s" % exc)
                     return None
-            if self.owner.wake_r in readable:
+                sock_ready = woke = False
+                for fd, _ in events:
+                    if fd == self._wake_fd:
+                        woke = True
+                    else:
+                        sock_ready = True
+            if woke:
                 self.owner.drain_wake()
                 if self._outq:
                     self.flush()
-                if self.owner.interrupted:
+                if interruptible and self.owner.interrupted:
                     self.owner.interrupted = False
                     return 0
-                if self.closing or self.want_loop or (
-                        return_on_wake and transport.sock not in readable):
+                if self.closing or self.want_loop or (return_on_wake and not sock_ready):
                     return 0
-            if transport.sock in readable:
+            if sock_ready:
                 got = self._read()
                 if got is None:
                     return None
@@ -416,6 +464,19 @@ class Stream:
                     return 1
             if deadline is not None and time.monotonic() >= deadline:
                 return 0
+
+    def _watch(self, sock, wake_r):
+        """Make the pump's poll object watch ``sock`` and the wake-up pair's
+        ``wake_r`` (a new socket after a reconnect: registered once, not per tick)."""
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        self._sock_fd = sock.fileno()
+        if wake_r is not None:
+            poller.register(wake_r, select.POLLIN)
+            self._wake_fd = wake_r.fileno()
+        else:
+            self._wake_fd = -1
+        self._poller, self._polled_sock, self._polled_wake = poller, sock, wake_r
 
     def _keepalive(self, now: float) -> Optional[float]:
         """Send XEP-0199 pings on a quiet link, and with stream management find a
@@ -455,7 +516,9 @@ class Stream:
             self._outq_bytes += len(data)  # only the owner counts (no lock needed)
             if flush or self._outq_bytes >= FLUSH_AT:
                 self.flush()
-        elif self.try_enter():
+            return
+        self._recheck_at = time.monotonic() + TIMER_RECHECK  # see TIMER_RECHECK
+        if self.try_enter():
             try:
                 self.flush()
             finally:
@@ -522,9 +585,8 @@ class Stream:
         if len(self.inbox) >= READ_AHEAD_INBOX:
             return
         try:
-            ready = transport.has_buffered() or select.select([transport.sock], [], [],
-                                                              0)[0]
-        except (OSError, ValueError):
+            ready = transport.has_buffered() or wait_io(transport.sock, 0)[0]
+        except (OSError, ValueError, AttributeError):
             return  # the next read finds out
         if ready:
             self._read(False)
@@ -560,6 +622,8 @@ class Stream:
             self.transport.close()
             self.transport = None
         self._client = None
+        self._poller = self._polled_sock = self._polled_wake = None
+        self._sock_fd = self._wake_fd = -1
 
     def release(self):
         """Close the socket and the wake-up pair (owner only)."""
@@ -581,7 +645,7 @@ class Stream:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                ready, _, _ = select.select([self.transport.sock], [], [], remaining)
+                ready, _ = wait_io(self.transport.sock, remaining)
                 if ready:
                     data, eof = self.transport.read_available()
                     if eof:

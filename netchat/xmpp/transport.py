@@ -19,13 +19,39 @@ from ..errors import ConnectError, TLSError
 
 log = logging.getLogger("netchat.jabber")
 
-__all__ = ["Transport", "open_socket", "wrap_tls", "client_context", "READ_SIZE", "READ_LIMIT",
-           "WRITE_TIMEOUT"]
+__all__ = ["Transport", "open_socket", "wrap_tls", "client_context", "wait_io", "poll_ms",
+           "READ_SIZE", "READ_LIMIT", "WRITE_TIMEOUT", "READABLE"]
 
 READ_SIZE = 65536           # bytes per recv()
 READ_LIMIT = 1 << 20        # bytes read per loop tick before parsing
 WRITE_TIMEOUT = 30.0        # seconds a write may block before the link counts as dead
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+#: ``poll()`` events after which a read does not block (data, the end, an error):
+#: what ``select()`` reports as readable.
+READABLE = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP | select.POLLNVAL
+_WRITABLE = select.POLLOUT | select.POLLERR | select.POLLHUP | select.POLLNVAL
+
+
+def poll_ms(timeout: Optional[float]) -> Optional[float]:
+    """``timeout`` seconds as ``poll()`` takes them: milliseconds (rounded up by
+    Python), never negative (which would mean forever); None: no limit."""
+    return None if timeout is None else max(0.0, timeout) * 1000.0
+
+
+def wait_io(sock, timeout: Optional[float], read: bool = True,
+            write: bool = False) -> Tuple[bool, bool]:
+    """Wait up to ``timeout`` seconds (None: as long as it takes) until ``sock`` can
+    be read (``read``) or written (``write``): ``(readable, writable)``, both False
+    when the time ran out. An error or a hang-up counts as both (the next read or
+    write finds out). ``poll()``, not ``select()``: any file descriptor number works
+    (``select.select`` refuses those from FD_SETSIZE, 1024, on)."""
+    poller = select.poll()
+    poller.register(sock, (select.POLLIN if read else 0) | (select.POLLOUT if write else 0))
+    ready = poller.poll(poll_ms(timeout))
+    if not ready:
+        return False, False
+    events = ready[0][1]
+    return read and bool(events & READABLE), write and bool(events & _WRITABLE)
 
 
 class Transport(PlugIn):
@@ -58,7 +84,7 @@ class Transport(PlugIn):
         self.close()
 
     def has_buffered(self) -> bool:
-        """True when decrypted data waits inside the SSL object (select cannot see it)."""
+        """True when decrypted data waits inside the SSL object (poll cannot see it)."""
         sock = self.sock
         return isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
 
@@ -121,10 +147,9 @@ class Transport(PlugIn):
             if remaining <= 0:
                 raise socket.timeout("write to %s blocked for %.0fs" % (self.where, timeout))
             if wait_read:
-                select.select([sock], [], [], remaining)
+                wait_io(sock, remaining)
             else:
-                readable, writable, _ = select.select([sock] if watch_read else [], [sock],
-                                                      [], remaining)
+                readable, writable = wait_io(sock, remaining, watch_read, True)
                 if readable and not writable and on_readable is not None:
                     watch_read = on_readable()
 
