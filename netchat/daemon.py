@@ -37,7 +37,9 @@ from .redelivery import DEDUPE_XML
 from .reply_texts import ReplyTexts
 from .requests import RequestPipeline
 from .runner import configure_logging, run as run_daemon, serve_forever
+from .sd_notify import Notifier
 from .services import Services
+from .stats import snapshot
 from .wire import is_automatic
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,8 @@ class Daemon(ReplyTexts, Coordinating, LoopMethods):
     #: The class of :attr:`cxn` (``netchat.testing.OfflineDaemon`` swaps in one that
     #: never touches the network).
     connection_class = Connection
+    #: Tells systemd how it does under :meth:`serve_forever` (:mod:`netchat.sd_notify`).
+    notifier: Optional[Notifier] = None
 
     def __init__(self, user: str, password: Optional[str] = None, *,
                  connection_options: Optional[Dict[str, Any]] = None,
@@ -304,6 +308,13 @@ class Daemon(ReplyTexts, Coordinating, LoopMethods):
             raise exc
         return result
 
+    def stats(self) -> Dict[str, Any]:
+        """The daemon's counters, a dict: ``requests`` (``ok``, ``errors``, ``busy``,
+        all in ``statuses``), ``duplicates``, ``downloads``, ``download_failures``,
+        ``reconnects``, ``links_lost``, ``uptime`` and ``latency`` (``p50``, ``p90``,
+        ``p99`` seconds over the last ``count``): see :mod:`netchat.stats`."""
+        return snapshot(self)
+
     def interrupt(self):
         """Make the thread in :meth:`process` return soon; any thread may call it."""
         self.cxn.interrupt()
@@ -327,6 +338,8 @@ class Daemon(ReplyTexts, Coordinating, LoopMethods):
             return
         self.closed = True
         self.accepting = False
+        if self.notifier is not None:
+            self.notifier.stopping()
         grace = self.shutdown_grace if grace is None else grace
         self.requests.linked.close()
         self.cxn.rooms.leave()

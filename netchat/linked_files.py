@@ -113,10 +113,16 @@ class LinkedRequests:
         fetched: Dict[str, Any] = {}
         domain = str(sender).split("@", 1)[-1].split("/", 1)[0] if sender else None
         downloader = self.pipeline.downloader
+        counts = self.pipeline.counts
         try:
             for link in links:
                 if link.url not in fetched:
-                    fetched[link.url] = downloader.fetch(link, domain, budget=budget)
+                    try:
+                        fetched[link.url] = downloader.fetch(link, domain, budget=budget)
+                    except Exception:
+                        counts.downloaded(False)
+                        raise
+                    counts.downloaded()
         except BaseException:
             remove_files(fetched.values())
             raise

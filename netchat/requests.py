@@ -19,7 +19,8 @@ Chat requests (:meth:`RequestPipeline.handle`) and XEP-0050 ad-hoc commands
    :mod:`netchat.linked_files`);
 3. **reply**: the result becomes text (an error reply when it cannot), a reply over
    ``max_reply`` becomes ``too-large``; a reply is always sent;
-4. **audit**: one line on the ``netchat.audit`` logger per request handled or refused.
+4. **audit**: one line on the ``netchat.audit`` logger per request handled or refused,
+   and the request counted (:mod:`netchat.stats`: :meth:`netchat.Daemon.stats`).
 
 The temporary files of a request are removed once its reply is sent, so after its
 handler returned.
@@ -41,6 +42,7 @@ from .deadlines import request_deadline, valid_for
 from .dedupe import RAN, RUNNING, RecentRequests
 from .errors import CommandError, Disconnected
 from .redelivery import NS_RECEIPTS, receipt_xml
+from .stats import Counts
 from .upload import NS_OOB
 from .wire import NS_DELAY, NS_LEGACY_DELAY, NS_NETCHAT, delay_stamp, reply_xml
 
@@ -83,6 +85,8 @@ class RequestPipeline:
         #: a copy of one of them is answered from here and never runs.
         self.recent = RecentRequests()
         self._told: "collections.OrderedDict[str, None]" = collections.OrderedDict()
+        #: What :meth:`netchat.Daemon.stats` counts (see :mod:`netchat.stats`).
+        self.counts = Counts()
 
     def _first_reply_to(self, sender) -> bool:
         """Is this the first reply to ``sender`` (its bare JID) lately?"""
@@ -109,6 +113,7 @@ class RequestPipeline:
         body = msg.getBody()
         if body is None:
             return None  # a chat state or receipt: nothing to run
+        msg.netchat_received = time.monotonic()  # for the latency (netchat.stats)
         sender = msg.getFrom()
         log.debug("[%s] from(%s): %.200s", daemon.jid, sender, body)
         refusal = self.admit_sender(sender, len(body), getattr(msg, "truncated", None))
@@ -332,7 +337,8 @@ class RequestPipeline:
                     len(data), daemon.max_reply), status), None
         if command is not None:
             self.audit(msg.getFrom(), command, status,
-                       "groupchat" if getattr(msg, "netchat_room", None) else "chat")
+                       "groupchat" if getattr(msg, "netchat_room", None) else "chat",
+                       getattr(msg, "netchat_received", None))
         key = getattr(msg, "netchat_key", None)
         if key is not None:
             self.recent.answered(key, data if data is not None else xml)
@@ -343,10 +349,14 @@ class RequestPipeline:
             return False
         return True
 
-    def audit(self, sender, command: str, status: str, via: str = "chat"):
-        """One line on the ``netchat.audit`` logger: who, command, result. What a peer
-        chose (the command, the resource) is escaped: see
+    def audit(self, sender, command: str, status: str, via: str = "chat",
+              received: Optional[float] = None):
+        """One line on the ``netchat.audit`` logger: who, command, result; the request
+        is counted (``duplicate``: as a copy), and ``received`` (its arrival,
+        ``time.monotonic()``) gives its latency (see :mod:`netchat.stats`). What a
+        peer chose (the command, the resource) is escaped: see
         :func:`netchat.audit.audit_field`."""
+        self.counts.ended(status, received)
         audit_line(self.daemon.jid, sender, command, status, via)
 
 

@@ -77,8 +77,9 @@ class Resumer:
         self.since: Optional[float] = None
         #: The session is gone, but a fresh one may take its messages over.
         self.restart = False
-        #: Links brought back so far.
+        #: Links brought back so far, and links lost (not closed by us).
         self.recovered = 0
+        self.losses = 0
         #: When the next try may start (``time.monotonic()``), and the pause after it.
         self.next_try = 0.0
         self._gap = 0.5
@@ -129,6 +130,8 @@ class Resumer:
     def lost(self, reason: str) -> bool:
         """The link died: True when it will be resumed (nothing fails yet)."""
         stream = self.conn.stream
+        if not (self.closed or stream.closing):
+            self.losses += 1
         sm = stream.sm
         if sm is not None and sm.resumable and not stream.closing and \
                 ended_for_restart(stream.error_condition, stream.error_text):

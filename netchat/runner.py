@@ -7,6 +7,10 @@
   a failure that does not go away ends the process with status 1.
 - :func:`backoff`: retry a connection attempt, pauses from 1.5 s to 3.5 s, jittered.
   A refused login (:class:`~netchat.AuthError`) is never retried.
+
+Under systemd (``Type=notify``: ``$NOTIFY_SOCKET`` set), :func:`serve_forever` says
+``READY=1``, ``WATCHDOG=1``, ``STATUS=`` and ``STOPPING=1`` (see
+:mod:`netchat.sd_notify`).
 """
 
 import logging
@@ -16,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional, Type
 
+from . import sd_notify
 from .errors import AuthError, ConnectError, Disconnected
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,10 +56,24 @@ def configure_logging(loglevel: int):
         logger.addHandler(handler)
 
 
-def backoff(retry: Optional[float], attempt: Callable[[], Any]) -> Any:
+def logs_to_stderr() -> bool:
+    """Does a handler of the root or ``netchat`` logger write to stderr?"""
+    for logger in (logging.getLogger(), logging.getLogger("netchat")):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and \
+                    not isinstance(handler, logging.FileHandler) and \
+                    handler.stream in (sys.stderr, sys.__stderr__):
+                return True
+    return False
+
+
+def backoff(retry: Optional[float], attempt: Callable[[], Any],
+            sleep: Callable[[float], Any] = time.sleep) -> Any:
     """Call ``attempt`` until it does not raise ConnectError: pauses from 1.5 s,
     doubling up to 3.5 s, jittered, for up to ``retry`` seconds (0: forever).
-    Returns its result, or None when time ran out. AuthError is raised at once."""
+    Returns its result, or None when time ran out. AuthError is raised at once.
+    ``sleep(seconds)`` makes the pauses (one that tells systemd's watchdog the loop
+    is alive, under :func:`serve_forever`)."""
     import random  # here: most processes never retry
     deadline = None if not retry else time.monotonic() + retry
     gap = RETRY_GAP
@@ -62,7 +81,7 @@ def backoff(retry: Optional[float], attempt: Callable[[], Any]) -> Any:
         pause = gap * random.uniform(0.8, 1.2)
         if deadline is not None and time.monotonic() + pause > deadline:
             return None
-        time.sleep(pause)
+        sleep(pause)
         gap = min(gap * 2, RETRY_GAP_MAX)
         try:
             return attempt()
@@ -81,21 +100,75 @@ def serve_forever(daemon: "Daemon", retry: Optional[float] = None,
     N seconds per outage (0: forever) before raising. A refused login on reconnecting
     raises :class:`~netchat.AuthError` at once (never retried). ``report(line)`` hears
     about each outage (default: the log).
+
+    Under systemd (``$NOTIFY_SOCKET``) it sends ``READY=1`` first, ``WATCHDOG=1``
+    while the loop turns (every half ``$WATCHDOG_USEC``, also while a lost link is
+    retried), ``STATUS=`` lines on outages and reconnections, and ``STOPPING=1`` when
+    the daemon closes or this returns (see :mod:`netchat.sd_notify`).
     """
     report = report or log.warning
+    notifier = sd_notify.from_environment()
+    if notifier is None:
+        return _serve(daemon, retry, report, None)
+    daemon.notifier = notifier  # close() says STOPPING=1 as it begins
+    try:
+        if daemon.closed:
+            return None
+        notifier.ready("connected as %s" % daemon.jid if daemon.cxn.connected
+                       else "starting")
+        return _serve(daemon, retry, report, notifier)
+    finally:
+        notifier.stopping()
+        daemon.notifier = None
+        notifier.close()
+
+
+def _serve(daemon: "Daemon", retry: Optional[float], report: Callable[[str], None],
+           notifier: Optional[sd_notify.Notifier]):
     cxn = daemon.cxn
+    sleep: Callable[[float], Any] = time.sleep
+    if notifier is not None and notifier.interval is not None:
+        sleep = notifier.sleep
     while not daemon.closed:
-        while daemon.process() is not None:
-            pass
+        if notifier is None or notifier.interval is None:
+            while daemon.process() is not None:
+                pass
+        else:  # wake up for the watchdog when nothing arrives
+            link = _link_state(cxn)
+            while daemon.process(notifier.timeout()) is not None:
+                notifier.watchdog()
+                link = _say_link_state(notifier, cxn, link)
         if daemon.closed:
             return
         reason = cxn.dead or "connection lost"
         if retry is None:
             raise Disconnected("lost the connection to %s: %s" % (cxn.where, reason))
-        report("lost the connection to %s (%s); reconnecting" % (cxn.where, reason))
-        if backoff(retry, lambda: daemon.reconnect() or True) is None:
+        line = "lost the connection to %s (%s); reconnecting" % (cxn.where, reason)
+        report(line)
+        if notifier is not None:
+            notifier.status(line)
+        if backoff(retry, lambda: daemon.reconnect() or True, sleep) is None:
             raise Disconnected("could not reconnect to %s within %ss" % (cxn.where, retry))
+        daemon.requests.counts.reconnected()
         report("reconnected as %s" % daemon.jid)
+        if notifier is not None:
+            notifier.status("reconnected as %s" % daemon.jid)
+
+
+def _link_state(cxn):
+    return cxn.dead, cxn.resumer.recovered
+
+
+def _say_link_state(notifier: sd_notify.Notifier, cxn, before):
+    """A ``STATUS=`` line when the connection lost its link or brought it back on its
+    own (XEP-0198 resumption, inside ``process()``)."""
+    now = _link_state(cxn)
+    if now != before:
+        if now[0] is not None:
+            notifier.status("lost the link to %s (%s); resuming" % (cxn.where, now[0]))
+        elif now[1] != before[1]:
+            notifier.status("link to %s back as %s" % (cxn.where, cxn.jid))
+    return now
 
 
 def run(cls: "Type[Daemon]", user: str, retry: Optional[float] = None, **options: Any):
@@ -109,18 +182,23 @@ def run(cls: "Type[Daemon]", user: str, retry: Optional[float] = None, **options
     retried: status 1 at once. SIGTERM and Ctrl-C close the daemon cleanly and exit
     with status 0. Unless logging is configured, the ``netchat`` loggers write to
     stderr at ``loglevel`` (default -1: warnings and errors, handler tracebacks
-    included), and ``run`` prints one line per event on stderr.
+    included), and ``run`` prints one line per event on stderr (and logs it too when
+    the log goes elsewhere, as with ``netchat run --log-file``).
     """
     name = cls.__name__
     if options.get("loglevel") is None and not logging.getLogger().handlers \
             and not logging.getLogger("netchat").handlers:
         configure_logging(-1)  # warnings and errors on stderr, as Perl printed
 
-    def say(message: str):
+    elsewhere = not logs_to_stderr()  # e.g. netchat run --log-file: there too
+
+    def say(message: str, level: int = logging.WARNING):
         print("%s: %s" % (name, message), file=sys.stderr, flush=True)
+        if elsewhere:
+            log.log(level, "%s: %s", name, message)
 
     def fail(message: str):
-        say(message)
+        say(message, logging.ERROR)
         sys.exit(1)
 
     def terminate(signum, frame):

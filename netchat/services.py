@@ -26,6 +26,13 @@
   seconds from its arrival; past that, also after a wait for a worker, it never runs
   and is answered ``completed`` with an error note and the status ``expired``, like
   a chat request.
+- The ``stats`` ad-hoc command, the daemon's own: its counters
+  (:meth:`~netchat.Daemon.stats`) as a note and a result form, one field each, in one
+  step (no form to fill). Only for the daemon's own account (any resource) and its
+  ``master`` by default, whoever else may command it: the counts say how busy and
+  how healthy the daemon is, nothing a peer needs. An ``acl`` entry ``"stats"``
+  names who may see them instead. A daemon with a command of its own named
+  ``stats`` offers that one under the node instead.
 - XEP-0092 software version: ``netchat`` and its version; the operating system only
   when the daemon's ``version_os`` option is true.
 - XEP-0199 ping (the server's own pings are answered by the connection).
@@ -43,11 +50,13 @@ from xmpp.protocol import Iq
 from xmpp.simplexml import Node
 
 from . import __version__
+from .audit import audit_line
 from .commands import ParseError, command_names, parse_body
 from .deadlines import request_deadline
 from .dedupe import RAN, RUNNING
 from .errors import Disconnected
 from .requests import MSG_RAN
+from .stats import STATS_NODE, format_stats, may_see_stats, stats_form
 from .wire import NS_NETCHAT
 from .xmpp.parser import NS_PING, NS_XMPP_STANZAS, make_iq, stanza_text
 
@@ -148,7 +157,8 @@ class Services:
         elif node == NS_COMMANDS:
             answer.addChild("identity", {"category": "automation", "type": "command-list",
                                          "name": "Commands"})
-        elif node in self._allowed_commands(iq.getFrom()):
+        elif node in self._allowed_commands(iq.getFrom()) or self._stats_for(
+                iq.getFrom(), node):
             answer.addChild("identity", {"category": "automation", "type": "command-node",
                                          "name": self._title(node)})
             for feature in (NS_COMMANDS, NS_DATA):
@@ -165,6 +175,9 @@ class Services:
             for name in self._allowed_commands(iq.getFrom()):
                 answer.addChild("item", {"jid": self.daemon.jid, "node": name,
                                          "name": self._title(name)})
+            if self._stats_for(iq.getFrom()):
+                answer.addChild("item", {"jid": self.daemon.jid, "node": STATS_NODE,
+                                         "name": self._title(STATS_NODE)})
         elif node:
             return self._error(iq, "cancel", "item-not-found")
         self._result(iq, answer)
@@ -174,7 +187,15 @@ class Services:
         return [name for name in command_names(daemon, daemon.commands)
                 if daemon.may_run(jid, name)]
 
+    def _stats_for(self, jid, node: str = STATS_NODE) -> bool:
+        """Is ``node`` the built-in ``stats`` command, and may ``jid`` run it?"""
+        daemon = self.daemon
+        return node == STATS_NODE and daemon.command_for(STATS_NODE) is None and \
+            may_see_stats(daemon, jid)
+
     def _title(self, name: str) -> str:
+        if name == STATS_NODE and self.daemon.command_for(name) is None:
+            return "The daemon's counters: requests, errors, latency, reconnects"
         try:
             return str(self.daemon.showHelp(name)).splitlines()[0][:200]
         except Exception:
@@ -193,6 +214,8 @@ class Services:
             return self._error(iq, "modify", "bad-request", app="malformed-action")
         if action in ("next", "prev"):
             return self._error(iq, "modify", "bad-request", app="bad-action")
+        if node == STATS_NODE and daemon.command_for(node) is None:
+            return self._stats(iq, action, session)
         if node not in command_names(daemon, daemon.commands):
             return self._error(iq, "cancel", "item-not-found",
                                "no command %r; send help for the list" % node)
@@ -208,6 +231,25 @@ class Services:
         if not daemon.may_run(sender, node):
             return self._refused(iq, node, "denied", daemon.MSG_DENIED)
         return self._ask_for_arguments(iq, node)
+
+    def _stats(self, iq: Iq, action: str, session: Optional[str]):
+        """The built-in ``stats`` command: completed at once (it takes nothing)."""
+        daemon = self.daemon
+        sender = iq.getFrom()
+        if not may_see_stats(daemon, sender):
+            audit_line(daemon.jid, sender, STATS_NODE, "denied", "ad-hoc")
+            return self._error(iq, "auth", "forbidden", daemon.MSG_DENIED)
+        answer = Node("command", attrs={"xmlns": NS_COMMANDS, "node": STATS_NODE,
+                                        "sessionid": session or os.urandom(16).hex(),
+                                        "status": "completed"})
+        if action == "cancel":
+            answer.setAttr("status", "canceled")
+        else:
+            stats = daemon.stats()
+            answer.addChild("note", {"type": "info"}, payload=[format_stats(stats)])
+            answer.addChild(node=stats_form(stats))
+            audit_line(daemon.jid, sender, STATS_NODE, "ok", "ad-hoc")
+        self._result(iq, answer)
 
     def _execute(self, iq: Iq, command: Node, node: str, form: Node,
                  session: Optional[str]):

@@ -118,3 +118,42 @@ def test_the_reference_documents_each_call_a_newcomer_looks_up(built):
         elif " ".join(words[:8]) not in " ".join(described):
             missing.append("%s (without its docstring: %r)" % (target, described[:12]))
     assert not missing, missing
+
+
+def _ids(built):
+    """Every ``id="..."`` in the built HTML reference."""
+    found = set()
+    for path in built.rglob("*.html"):
+        found.update(re.findall(r'id="([\w.]+)"', path.read_text(encoding="utf-8")))
+    return found
+
+
+def _public_methods(cls):
+    """``cls``'s public methods and properties defined by netchat (``name``, the class
+    that defines it)."""
+    for name in dir(cls):
+        if name.startswith("_"):
+            continue
+        owner = next(k for k in cls.__mro__ if name in k.__dict__)
+        value = owner.__dict__[name]
+        if not owner.__module__.startswith("netchat"):
+            continue
+        if isinstance(value, (staticmethod, classmethod, property)) or \
+                inspect.isfunction(value):
+            yield name, owner
+
+
+def test_every_public_name_is_in_the_reference(built):
+    """What ``netchat`` exports and every public method of ``Daemon`` and
+    ``Connection`` has an entry in the built reference: under the class itself, or
+    under the (documented) base that defines it."""
+    ids = _ids(built)
+    missing = ["netchat.%s" % name for name in netchat.__all__
+               if "netchat.%s" % name not in ids]
+    for cls in (netchat.Daemon, netchat.Connection):
+        for name, owner in _public_methods(cls):
+            own = "netchat.%s.%s" % (cls.__name__, name)
+            base = "%s.%s.%s" % (owner.__module__, owner.__qualname__, name)
+            if own not in ids and base not in ids:
+                missing.append(own)
+    assert not missing, "not in the API reference: %s" % ", ".join(sorted(missing))

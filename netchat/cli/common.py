@@ -45,11 +45,18 @@ class CommandLineWords(logging.Filter):
 
 
 def setup_logging(verbose: bool, default=logging.WARNING,
-                  register_note: str = "(--no-register turns it off)"):
-    """Log to stderr; ``register_note``: what the tool says turns in-band
+                  register_note: str = "(--no-register turns it off)",
+                  log_file: Optional[str] = None, log_format: str = "text"):
+    """Log to stderr, or to ``log_file``, as text or JSON lines (``log_format``, see
+    :mod:`netchat.log_format`); ``register_note``: what the tool says turns in-band
     registration off, where the library names its option."""
-    logging.basicConfig(level=logging.DEBUG if verbose else default, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ..log_format import log_handler
+    try:
+        handler = log_handler(log_file, log_format)
+    except OSError as exc:
+        raise UsageError("cannot open the log file %s: %s" % (
+            log_file, exc.strerror or exc)) from None
+    logging.basicConfig(level=logging.DEBUG if verbose else default, handlers=[handler])
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, CommandLineWords) for f in handler.filters):
             handler.addFilter(CommandLineWords(register_note))

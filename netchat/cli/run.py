@@ -34,7 +34,8 @@ OWN_FLAGS = {"threads": "--threads", "master": "--master", "password": "--passwo
 ATTRIBUTE_OPTIONS = ("version_os",)  # netchat.services: the OS in XEP-0092 answers
 ATTRIBUTE_TYPES = {"version_os": bool}
 #: Top-level keys of a ``--config`` file (besides the tables [connection], [options]).
-CONFIG_KEYS = ("daemon", "jid", "retry", "threads", "master", "password_file")
+CONFIG_KEYS = ("daemon", "jid", "retry", "threads", "master", "password_file", "log_file",
+               "log_format")
 
 
 def load_daemon_class(spec: str):
@@ -133,7 +134,8 @@ def config_kinds() -> Dict[str, Any]:
     """The types of the top-level keys of a ``--config`` file."""
     from ..daemon import Daemon
     daemon = parameter_kinds(Daemon.__init__)
-    kinds = {name: kind_of(str) for name in ("daemon", "jid", "password_file")}
+    kinds = {name: kind_of(str) for name in ("daemon", "jid", "password_file", "log_file",
+                                             "log_format")}
     kinds.update(retry=parameter_kinds(Daemon.run)["retry"], threads=daemon["threads"],
                  master=daemon["master"])
     return kinds
@@ -185,13 +187,16 @@ def read_config(path: str) -> Dict[str, Any]:
 def add_run_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="run a Daemon subclass",
-        description="Run a netchat.Daemon subclass, logging to stderr. SIGTERM and "
+        description="Run a netchat.Daemon subclass, logging to stderr (or --log-file)"
+                    ". Under systemd (Type=notify) it says READY=1, WATCHDOG=1 and "
+                    "STOPPING=1. SIGTERM and "
                     "Ctrl-C stop it cleanly (exit 0); a lost connection ends it with "
                     "exit 1 unless --retry.",
         epilog="-o values: true/false, null, numbers and JSON lists and objects are "
                "parsed (-o max_age=60 -o 'allow=[\"*@example.org\"]'), anything else "
                "is a string. --config FILE.toml holds the same settings: top-level "
-               "daemon, jid, retry, threads, master, password_file; a [connection] "
+               "daemon, jid, retry, threads, master, password_file, log_file, "
+               "log_format; a [connection] "
                "table (host, port, ca_file, verify, register, ...); an [options] table "
                "(constructor options). Flags override the file.")
     p.add_argument("daemon", metavar="MODULE:CLASS", nargs="?",
@@ -208,19 +213,29 @@ def add_run_parser(sub) -> argparse.ArgumentParser:
                    help="an option of the daemon's constructor (repeatable), e.g. "
                         "max_age=60, allow='[\"*\"]', version_os=true")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--log-file", metavar="PATH",
+                   help="log to PATH (appended to; reopened when logrotate moves it) "
+                        "instead of stderr")
+    p.add_argument("--log-format", choices=("text", "json"),
+                   help="text lines (default) or one JSON object per line: time, "
+                        "level, logger, message, exception")
     add_connection_arguments(p)
     p.set_defaults(func=cmd_run)
     return p
 
 
 def cmd_run(args) -> int:
-    setup_logging(args.verbose, logging.INFO,
-                  register_note="(--no-register turns it off; in --config: register = "
-                                "false in [connection])")
     config = read_config(args.config) if args.config else {}
     for key in CONFIG_KEYS:
         if getattr(args, key, None) is None and key in config:
             setattr(args, key, config[key])
+    if args.log_format not in (None, "text", "json"):
+        raise UsageError("config file %s: log_format must be \"text\" or \"json\", not "
+                         "%r" % (args.config, args.log_format))
+    setup_logging(args.verbose, logging.INFO,
+                  register_note="(--no-register turns it off; in --config: register = "
+                                "false in [connection])",
+                  log_file=args.log_file, log_format=args.log_format or "text")
     if not args.daemon:
         raise UsageError("say which daemon to run: MODULE:CLASS (or 'daemon' in --config)")
     if not args.jid:
