@@ -174,10 +174,12 @@ class Connection(RequestCommands, RoomCommands, Pumping, LoopMethods):
 
     @property
     def bare_jid(self) -> str:
+        """The account's bare JID (``user@domain``)."""
         return "%s@%s" % (self.user, self.domain)
 
     @property
     def where(self) -> str:
+        """The server's ``host:port`` connected to (or tried last)."""
         return "%s:%d" % (self.host, self.port)
 
     @property
@@ -204,6 +206,7 @@ class Connection(RequestCommands, RoomCommands, Pumping, LoopMethods):
 
     @property
     def tls_version(self) -> Optional[str]:
+        """The TLS version of the link (``TLSv1.3``), None without TLS."""
         return self.stream.tls_version
 
     @property
