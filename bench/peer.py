@@ -17,6 +17,13 @@ raw
     body and thread (``Message.buildReply``), in ``while client.Process(1): pass``.
 slixmpp
     a slixmpp (asyncio) bot replying with ``msg.reply(body).send()``.
+rooms
+    ``"nodes": [[user, password], ...]`` and ``"room"``: one netchat ``Daemon`` with
+    ``handleEcho`` and ``rooms=[room]`` per account, each on a ``loop_start()`` thread
+    of its own (keep it to ~150 a process: select() cannot watch fds above 1024). Its
+    ready line comes once every daemon is in the room and trusts it; its time is when
+    the last of them saw its own presence in the room (it joined), its JID the last
+    daemon's.
 """
 
 import json
@@ -130,7 +137,52 @@ async def slixmpp_echo(config: dict):
     await gone.wait()
 
 
-RUNNERS = {"netchat": run_netchat, "raw": run_raw, "slixmpp": run_slixmpp}
+def wait_in_room(node, room: str, timeout: float = 120.0) -> float:
+    """Poll (its loop thread owns the connection) until ``node`` is in ``room`` and
+    trusts it; returns the time.time() it was first seen in the room."""
+    deadline = time.monotonic() + timeout
+    state = node.cxn.rooms.rooms[room]
+    while not state.joined:
+        if state.error is not None or time.monotonic() > deadline:
+            raise SystemExit("%s: not in %s: %s" % (node.jid, room, state.error))
+        time.sleep(0.0005)
+    joined = time.time()
+    while state.trusted is not True:
+        if state.trusted is False or time.monotonic() > deadline:
+            raise SystemExit("%s: %s not trusted: %s" % (node.jid, room, state.why))
+        time.sleep(0.002)
+    return joined
+
+
+def run_rooms(config: dict):
+    import netchat
+
+    class RoomNode(netchat.Daemon):
+        def handleEcho(self, *words):
+            return " ".join(words)
+
+    server, room = config["server"], config["room"].lower()
+    options = dict(host=server["host"], port=server["port"], ca_file=server["ca_file"])
+    nodes, loops = [], []
+    joined = 0.0
+    for user, password in config["nodes"]:
+        # one at a time, each in the room and trusting it before the next logs in:
+        # on ejabberd, 1,000 joins at once left some room checks unanswered for 10 s
+        node = RoomNode("%s@%s/%s" % (user, server["domain"], config["resource"]),
+                        password=password, connection_options=options, rooms=[room],
+                        loglevel=config.get("loglevel"), max_pending=100000)
+        loops.append(node.loop_start())
+        nodes.append(node)
+        joined = max(joined, wait_in_room(node, room))
+    sys.stdout.write("ready %.6f %s\n" % (joined, nodes[-1].jid))
+    sys.stdout.flush()
+    while all(loop.thread.is_alive() for loop in loops):
+        time.sleep(1)
+    raise SystemExit("a daemon's loop ended")
+
+
+RUNNERS = {"netchat": run_netchat, "raw": run_raw, "slixmpp": run_slixmpp,
+           "rooms": run_rooms}
 
 
 def main():

@@ -76,6 +76,17 @@ TARGETS = [
     # the file's own path (slot, PUT, link, GET, handler), not the tool's start and login
     Target("files", "20 MiB: jabber -a minus its start", "netchat", ">= 10% of the copy",
            lambda r: None if r.value is None else r.extra["share_of_copy"] >= 0.10),
+] + [
+    # fleets by room, at 1,000 nodes, on Prosody and on ejabberd
+    Target("rooms", "1000 nodes: last join -> waitUntilAllHere", system, "<= 0.5 s",
+           lambda r: None if r.value is None else r.value <= 0.5)
+    for system in ("netchat", "netchat, ejabberd")
+] + [
+    Target("rooms", "1000 nodes: requestAll(room=, via=%s)" % via, system,
+           "all replies <= 1 s",
+           lambda r: None if r.value is None else r.value <= 1.0 and
+           all(ok == r.extra["nodes"] for ok in r.extra["answered"]))
+    for via in ("direct", "groupchat") for system in ("netchat", "netchat, ejabberd")
 ]
 
 

@@ -13,6 +13,10 @@
               copies sent again (see :mod:`bench.cut`)
 ``cluster``   fan-out and waitUntilAllHere on one ejabberd beside a 3-member cluster
               (see :mod:`bench.cluster`)
+``rooms``     fleets by room: last join -> waitUntilAllHere(room=, count=N), and
+              requestAll over the room (direct, groupchat) beside the fan-out by
+              presence, at 50 to 1,000 nodes, on Prosody and ejabberd (see
+              :mod:`bench.rooms`)
 """
 
 import contextlib
@@ -29,6 +33,7 @@ from netchat.jabber import bare_jid
 
 from .cluster import cluster
 from .cut import link_cut
+from .rooms import rooms
 from .files import files
 from .smacks import stream_management
 from .procs import CpuMeter, Meters, Pair, Peer, PeerGroup, rss_bytes
@@ -53,12 +58,15 @@ class Sizes:
     thread_counts: tuple = (1, 4, 16, 64)
     handler_seconds: float = 0.05
     files_mib: int = 20
+    room_nodes: tuple = (50, 200, 1000)
+    room_rounds: int = 5
 
 
 FULL = Sizes(seq_requests=2000, seq_rounds=4, pipelined=5000, pipe_rounds=3, warmup=200,
              fanout_nodes=50, fanout_rounds=5, wuah_nodes=(50, 100, 200))
 QUICK = Sizes(seq_requests=1200, seq_rounds=4, pipelined=2000, pipe_rounds=1, warmup=100,
-              fanout_nodes=25, fanout_rounds=3, wuah_nodes=(25, 50), files_mib=5)
+              fanout_nodes=25, fanout_rounds=3, wuah_nodes=(25, 50), files_mib=5,
+              room_nodes=(25, 100), room_rounds=3)
 
 
 class Bench:
@@ -364,4 +372,4 @@ def threads_once(bench: Bench, count: int):
 SCENARIOS: Dict[str, object] = {"echo": echo, "fanout": fan_out,
                                 "wuah": wait_until_all_here, "threads": threads,
                                 "files": files, "smacks": stream_management,
-                                "cluster": cluster, "cut": link_cut}
+                                "cluster": cluster, "cut": link_cut, "rooms": rooms}

@@ -1,0 +1,214 @@
+"""``rooms``: fleets by room (XEP-0045) at 50, 200 and 1,000 nodes, on the bench's
+Prosody and on ejabberd.
+
+The nodes are netchat daemons with ``rooms=[room]`` and ``handleEcho``, up to
+:data:`PER_PROCESS` to a process, spread over :data:`PROCESSES` peer processes (each
+daemon pumped by a ``loop_start()`` thread; see ``bench/peer.py``, mode ``rooms``). A
+coordinator in this process creates the room (``createRoom``, every node a member)
+and stays in it. Measured, per size:
+
+- **last join -> waitUntilAllHere(room=, count=N)**: N-1 nodes in the room and seen
+  by the coordinator; it starts waiting; then one more node (a process started ahead
+  of time, holding before its login) is let in. From the time that node saw its own
+  presence in the room to the return. :data:`JOIN_ROUNDS` times: after each round
+  that node's process is killed and the room's view waits for it to leave, then the
+  next held node goes in (so each round waits for exactly N);
+- **requestAll over the room**, ``via="direct"`` (a chat request to each member's
+  real JID) and ``via="groupchat"`` (one message to the room, which the server copies
+  to every member), beside the fan-out by presence (``requestAll`` given the list of
+  user ids, after ``waitUntilAllHere(nodes)``): the time until every reply is in,
+  rounds interleaved; the median and the range, and CPU per round of the server, the
+  node processes and this process (the coordinator).
+"""
+
+import contextlib
+import os
+import statistics
+import threading
+import time
+from typing import Dict, List
+
+import netchat
+from netchat.room_commands import NS_DATA, NS_MUC_OWNER
+from netchat.testing import EjabberdServer, ServerNotInstalled
+from netchat.xmpp.parser import make_iq
+from xmpp.simplexml import Node
+
+from .procs import CpuMeter, PeerGroup
+
+PROCESSES = 8        # peer processes holding the room's nodes
+PER_PROCESS = 150    # daemons in one process at most
+JOIN_ROUNDS = 3      # last join -> waitUntilAllHere, per size
+TIMEOUT = 30.0       # requestAll's timeout
+WAIT = 300.0         # waitUntilAllHere's and the peers' start timeout
+VIAS = ("direct", "groupchat", "presence")
+
+
+def rooms(bench):
+    """Every size on the bench's Prosody, then on ejabberd when it is installed."""
+    for n in bench.sizes.room_nodes:
+        room_fleet(bench, bench.server, "netchat", n)
+    bench.say("rooms: starting ejabberd")
+    try:
+        with EjabberdServer() as server:
+            for n in bench.sizes.room_nodes:
+                room_fleet(bench, server, "netchat, ejabberd", n)
+    except ServerNotInstalled as exc:
+        for n in bench.sizes.room_nodes:
+            bench.add("rooms", "%d nodes: last join -> waitUntilAllHere" % n,
+                      "netchat, ejabberd", None, "s", note=str(exc))
+
+
+def _server_config(server) -> dict:
+    return {"domain": server.domain, "host": server.host, "port": server.port,
+            "ca_file": server.ca_file}
+
+
+def _peer_config(server, room: str, accounts) -> dict:
+    return {"system": "rooms", "room": room, "resource": "node",
+            "nodes": [[a.user, a.password] for a in accounts],
+            "server": _server_config(server)}
+
+
+def allow_occupants(coord: netchat.Daemon, room: str, most: int = 5000):
+    """ejabberd lets 200 into a room unless its configuration says more (Prosody has
+    no such limit, and no such field)."""
+    form = Node("x", attrs={"xmlns": NS_DATA, "type": "submit"})
+    for var, value in (("FORM_TYPE", "http://jabber.org/protocol/muc#roomconfig"),
+                       ("muc#roomconfig_maxusers", str(most))):
+        form.addChild("field", attrs={"var": var}).addChild("value", payload=[value])
+    query = Node("query", attrs={"xmlns": NS_MUC_OWNER})
+    query.addChild(node=form)
+    coord.cxn.send_iq(make_iq("set", query, to=room), 10)
+
+
+def room_fleet(bench, server, system: str, n: int):
+    """One size on one server: the joins, then the fan-out rounds."""
+    ejabberd = isinstance(server, EjabberdServer)
+    room = "bench-%d-%s@%s" % (n, os.urandom(3).hex(), server.rooms_service)
+    bench.say("rooms: %s, %d nodes in %s" % (system, n, room))
+    # Prosody's prosodyctl takes a second or so per account: the nodes register
+    # in-band on their first login instead
+    accounts = [server.account("rm%d-" % n, register=ejabberd) for _ in range(n - 1)]
+    lasts = [server.account("rml%d-" % n, register=ejabberd) for _ in range(JOIN_ROUNDS)]
+    coord_account = server.account("rmcoord")
+    with PeerGroup(ready_timeout=WAIT) as group, contextlib.ExitStack() as stack:
+        coord = netchat.Daemon(coord_account.jid + "/coord",
+                               password=coord_account.password,
+                               connection_options=coord_account.connection_options)
+        stack.callback(coord.close)
+        started = time.perf_counter()
+        coord.createRoom(room, members=[a.jid for a in accounts + lasts], stay=True)
+        if ejabberd:
+            allow_occupants(coord, room)
+        processes = max(PROCESSES, -(-len(accounts) // PER_PROCESS))
+        chunks = [accounts[i::processes] for i in range(processes)]
+        fleet = group.start({"rooms-%d-%d" % (n, i): _peer_config(server, room, chunk)
+                             for i, chunk in enumerate(chunks) if chunk})
+        held = [group.spawn(a.user, _peer_config(server, room, [a]), hold=True)
+                for a in lasts]
+        coord.waitUntilAllHere(room=room, count=n - 1, timeout=WAIT)
+        up = time.perf_counter() - started
+        bench.say("rooms: %d nodes in %d processes up in %.1f s" % (n - 1, len(fleet), up))
+        meter = CpuMeter(server.pid)
+        try:
+            joins = [last_join(meter, group, coord, room, n, peer,
+                               final=index == len(held) - 1)
+                     for index, peer in enumerate(held)]
+        except netchat.Timeout as exc:
+            # ejabberd's mod_muc stops broadcasting occupants' presence in a room of
+            # more than max_users_presence (default 1000): the last one is never seen
+            bench.add("rooms", "%d nodes: last join -> waitUntilAllHere" % n, system,
+                      None, "s", note="%s (the first %d in the room after %.0f s)"
+                      % (exc, n - 1, up), start_s=up)
+            return
+        bench.add("rooms", "%d nodes: last join -> waitUntilAllHere" % n, system,
+                  statistics.median(joins), "s", prosody=meter,
+                  note="%d rounds %s s; the first %d in the room after %.0f s" % (
+                      len(joins), _range(joins), n - 1, up), rounds_s=joins, start_s=up)
+        nodes = fleet + held[-1:]
+        users = [a.user for a in accounts] + [lasts[-1].user]
+        fan_outs(bench, server, system, coord, room, users, nodes)
+
+
+def last_join(meter: CpuMeter, group: PeerGroup, coord: netchat.Daemon, room: str, n: int,
+              peer, final: bool) -> float:
+    """Release ``peer`` while the coordinator waits for N; unless ``final``, kill it
+    afterwards and wait until the room's view has N-1 again."""
+    error: List[BaseException] = []
+
+    def release():
+        try:
+            time.sleep(0.2)  # the coordinator is waiting by then
+            peer.release()
+            group.wait_ready([peer])
+        except BaseException as exc:
+            error.append(exc)
+    releaser = threading.Thread(target=release, daemon=True)
+    with meter:
+        releaser.start()
+        coord.waitUntilAllHere(room=room, count=n, timeout=WAIT)
+        returned = time.time()
+    releaser.join(WAIT)
+    if error:
+        raise error[0]
+    if not final:
+        group.stop([peer])
+        gone = coord.cxn.wait_until(lambda: len(coord.cxn.rooms.members(room)) < n,
+                                    time.monotonic() + 30)
+        if not gone:
+            raise RuntimeError("the room still shows %d after a node was killed" % n)
+    return returned - peer.ready_at
+
+
+def _range(values: List[float]) -> str:
+    return "%.3f-%.3f" % (min(values), max(values))
+
+
+def fan_out_once(coord: netchat.Daemon, via: str, room: str, users: List[str]):
+    started = time.perf_counter()
+    if via == "presence":
+        replies = coord.requestAll(users, "echo x", TIMEOUT)
+    else:
+        replies = coord.requestAll(None, "echo x", TIMEOUT, room=room, via=via)
+    elapsed = time.perf_counter() - started
+    ok = sum(1 for r in replies.values() if r.status == "ok" and r.body == "x")
+    return elapsed, ok
+
+
+def fan_outs(bench, server, system: str, coord: netchat.Daemon, room: str,
+             users: List[str], nodes):
+    n = len(users)
+    bench.say("rooms: %s, %d nodes: waitUntilAllHere(list) for the fan-out by presence"
+              % (system, n))
+    coord.waitUntilAllHere(users, timeout=WAIT)
+    meters = {via: (CpuMeter(server.pid), CpuMeter(*[p.pid for p in nodes]),
+                    CpuMeter(os.getpid())) for via in VIAS}
+    times: Dict[str, List[float]] = {via: [] for via in VIAS}
+    answered: Dict[str, List[int]] = {via: [] for via in VIAS}
+    for via in VIAS:
+        fan_out_once(coord, via, room, users)  # warm up
+    for _ in range(bench.sizes.room_rounds):  # interleaved
+        for via in VIAS:
+            with contextlib.ExitStack() as stack:
+                for meter in meters[via]:
+                    stack.enter_context(meter)
+                elapsed, ok = fan_out_once(coord, via, room, users)
+            times[via].append(elapsed)
+            answered[via].append(ok)
+    for via in VIAS:
+        metric = ("%d nodes: requestAll(list), by presence" % n if via == "presence" else
+                  "%d nodes: requestAll(room=, via=%s)" % (n, via))
+        rounds = len(times[via])
+        cpu = [meter.cpu / rounds for meter in meters[via]]
+        missing = [n - ok for ok in answered[via] if ok < n]
+        bench.add("rooms", metric, system, statistics.median(times[via]), "s",
+                  prosody=meters[via][0],
+                  note="%d rounds %s s; CPU/round: server %.2f s, nodes %.2f s, "
+                       "coordinator %.2f s%s" % (
+                           rounds, _range(times[via]), cpu[0], cpu[1], cpu[2],
+                           "; %d round(s) missing replies (up to %d)" % (
+                               len(missing), max(missing)) if missing else ""),
+                  rounds_s=times[via], answered=answered[via], nodes=n,
+                  cpu_per_round_s={"server": cpu[0], "nodes": cpu[1],
+                                   "coordinator": cpu[2]})
