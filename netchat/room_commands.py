@@ -57,7 +57,8 @@ class RoomCommands:
     def joinRoom(self, room: str, timeout: float = JOIN_TIMEOUT):
         """Join ``room`` (its bare JID) without history, and again after every fresh
         session; returns its :class:`~netchat.rooms.Room` once the room answered and
-        was checked (``.trusted``, ``.why``). Raises :class:`~netchat.errors.RemoteError`
+        was checked (``.trusted``; None, with ``.why``, while its check failed and is
+        tried again). Raises :class:`~netchat.errors.RemoteError`
         when the room refuses us, :class:`~netchat.errors.Timeout` when it does not
         answer."""
         from .errors import RemoteError
@@ -65,7 +66,7 @@ class RoomCommands:
         if joined.error is not None:
             raise RemoteError("cannot join %s: %s" % (joined.jid, joined.error),
                               jid=joined.jid)
-        if not joined.joined or joined.trusted is None:
+        if not joined.joined:
             raise Timeout("room %s did not answer within %gs" % (joined.jid, timeout))
         return joined
 

@@ -42,6 +42,7 @@ NS_DISCO_INFO = "http://jabber.org/protocol/disco#info"
 HELD_MAX = 100          # groupchat commands held per room while its check is pending
 REJOIN_AFTER = 5.0      # seconds before joining again a room that threw us out
 CHECK_TIMEOUT = 10.0    # seconds to wait for a room's service discovery answer
+CHECK_AGAIN = 5.0       # seconds before asking again a room whose check failed
 #: Status codes of the room's presence: our own; the room's configuration changed.
 SELF, CONFIG_CHANGED = "110", ("104", "170", "171", "172", "173", "174")
 
@@ -61,6 +62,7 @@ class Room:
         self.held: Deque[Any] = collections.deque()
         self.check: Any = None        # the discovery query in flight
         self.rejoin_at: Optional[float] = None
+        self.check_at = 0.0           # no check before (after a failed one)
 
     def members(self) -> List[str]:
         """The real bare JIDs of the other occupants, sorted."""
@@ -122,7 +124,8 @@ class Rooms:
 
     def _settled(self, room: Room) -> bool:
         self.maintain()
-        return room.error is not None or (room.joined and room.trusted is not None)
+        return room.error is not None or (room.joined and (
+            room.trusted is not None or room.check_at > 0.0))  # checked, or tried to
 
     def _send_join(self, room: Room):
         room.joined, room.error, room.rejoin_at = False, None, None
@@ -184,13 +187,15 @@ class Rooms:
         for room in list(self.rooms.values()):
             if room.rejoin_at is not None and now >= room.rejoin_at:
                 self._send_join(room)
-            elif room.joined and room.trusted is None and room.check is None:
+            elif room.joined and room.trusted is None and room.check is None and \
+                    now >= room.check_at:
                 self._start_check(room, now)
             elif room.check is not None and (room.check[0].done or
                                              now >= room.check[1]):
                 self._finish_check(room)
             at = room.rejoin_at if room.rejoin_at is not None else (
-                room.check[1] if room.check is not None else None)
+                room.check[1] if room.check is not None else
+                room.check_at if room.trusted is None and room.check_at > now else None)
             if at is not None:
                 due = max(0.0, at - now) if due is None else min(due, max(0.0, at - now))
         return due
@@ -207,8 +212,12 @@ class Rooms:
         tx, room.check = room.check[0], None
         self.conn.transactions.close_iq(tx.thread)
         if not tx.done or tx.error is not None:
-            room.trusted, room.why = False, "its service discovery failed: %s" % (
-                tx.error or "no answer")
+            # unknown still (commands keep waiting): asked again in a while
+            room.why = "its service discovery failed: %s" % (tx.error or "no answer")
+            room.check_at = time.monotonic() + CHECK_AGAIN
+            log.warning("[%s] cannot check room %s (%s): asking again in %gs",
+                        self.conn.jid, room.jid, room.why, CHECK_AGAIN)
+            return
         else:
             query = tx.reply.getTag("query")
             features = {f.getAttr("var") for f in query.getTags("feature")} \

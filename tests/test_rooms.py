@@ -273,3 +273,18 @@ def test_a_slixmpp_client_commands_the_fleet_and_hears_back_by_chat(fleet, xmpp_
     assert all(typ == "chat" and body.startswith("hello from")
                for _, typ, body in replies)
     assert [m.ran for m in members] == [[("hello", "from", "slixmpp")]] * 2
+
+
+def test_a_room_check_that_fails_is_tried_again(fleet, monkeypatch):
+    from netchat import rooms
+    _, room, (member,) = fleet(1)
+    wait_for(lambda: room_of(member, room).trusted is True)
+    monkeypatch.setattr(rooms, "CHECK_AGAIN", 0.2)
+    monkeypatch.setattr(rooms, "CHECK_TIMEOUT", 0.0)  # the next check times out at once
+    room_of(member, room).trusted = None  # as when its configuration changes
+    member.interrupt()                     # (the loop looks at its timers again)
+    wait_for(lambda: "discovery failed" in room_of(member, room).why)
+    assert room_of(member, room).trusted is None  # unknown: commands wait, none lost
+    monkeypatch.setattr(rooms, "CHECK_TIMEOUT", 10.0)
+    member.interrupt()
+    wait_for(lambda: room_of(member, room).trusted is True)

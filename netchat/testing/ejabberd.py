@@ -206,6 +206,9 @@ class EjabberdServer(ThrowawayServer):
                                 "    access_create: local",
                                 "    access_persistent: local",
                                 "    max_users: 5000",
+                                # past this many occupants a room stops sending their
+                                # presence (default 1000): a fleet must see them all
+                                "    max_users_presence: 5000",
                                 "    history_size: 20"])]
         if self.stream_management:
             modules.append(("mod_stream_mgmt", [
