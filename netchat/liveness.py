@@ -32,7 +32,7 @@ from .xmpp.parser import NS_PING, make_iq
 
 log = logging.getLogger("netchat.jabber")
 
-__all__ = ["Probe", "LivenessWatch", "confirm_online", "GONE_CONDITIONS",
+__all__ = ["Probe", "LivenessWatch", "confirm_online", "gone_sessions", "GONE_CONDITIONS",
            "PROBE_TIMEOUT", "CONFIRM_AFTER", "CONFIRM_EVERY"]
 
 #: Error conditions of a ping that mean "no such session".
@@ -96,6 +96,22 @@ def resources_of(conn: Any, bare: str) -> List[str]:
             for res in conn.presence.resources_of(bare)]
 
 
+def gone_sessions(conn: Any, jids: Iterable[str], timeout: float = PROBE_TIMEOUT,
+                  deadline: Optional[float] = None) -> List[str]:
+    """Ping the full JIDs ``jids`` and wait for the answers up to ``timeout`` seconds
+    (and not past ``deadline``, ``time.monotonic()``); those whose session the server
+    says is gone."""
+    probe = Probe(conn, jids)
+    until = time.monotonic() + timeout
+    if deadline is not None:
+        until = min(until, deadline)
+    try:
+        conn.wait_until(lambda: probe.done, until)
+    finally:
+        probe.close()
+    return probe.gone()
+
+
 def confirm_online(conn: Any, bares: Iterable[str], timeout: float = PROBE_TIMEOUT,
                    deadline: Optional[float] = None) -> Set[str]:
     """Ping every resource of ``bares`` believed available; forget those found gone.
@@ -105,15 +121,7 @@ def confirm_online(conn: Any, bares: Iterable[str], timeout: float = PROBE_TIMEO
     jids = [jid for resources in wanted.values() for jid in resources if "/" in jid]
     if not jids:
         return set()
-    probe = Probe(conn, jids)
-    until = time.monotonic() + timeout
-    if deadline is not None:
-        until = min(until, deadline)
-    try:
-        conn.wait_until(lambda: probe.done, until)
-    finally:
-        probe.close()
-    for jid in probe.gone():
+    for jid in gone_sessions(conn, jids, timeout, deadline):
         forget(conn, jid)
     return {bare for bare, resources in wanted.items()
             if resources and not conn.presence.is_available(bare)}

@@ -19,7 +19,7 @@ from .deadlines import validity_xml
 from .errors import Timeout
 from .fanout import Reply
 from .jid import bare_jid
-from .liveness import PROBE_TIMEOUT, Probe
+from .liveness import PROBE_TIMEOUT, gone_sessions
 from .rooms import NS_MUC
 from .transactions import Transaction, fan_key
 from .wire import new_thread_id
@@ -136,18 +136,8 @@ class RoomCommands:
     def confirm_members(self, room: str, deadline: Optional[float] = None):
         """Ping every other occupant of ``room`` at its real JID; drop those whose
         session is gone."""
-        jids = self.rooms.member_jids(room)
-        if not jids:
-            return
-        probe = Probe(self, jids.values())
-        until = time.monotonic() + PROBE_TIMEOUT
-        if deadline is not None:
-            until = min(until, deadline)
-        try:
-            self.wait_until(lambda: probe.done, until)
-        finally:
-            probe.close()
-        for jid in probe.gone():
+        jids = self.rooms.occupant_jids(room)
+        for jid in gone_sessions(self, jids, PROBE_TIMEOUT, deadline) if jids else ():
             self.rooms.drop(room, jid)
 
     def request_room(self, room: str, message: str, timeout: float,

@@ -168,6 +168,14 @@ class Rooms:
                     found.setdefault(bare_jid(jid), jid)
         return found
 
+    def occupant_jids(self, room: str) -> List[str]:
+        """The real full JIDs of everyone else in ``room``."""
+        known = self.rooms.get(bare_jid(room))
+        if known is None:
+            return []
+        return sorted({jid for nick, jid in known.occupants.items()
+                       if jid and nick != known.nick})
+
     def drop(self, room: str, jid: str):
         """Forget the occupant whose real full JID is ``jid`` (found gone)."""
         known = self.rooms.get(bare_jid(room))
