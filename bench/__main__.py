@@ -32,7 +32,17 @@ def parse_args(argv):
                         help="run Prosody with network_settings = { nagle = false } "
                              "(its default leaves Nagle on: bursts of small stanzas "
                              "to one client can wait for that client's delayed ACK)")
+    parser.add_argument("--room-nodes", metavar="SIZES",
+                        help="rooms: comma-separated fleet sizes (default: 50,200,1000)")
+    parser.add_argument("--room-servers", metavar="NAMES",
+                        help="rooms: servers in that order, of: prosody, ejabberd "
+                             "(default: prosody,ejabberd)")
     args = parser.parse_args(argv)
+    args.room_nodes = tuple(int(n) for n in args.room_nodes.split(",")) \
+        if args.room_nodes else None
+    args.room_servers = args.room_servers.split(",") if args.room_servers else None
+    if args.room_servers and set(args.room_servers) - {"prosody", "ejabberd"}:
+        parser.error("--room-servers takes prosody and ejabberd")
     names = args.only.split(",") if args.only else list(SCENARIOS)
     unknown = set(names) - set(SCENARIOS)
     if unknown:
@@ -71,6 +81,9 @@ def main(argv=None) -> int:
     extra = "network_settings = { nagle = false }" if args.no_nagle else ""
     with ProsodyServer(log_level="warn", extra_config=extra) as server:
         bench = Bench(server, QUICK if args.quick else FULL)
+        if args.room_nodes:
+            bench.sizes.room_nodes = args.room_nodes
+        bench.room_servers = args.room_servers
         for name in args.scenarios:
             bench.say("scenario %s" % name)
             try:

@@ -18,7 +18,17 @@ and stays in it. Measured, per size:
   to every member), beside the fan-out by presence (``requestAll`` given the list of
   user ids, after ``waitUntilAllHere(nodes)``): the time until every reply is in,
   rounds interleaved; the median and the range, and CPU per round of the server, the
-  node processes and this process (the coordinator).
+  node processes and this process (the coordinator);
+- **cold waitUntilAllHere(list)**: once all N nodes run, :data:`COLD_ROUNDS` fresh
+  coordinators (accounts that never saw the nodes: no roster, no subscription, not in
+  the room) log in one after another, and each times ``waitUntilAllHere`` given the
+  nodes' user ids (directed presence to each, a subscription request only to a node
+  that does not answer the first); the median and the range, the CPU per sweep of
+  the server, the nodes and this process, and the subscription requests it sent.
+
+``python -m bench --only rooms --room-nodes 1000 --room-servers ejabberd,prosody``
+runs some sizes, on some servers, in that order. Every row is also printed as it
+is measured (``bench: rooms: row ...``), so that a run cut short still tells.
 """
 
 import contextlib
@@ -39,24 +49,41 @@ from .procs import CpuMeter, PeerGroup
 PROCESSES = 8        # peer processes holding the room's nodes
 PER_PROCESS = 150    # daemons in one process at most
 JOIN_ROUNDS = 3      # last join -> waitUntilAllHere, per size
+COLD_ROUNDS = 3      # fresh coordinators sweeping the running fleet, per size
 TIMEOUT = 30.0       # requestAll's timeout
 WAIT = 300.0         # waitUntilAllHere's and the peers' start timeout
 VIAS = ("direct", "groupchat", "presence")
+SERVERS = ("prosody", "ejabberd")   # the rooms scenario's, in this order by default
 
 
 def rooms(bench):
-    """Every size on the bench's Prosody, then on ejabberd when it is installed."""
-    for n in bench.sizes.room_nodes:
-        room_fleet(bench, bench.server, "netchat", n)
-    bench.say("rooms: starting ejabberd")
-    try:
-        with EjabberdServer() as server:
+    """Every size on the bench's Prosody, then on ejabberd when it is installed (or
+    the servers of ``bench.room_servers``, in that order)."""
+    for name in bench.room_servers or SERVERS:
+        if name == "prosody":
             for n in bench.sizes.room_nodes:
-                room_fleet(bench, server, "netchat, ejabberd", n)
-    except ServerNotInstalled as exc:
-        for n in bench.sizes.room_nodes:
-            bench.add("rooms", "%d nodes: last join -> waitUntilAllHere" % n,
-                      "netchat, ejabberd", None, "s", note=str(exc))
+                room_fleet(bench, bench.server, "netchat", n)
+            continue
+        bench.say("rooms: starting ejabberd")
+        try:
+            with EjabberdServer() as server:
+                for n in bench.sizes.room_nodes:
+                    room_fleet(bench, server, "netchat, ejabberd", n)
+        except ServerNotInstalled as exc:
+            for n in bench.sizes.room_nodes:
+                bench.add("rooms", "%d nodes: last join -> waitUntilAllHere" % n,
+                          "netchat, ejabberd", None, "s", note=str(exc))
+
+
+def _add(bench, metric: str, system: str, value, unit: str, **kwargs):
+    """``bench.add``, and the row printed at once."""
+    row = bench.add("rooms", metric, system, value, unit, **kwargs)
+    bench.say("rooms: row %s | %s | %s %s | server CPU %s | %s" % (
+        metric, system, "-" if value is None else "%.3f" % value, unit,
+        "-" if row.prosody_cpu is None else "%.2f s %.0f%%" % (row.prosody_cpu,
+                                                               row.prosody_pct),
+        row.note))
+    return row
 
 
 def _server_config(server) -> dict:
@@ -92,6 +119,7 @@ def room_fleet(bench, server, system: str, n: int):
     accounts = [server.account("rm%d-" % n, register=ejabberd) for _ in range(n - 1)]
     lasts = [server.account("rml%d-" % n, register=ejabberd) for _ in range(JOIN_ROUNDS)]
     coord_account = server.account("rmcoord")
+    colds = [server.account("rmcold%d-" % n) for _ in range(COLD_ROUNDS)]
     with PeerGroup(ready_timeout=WAIT) as group, contextlib.ExitStack() as stack:
         coord = netchat.Daemon(coord_account.jid + "/coord",
                                password=coord_account.password,
@@ -118,17 +146,73 @@ def room_fleet(bench, server, system: str, n: int):
         except netchat.Timeout as exc:
             # ejabberd's mod_muc stops broadcasting occupants' presence in a room of
             # more than max_users_presence (default 1000): the last one is never seen
-            bench.add("rooms", "%d nodes: last join -> waitUntilAllHere" % n, system,
-                      None, "s", note="%s (the first %d in the room after %.0f s)"
-                      % (exc, n - 1, up), start_s=up)
+            _add(bench, "%d nodes: last join -> waitUntilAllHere" % n, system,
+                 None, "s", note="%s (the first %d in the room after %.0f s)"
+                 % (exc, n - 1, up), start_s=up)
             return
-        bench.add("rooms", "%d nodes: last join -> waitUntilAllHere" % n, system,
-                  statistics.median(joins), "s", prosody=meter,
-                  note="%d rounds %s s; the first %d in the room after %.0f s" % (
-                      len(joins), _range(joins), n - 1, up), rounds_s=joins, start_s=up)
+        _add(bench, "%d nodes: last join -> waitUntilAllHere" % n, system,
+             statistics.median(joins), "s", prosody=meter,
+             note="%d rounds %s s; the first %d in the room after %.0f s" % (
+                 len(joins), _range(joins), n - 1, up), rounds_s=joins, start_s=up)
         nodes = fleet + held[-1:]
         users = [a.user for a in accounts] + [lasts[-1].user]
+        cold_sweeps(bench, server, system, users, nodes, colds)
         fan_outs(bench, server, system, coord, room, users, nodes)
+
+
+class ColdCoordinator(netchat.Daemon):
+    """A coordinator that notes when the last awaited node's presence came in (the
+    rest of ``waitUntilAllHere`` is the ping of each and the greetings)."""
+    all_seen = None
+
+    def onSyncLogin(self, sid, presence):
+        handled = super().onSyncLogin(sid, presence)
+        sync = self.fleet._sync
+        if sync is not None and not sync.waiting and self.all_seen is None:
+            self.all_seen = time.perf_counter()
+        return handled
+
+
+def cold_sweeps(bench, server, system: str, users: List[str], nodes, accounts):
+    """Fresh coordinators, one after another, each timing ``waitUntilAllHere(users)``
+    over the running fleet (they are not in the room, and never saw the nodes)."""
+    n = len(users)
+    meters = (CpuMeter(server.pid), CpuMeter(*[p.pid for p in nodes]),
+              CpuMeter(os.getpid()))
+    times: List[float] = []
+    seen: List[float] = []
+    subscriptions: List[int] = []
+    for index, account in enumerate(accounts):
+        coord = ColdCoordinator(account.jid + "/cold", password=account.password,
+                                connection_options=account.connection_options)
+        try:
+            time.sleep(0.5)  # its login settled
+            with contextlib.ExitStack() as stack:
+                for meter in meters:
+                    stack.enter_context(meter)
+                started = time.perf_counter()
+                coord.waitUntilAllHere(users, timeout=WAIT)
+                times.append(time.perf_counter() - started)
+            seen.append((coord.all_seen or started) - started)
+            # the nodes that answered the first nudge were never asked to subscribe
+            subscriptions.append(n - len(coord.fleet.unsubscribed))
+            bench.say("rooms: %s, %d nodes: cold sweep %d: %.3f s (every presence in "
+                      "after %.3f s), %d subscription request(s)" % (
+                          system, n, index + 1, times[-1], seen[-1], subscriptions[-1]))
+        finally:
+            coord.close()
+        time.sleep(2)  # the nodes saw it leave
+    rounds = len(times)
+    cpu = [meter.cpu / rounds for meter in meters]
+    _add(bench, "%d nodes: cold waitUntilAllHere(list)" % n, system,
+         statistics.median(times), "s", prosody=meters[0],
+         note="%d fresh coordinators %s s (every presence in after %s s, then the "
+              "pings and greetings); CPU/sweep: server %.2f s, nodes %.2f s, "
+              "coordinator %.2f s; subscription requests %s" % (
+                  rounds, _range(times), _range(seen), cpu[0], cpu[1], cpu[2],
+                  "/".join(str(s) for s in subscriptions)),
+         rounds_s=times, presence_s=seen, subscriptions=subscriptions, nodes=n,
+         cpu_per_round_s={"server": cpu[0], "nodes": cpu[1], "coordinator": cpu[2]})
 
 
 def last_join(meter: CpuMeter, group: PeerGroup, coord: netchat.Daemon, room: str, n: int,
@@ -181,7 +265,10 @@ def fan_outs(bench, server, system: str, coord: netchat.Daemon, room: str,
     n = len(users)
     bench.say("rooms: %s, %d nodes: waitUntilAllHere(list) for the fan-out by presence"
               % (system, n))
+    started = time.perf_counter()
     coord.waitUntilAllHere(users, timeout=WAIT)
+    bench.say("rooms: %s, %d nodes: the room's coordinator's first waitUntilAllHere(list)"
+              " %.3f s" % (system, n, time.perf_counter() - started))
     meters = {via: (CpuMeter(server.pid), CpuMeter(*[p.pid for p in nodes]),
                     CpuMeter(os.getpid())) for via in VIAS}
     times: Dict[str, List[float]] = {via: [] for via in VIAS}
@@ -202,13 +289,12 @@ def fan_outs(bench, server, system: str, coord: netchat.Daemon, room: str,
         rounds = len(times[via])
         cpu = [meter.cpu / rounds for meter in meters[via]]
         missing = [n - ok for ok in answered[via] if ok < n]
-        bench.add("rooms", metric, system, statistics.median(times[via]), "s",
-                  prosody=meters[via][0],
-                  note="%d rounds %s s; CPU/round: server %.2f s, nodes %.2f s, "
-                       "coordinator %.2f s%s" % (
-                           rounds, _range(times[via]), cpu[0], cpu[1], cpu[2],
-                           "; %d round(s) missing replies (up to %d)" % (
-                               len(missing), max(missing)) if missing else ""),
-                  rounds_s=times[via], answered=answered[via], nodes=n,
-                  cpu_per_round_s={"server": cpu[0], "nodes": cpu[1],
-                                   "coordinator": cpu[2]})
+        _add(bench, metric, system, statistics.median(times[via]), "s",
+             prosody=meters[via][0],
+             note="%d rounds %s s; CPU/round: server %.2f s, nodes %.2f s, "
+                  "coordinator %.2f s%s" % (
+                      rounds, _range(times[via]), cpu[0], cpu[1], cpu[2],
+                      "; %d round(s) missing replies (up to %d)" % (
+                          len(missing), max(missing)) if missing else ""),
+             rounds_s=times[via], answered=answered[via], nodes=n,
+             cpu_per_round_s={"server": cpu[0], "nodes": cpu[1], "coordinator": cpu[2]})

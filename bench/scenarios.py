@@ -15,8 +15,8 @@
               (see :mod:`bench.cluster`)
 ``rooms``     fleets by room: last join -> waitUntilAllHere(room=, count=N), and
               requestAll over the room (direct, groupchat) beside the fan-out by
-              presence, at 50 to 1,000 nodes, on Prosody and ejabberd (see
-              :mod:`bench.rooms`)
+              presence, and a fresh coordinator's cold waitUntilAllHere(list), at
+              50 to 1,000 nodes, on Prosody and ejabberd (see :mod:`bench.rooms`)
 """
 
 import contextlib
@@ -76,6 +76,8 @@ class Bench:
         self.server = server
         self.sizes = sizes
         self.rows: List[Row] = []
+        #: the servers of the rooms scenario, in that order (None: Prosody, ejabberd)
+        self.room_servers: Optional[List[str]] = None
 
     @staticmethod
     def say(text: str):
