@@ -40,8 +40,8 @@ class Coordinating:
         A node that logs out meanwhile is waited for again. Missing nodes are nudged
         with directed presence (see :mod:`netchat.fleet`: at once, after 0.5 s, then
         backing off to every 4 s; a subscription request only to a node that did not
-        answer the first). Returns True, after posting ``"hey guys"`` (subject ``allhere``) to each
-        node; raises :class:`~netchat.Timeout` naming the missing nodes.
+        answer the first two). Returns True, after posting ``"hey guys"`` (subject
+        ``allhere``) to each node; raises :class:`~netchat.Timeout` naming the missing nodes.
 
         With ``room`` (and ``count``) instead of ``nodes``: until at least ``count``
         others are in that room, each confirmed by a ping (see

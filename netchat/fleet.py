@@ -3,8 +3,9 @@
 :class:`Fleet` holds the state of one ``waitUntilAllHere`` call: which nodes are
 still missing, when each was last nudged (directed presence: the first at once, the
 next after 0.5 s as Perl's ``$PATIENCE``, then backing off to one every 4 s), and
-which were asked for a subscription (once, from the second nudge: a running node
-answers the first, so a fleet that is up costs no subscription request per node).
+which were asked for a subscription (once, from the third nudge, 1.5 s in: a running
+node answers the first, so a fleet that is up costs no subscription request per
+node).
 A node that answered without one is asked for one when it goes away, so that its
 return is seen. The daemon's Perl hooks ``onSyncLogin``, ``onSyncLogout`` and
 ``onSyncError`` (callbacks a subclass may override) report to it.
@@ -28,6 +29,9 @@ __all__ = ["Fleet", "NUDGE_INTERVAL"]
 
 NUDGE_INTERVAL = 0.5  # Perl's $PATIENCE in waitUntilAllHere
 NUDGE_MAX = 4.0       # seconds between nudges of a node that stays away, at most
+#: Nudges a node may leave unanswered before the next one asks for a subscription
+#: too (the third, 1.5 s in: a thousand running nodes may take 0.5 s to answer).
+SUBSCRIBE_AT = 2
 
 
 class _Sync:
@@ -118,7 +122,7 @@ class Fleet:
         return not gone
 
     def _nudge(self, node: str, sync: _Sync):
-        """Directed presence (a running node answers it at once); from the second
+        """Directed presence (a running node answers it at once); from the third
         nudge on, once, a subscription request too (a node away gets it on its
         return, and its presence then comes by itself). No subscription request per
         node when the fleet is running: a thousand of them cost the server seconds."""
@@ -127,7 +131,7 @@ class Fleet:
         cxn.send_presence(jid)
         self.daemon.presence_sent.add(jid)
         sync.nudges[node] += 1
-        if sync.nudges[node] > 1 and jid not in sync.subscribed:
+        if sync.nudges[node] > SUBSCRIBE_AT and jid not in sync.subscribed:
             cxn.subscribe(jid)
             sync.subscribed.add(jid)
             self.unsubscribed.discard(jid)
@@ -167,7 +171,8 @@ class Fleet:
         if not self.daemon.cxn.is_available(bare_jid(jid)):
             log.debug("bye bye from %s", jid)
             self._sync.waiting.add(node)
-            self._sync.nudges[node] = max(self._sync.nudges[node], 1)  # subscribe next
+            self._sync.nudges[node] = max(self._sync.nudges[node], SUBSCRIBE_AT)
+            # (the next nudge asks for a subscription)
         return True
 
     def not_found(self, jid, error) -> bool:
