@@ -51,3 +51,21 @@ def restart_killed(ejabberd_cluster):
     yield killed
     for i in killed:
         ejabberd_cluster.start(i)
+
+
+@pytest.fixture
+def client(xmpp_server, xmpp_account):
+    """``client(prefix)``: a raw xmpppy client (an independent one, not netchat) for a
+    fresh account; ``client(account=..., resource=...)`` for a given one."""
+    from bench.rawxmpp import close_raw, raw_client
+    made = []
+
+    def make(prefix="client", account=None, resource="raw"):
+        account = account or xmpp_account(prefix)
+        raw = raw_client(xmpp_server, account.user, account.password, resource)
+        raw.account = account
+        made.append(raw)
+        return raw
+    yield make
+    for raw in made:
+        close_raw(raw)

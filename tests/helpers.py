@@ -123,3 +123,27 @@ def stop_process(proc, timeout=5):
     for stream in (proc.stdout, proc.stderr):
         if stream:
             stream.close()
+
+
+def tls_listener(directory):
+    """A listening TLS socket on 127.0.0.1 with a certificate for ``localhost`` made by
+    a fresh CA in ``directory``: ``(socket, port, CA file)``, for hostile HTTPS hosts."""
+    import socket
+    import ssl
+    from netchat.testing.certificates import make_certificates
+    certs = make_certificates(str(directory), ["localhost"])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(certs["cert_file"], certs["key_file"])
+    sock = context.wrap_socket(socket.create_server(("127.0.0.1", 0)), server_side=True)
+    return sock, sock.getsockname()[1], certs["ca_file"]
+
+
+def temp_files_in(tmp_path, monkeypatch):
+    """Make ``tempfile`` (where the downloader writes) use a fresh folder; returns it,
+    so a test can see that no temporary file is left."""
+    import tempfile
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    return temp
+

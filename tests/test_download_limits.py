@@ -3,18 +3,15 @@ per request, each distinct URL once; downloads can be turned off."""
 
 import hashlib
 import os
-import socket
-import ssl
-import tempfile
 import threading
 import time
 
 import pytest
 
 import netchat
-from netchat.testing.certificates import make_certificates
 from netchat.upload import oob_xml
 from netchat.wire import reply_status
+from helpers import temp_files_in, tls_listener
 
 
 class Files(netchat.Daemon):
@@ -34,13 +31,7 @@ class SlowHTTPS:
     per path; ``serving`` is set once a GET was read."""
 
     def __init__(self, directory, body=b"", trickle=None, mode="body"):
-        certs = make_certificates(str(directory), ["localhost"])
-        self.ca_file = certs["ca_file"]
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(certs["cert_file"], certs["key_file"])
-        self.sock = context.wrap_socket(socket.create_server(("127.0.0.1", 0)),
-                                        server_side=True)
-        self.port = self.sock.getsockname()[1]
+        self.sock, self.port, self.ca_file = tls_listener(directory)
         self.body, self.trickle, self.mode = body, trickle, mode
         self.gets = {}
         self.serving = threading.Event()
@@ -138,9 +129,7 @@ def make_daemon(daemon_factory, server, how, **options):
 @pytest.mark.parametrize("how", ["process", "serve_forever", "pool"])
 def test_a_trickling_host_is_cut_at_download_timeout_while_others_are_answered(
         daemon_factory, host, coord, peers, how, tmp_path, monkeypatch):
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    temp = temp_files_in(tmp_path, monkeypatch)
     server = host(b"x" * 100, trickle=0.3)
     daemon = make_daemon(daemon_factory, server, how, download_timeout=2)
     slow = start_request(coord, daemon, [server.url("slow.txt")])
@@ -202,9 +191,7 @@ def test_each_distinct_url_is_fetched_once_per_request(daemon_factory, host, coo
 @pytest.mark.parametrize("how", ["process", "pool"])
 def test_max_download_caps_the_bytes_of_one_request(daemon_factory, host, coord, how,
                                                    tmp_path, monkeypatch):
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    temp = temp_files_in(tmp_path, monkeypatch)
     server = host(os.urandom(600 * 1024))
     daemon = make_daemon(daemon_factory, server, how, max_download=1024 * 1024)
     reply = answered(coord, start_request(coord, daemon, [server.url("a"),
@@ -248,9 +235,7 @@ def test_closing_during_a_fetch_answers_busy_at_once(daemon_factory, host, coord
                                       ("headers", "process")])
 def test_a_silent_or_trickling_header_host_is_cut_at_download_timeout(
         daemon_factory, host, coord, mode, how, tmp_path, monkeypatch):
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    temp = temp_files_in(tmp_path, monkeypatch)
     server = host(b"x" * 100, trickle=0.5, mode=mode)
     # socket timeouts alone would let each silent read last download_timeout again
     daemon = make_daemon(daemon_factory, server, how, download_timeout=2)

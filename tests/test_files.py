@@ -3,10 +3,8 @@
 import hashlib
 import os
 import socket
-import ssl
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -16,10 +14,9 @@ from xmpp.simplexml import XML2Node
 
 import netchat
 from netchat.download import Downloader, DownloadError, Link, file_name_of, oob_links
-from netchat.testing.certificates import make_certificates
 from netchat.upload import UploadError, oob_xml
 from netchat.wire import reply_status
-from helpers import connect
+from helpers import connect, temp_files_in, tls_listener
 from test_cli import jabber
 
 
@@ -226,13 +223,7 @@ class HostileHTTPS:
     to send."""
 
     def __init__(self, directory, lie=None):
-        certs = make_certificates(str(directory), ["localhost"])
-        self.ca_file = certs["ca_file"]
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(certs["cert_file"], certs["key_file"])
-        self.sock = context.wrap_socket(socket.create_server(("127.0.0.1", 0)),
-                                        server_side=True)
-        self.port = self.sock.getsockname()[1]
+        self.sock, self.port, self.ca_file = tls_listener(directory)
         self.sent = 0
         self.lie = lie
         self.thread = threading.Thread(target=self.serve, daemon=True)
@@ -304,9 +295,7 @@ def test_a_link_with_an_invalid_port_is_answered_and_so_are_its_copies(
 
 def test_a_content_length_that_is_no_number_is_answered_leaving_no_file(
         files_daemon, coord, xmpp_server, tmp_path, monkeypatch):
-    temp = tmp_path / "temp"
-    temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where the downloader writes
+    temp = temp_files_in(tmp_path, monkeypatch)
     # "\u00b2" is a digit to str.isdigit() and no number to int()
     daemon, hostile = hostile_daemon(files_daemon, xmpp_server, tmp_path, "\u00b2")
     reply = send_link(coord, daemon, "https://localhost:%d/f" % hostile.port)

@@ -22,7 +22,6 @@ from netchat.testing import OfflineDaemon
 from netchat.wire import reply_status
 from helpers import wait_for
 
-from bench.rawxmpp import close_raw, raw_client
 from test_services import ask, command, error_of, note_of
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -313,21 +312,6 @@ def test_latency_percentiles_use_the_nearest_rank():
 
 # -- the stats ad-hoc command -----------------------------------------------------------------
 
-@pytest.fixture
-def client(xmpp_server, xmpp_account):
-    """``client(prefix)``: a raw xmpppy client (an independent one, not netchat) for a
-    fresh account; ``client(account=..., resource=...)`` for a given one."""
-    made = []
-
-    def make(prefix="client", account=None, resource="raw"):
-        account = account or xmpp_account(prefix)
-        raw = raw_client(xmpp_server, account.user, account.password, resource)
-        raw.account = account
-        made.append(raw)
-        return raw
-    yield make
-    for raw in made:
-        close_raw(raw)
 
 def form_values(answer):
     form = answer.getTag("command", namespace=NS_COMMANDS).getTag("x", namespace=NS_DATA)

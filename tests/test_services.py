@@ -15,7 +15,6 @@ from netchat.services import NS_COMMANDS, NS_DATA, NS_DISCO_INFO, NS_DISCO_ITEMS
     NS_VERSION
 from netchat.wire import NS_NETCHAT
 from helpers import wait_for
-from bench.rawxmpp import close_raw, raw_client
 
 
 class Bot(netchat.Daemon):
@@ -47,19 +46,6 @@ def bot(daemon_factory):
     return lambda **options: daemon_factory(Bot, "bot", **options)
 
 
-@pytest.fixture
-def client(xmpp_server, xmpp_account):
-    made = []
-
-    def make(prefix="client"):
-        account = xmpp_account(prefix)
-        raw = raw_client(xmpp_server, account.user, account.password)
-        raw.account = account
-        made.append(raw)
-        return raw
-    yield make
-    for raw in made:
-        close_raw(raw)
 
 
 def ask(raw, iq, timeout=10):
