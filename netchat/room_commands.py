@@ -179,5 +179,5 @@ class RoomCommands:
         return self.rooms.member_jids(room)
 
     def _in_room(self, room: str) -> bool:
-        known = self.rooms.rooms.get(str(room).partition("/")[0].lower())
+        known = self.rooms.rooms.get(bare_jid(room))
         return known is not None and known.joined

@@ -64,10 +64,10 @@ class Room:
         self.rejoin_at: Optional[float] = None
         self.check_at = 0.0           # no check before (after a failed one)
 
-    def members(self) -> List[str]:
-        """The real bare JIDs of the other occupants, sorted."""
-        return sorted({bare_jid(jid) for nick, jid in self.occupants.items()
-                       if jid and nick != self.nick})
+    def others(self) -> List[str]:
+        """The real full JIDs of the other occupants (those the room names), in the
+        order they came."""
+        return [jid for nick, jid in self.occupants.items() if jid and nick != self.nick]
 
     def __repr__(self):
         return "<Room %s as %s: %s, %d occupants>" % (
@@ -155,26 +155,19 @@ class Rooms:
     def members(self, room: str) -> List[str]:
         """The real bare JIDs in ``room`` besides this connection's, sorted (empty
         when it is not joined)."""
-        known = self.rooms.get(bare_jid(room))
-        return known.members() if known is not None else []
+        return sorted({bare_jid(jid) for jid in self.occupant_jids(room)})
 
     def member_jids(self, room: str) -> Dict[str, str]:
         """Real bare JID -> a real full JID in ``room`` (this connection excluded)."""
-        known = self.rooms.get(bare_jid(room))
         found: Dict[str, str] = {}
-        if known is not None:
-            for nick, jid in known.occupants.items():
-                if jid and nick != known.nick:
-                    found.setdefault(bare_jid(jid), jid)
+        for jid in self.occupant_jids(room):
+            found.setdefault(bare_jid(jid), jid)
         return found
 
     def occupant_jids(self, room: str) -> List[str]:
-        """The real full JIDs of everyone else in ``room``."""
+        """The real full JIDs of everyone else in ``room`` (none when not joined)."""
         known = self.rooms.get(bare_jid(room))
-        if known is None:
-            return []
-        return sorted({jid for nick, jid in known.occupants.items()
-                       if jid and nick != known.nick})
+        return known.others() if known is not None else []
 
     def drop(self, room: str, jid: str):
         """Forget the occupant whose real full JID is ``jid`` (found gone)."""
