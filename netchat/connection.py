@@ -15,19 +15,19 @@ import ssl
 import time
 from typing import Any, Iterable, List, Optional, Union
 
-from xmpp.protocol import Presence
-from xmpp.simplexml import Node, XML2Node
+from xmpp.simplexml import Node
 
 from .attachments import attachments_node
 from .endpoints import DNS_TIMEOUT, EndpointList
 from .errors import AuthError, ConnectError, Disconnected
 from .upload import INLINE_LIMIT, oob_xml, prepare_attachments
 from .handler import ConnectionHandler
-from .jid import bare_jid, expand_jid, normalize_jid, parse_user
+from .jid import expand_jid, parse_user
 from .loop import LoopMethods
 from .pump import Pumping
 from .presence import PresenceTable
 from .redelivery import Redelivery
+from .presence_commands import PresenceCommands
 from .room_commands import RoomCommands
 from .rooms import Rooms
 from .resumption import Resumer
@@ -50,7 +50,7 @@ __all__ = ["Connection", "ENDPOINT_MIN_TIME"]
 ENDPOINT_MIN_TIME = 5.0
 
 
-class Connection(RequestCommands, RoomCommands, Pumping, LoopMethods):
+class Connection(RequestCommands, RoomCommands, PresenceCommands, Pumping, LoopMethods):
     """A client connection to an XMPP server (Perl: Net::Chat::Jabber).
 
     :param jid: ``user@domain[/resource]`` (``jabber://`` and ``xmpp://`` accepted).
@@ -254,7 +254,7 @@ class Connection(RequestCommands, RoomCommands, Pumping, LoopMethods):
             self.jid, self.mechanism = outcome.jid, outcome.mechanism
             if not outcome.resumed:  # a resumed session keeps what it knew
                 self.presence.clear()
-            stream.up(outcome.resumed, self._presence_text().encode("utf-8"))
+            stream.up(outcome.resumed, self.presence_text().encode("utf-8"))
             if outcome.resumed and not self.resumer.prove(deadline):
                 return self  # the link is dead again: a fresh session comes next
             stream.inbox.extendleft(reversed(self._unhandled))
@@ -430,34 +430,6 @@ class Connection(RequestCommands, RoomCommands, Pumping, LoopMethods):
                       " thr=%s" % thread if thread else "", message)
         self.send_xml(xml)
         return msg_id
-
-    def send_presence(self, to: Any = None, type: Optional[str] = None):
-        """Send presence: broadcast when ``to`` is None, else directed to ``to``
-        (available presence carries :attr:`presence_extra`)."""
-        self.send_xml(self._presence_text(to, type))
-
-    def _presence_text(self, to: Any = None, type: Optional[str] = None) -> str:
-        presence = Presence(to=self.expand_jid(to) if to else None, typ=type)
-        if type is None and self.presence_extra:
-            presence.addChild(node=XML2Node(self.presence_extra))
-        return stanza_text(presence)
-
-    def subscribe(self, jid: Any):
-        """Ask to see ``jid``'s presence (a subscription request)."""
-        self.send_presence(bare_jid(self.expand_jid(jid)), "subscribe")
-
-    # -- presence view -----------------------------------------------------------------------
-
-    def is_available(self, jid: Any) -> Optional[bool]:
-        """True/False when ``jid`` (bare: any resource) was last seen available or
-        unavailable; None when no presence of it was seen."""
-        jid = normalize_jid(self.expand_jid(jid))
-        bare, slash, resource = jid.partition("/")
-        return self.presence.is_available(bare, resource if slash else None)
-
-    def available_jids(self) -> List[str]:
-        """Full JIDs currently seen available (from presence this connection received)."""
-        return self.presence.available()
 
     # -- ending ----------------------------------------------------------------------------
 
