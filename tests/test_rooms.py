@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from xmpp.simplexml import Node
 
 import netchat
 from netchat.room_commands import NS_DATA, NS_MUC_OWNER
+from netchat.testing.proxy import LinkCutter
 from netchat.xmpp.parser import make_iq
 from helpers import start_node, stop_process
 
@@ -289,3 +291,31 @@ def test_a_room_check_that_fails_is_tried_again(fleet, monkeypatch):
     monkeypatch.undo()
     member.interrupt()
     wait_for(lambda: room_of(member, room).trusted is True)
+
+
+@pytest.mark.parametrize("stream_management", [False, True])
+def test_a_member_served_forever_joins_again_after_its_link_is_cut(
+        fleet, daemon_factory, xmpp_account, xmpp_server, stream_management):
+    boss, room, _ = fleet(0)
+    account = xmpp_account("cutme")
+    boss.createRoom(room, members=[account.jid])
+    with LinkCutter(xmpp_server.host, xmpp_server.port) as cutter:
+        member = daemon_factory(Member, account=account, loop=False, rooms=[room],
+                                ran=[], connection_options=dict(
+                                    account.connection_options, ping_timeout=5,
+                                    stream_management=stream_management,
+                                    **cutter.connection_options))
+        runner = threading.Thread(target=member.serve_forever, kwargs={"retry": 30},
+                                  daemon=True)
+        runner.start()
+        wait_for(lambda: room_of(member, room).trusted is True)
+        cutter.cut()  # the operator's path: serve_forever, a dead link, no close()
+        assert boss.waitUntilAllHere(room=room, count=1, timeout=20)
+        wait_for(lambda: room_of(member, room).trusted is True
+                 and member.cxn.resumer.recovered >= 1, seconds=20)
+        boss.joinRoom(room)
+        boss.cxn.send_xml("<message to='%s' type='groupchat'><body>hello back</body>"
+                          "</message>" % room)
+        wait_for(lambda: member.ran == [("hello", "back")], boss.cxn, seconds=10)
+        member.close(grace=1)
+        runner.join(10)
