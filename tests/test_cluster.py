@@ -92,7 +92,7 @@ def test_nodes_on_a_killed_member_are_offline_not_here(ejabberd_cluster, cluster
     took = time.monotonic() - started
     assert [replies[d.cxn.user].status for d in doomed] == ["offline", "offline"]
     assert replies[safe.cxn.user].status == "ok"
-    assert took < 3, "requestAll took %.1fs" % took
+    assert took < 10, "requestAll took %.1fs of its 20 s timeout" % took
     assert coord.onlineNodes() == [safe.cxn.bare_jid]
     with pytest.raises(netchat.Timeout) as caught:
         coord.waitUntilAllHere(names, timeout=2)

@@ -59,10 +59,10 @@ def test_ten_nodes_six_ok_two_offline_one_timeout_one_error(fleet):
         ["error"] + ["offline"] * 2 + ["ok"] * 6 + ["timeout"]
     for name in users(ok):
         assert replies[name].status == "ok"
-        assert replies[name].body == "done by %s" % name and replies[name].elapsed < 1
+        assert replies[name].body == "done by %s" % name and replies[name].elapsed < 1.5
     for name in users(gone):
         assert replies[name].status == "offline"
-        assert replies[name].elapsed < 0.5   # well under the timeout: never asked
+        assert replies[name].elapsed < 1   # well under the timeout: never asked
     assert replies[sleeper.cxn.user].status == "timeout"
     assert replies[sleeper.cxn.user].elapsed >= 1.5  # waited for the timeout
     failed = replies[failer.cxn.user]
