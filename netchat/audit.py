@@ -9,7 +9,7 @@ import unicodedata
 __all__ = ["audit_line", "audit_field", "AUDIT_FIELD_MAX"]
 
 #: One line per request handled or refused: who, command, result.
-audit = logging.getLogger("netchat.audit")
+audit = logging.getLogger(__name__)  # "netchat.audit"
 
 AUDIT_FIELD_MAX = 100         # characters of a command name in an audit line
 

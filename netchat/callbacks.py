@@ -9,7 +9,7 @@ import itertools
 import logging
 from typing import Any, Callable, Dict, List, Tuple
 
-log = logging.getLogger("netchat.daemon")
+log = logging.getLogger(__name__)
 
 __all__ = ["Callbacks", "CALLBACK_TYPES"]
 

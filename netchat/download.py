@@ -40,7 +40,7 @@ from .attachments import Attachment
 from .errors import NetChatError, RemoteError, Timeout
 from .upload import NS_OOB, UploadError, find_upload_service, request_slot
 
-log = logging.getLogger("netchat.download")
+log = logging.getLogger(__name__)
 
 __all__ = ["DownloadError", "Link", "Budget", "Downloader", "oob_links", "file_name_of",
            "MAX_FILE", "DOWNLOAD_TIMEOUT", "MAX_DOWNLOAD", "DOWNLOAD_REQUEST_TIMEOUT"]

@@ -18,7 +18,7 @@ import logging
 import random
 from typing import Any, Iterable, List, NamedTuple, Optional, Sequence, Union
 
-log = logging.getLogger("netchat.jabber")
+log = logging.getLogger(__name__)
 
 __all__ = ["Endpoint", "EndpointList", "parse_endpoint", "parse_endpoints", "order_srv",
            "srv_endpoints",

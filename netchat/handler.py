@@ -14,7 +14,7 @@ from .xmpp.parser import excerpt, is_ping, make_iq
 if TYPE_CHECKING:  # pragma: no cover
     from .daemon import Daemon
 
-log = logging.getLogger("netchat.jabber")
+log = logging.getLogger(__name__)
 
 __all__ = ["ConnectionHandler", "DaemonHandler"]
 

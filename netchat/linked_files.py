@@ -34,7 +34,7 @@ from .pump import waiting_only
 if TYPE_CHECKING:  # pragma: no cover
     from .requests import RequestPipeline
 
-log = logging.getLogger("netchat.daemon")
+log = logging.getLogger(__name__)
 
 __all__ = ["LinkedRequests", "FETCH_THREADS", "remove_files"]
 

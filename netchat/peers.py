@@ -25,7 +25,7 @@ from .liveness import PROBE_TIMEOUT, Probe, forget, resources_of
 if TYPE_CHECKING:  # pragma: no cover
     from .daemon import Daemon
 
-log = logging.getLogger("netchat.daemon")
+log = logging.getLogger(__name__)
 
 __all__ = ["Peers", "PRESENCE_ANSWERED_MAX", "SUBSCRIPTIONS_MAX", "MASTER_CHECK_INTERVAL"]
 

@@ -49,7 +49,7 @@ from .jid import normalize_jid
 if TYPE_CHECKING:  # pragma: no cover
     from .transactions import Transaction, TransactionTable
 
-log = logging.getLogger("netchat.delivery")
+log = logging.getLogger(__name__)
 
 __all__ = ["Redelivery", "NS_RECEIPTS", "RECEIPT_REQUEST", "GAPS", "MIN_LEFT",
            "RECEIPT_GAP", "DEDUPE_XML", "receipt_xml"]

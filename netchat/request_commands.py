@@ -20,7 +20,7 @@ from .transactions import Transaction, TransactionTable
 from .wire import new_thread_id
 from .xmpp.parser import NS_PING, make_iq
 
-log = logging.getLogger("netchat.jabber")
+log = logging.getLogger(__name__)
 
 __all__ = ["RequestCommands"]
 

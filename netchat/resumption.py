@@ -24,7 +24,7 @@ from xmpp.simplexml import Node
 from .errors import AuthError, ConnectError
 from .xmpp.parser import NS_PING, make_iq, stanza_text
 
-log = logging.getLogger("netchat.jabber")
+log = logging.getLogger(__name__)
 
 __all__ = ["Resumer", "RESTART_AFTER", "RECONNECT_AFTER", "ended_for_restart",
            "ATTEMPT_GAP_MAX"]

@@ -32,7 +32,7 @@ from .transactions import Transaction
 from .wire import NS_DELAY, NS_LEGACY_DELAY
 from .xmpp.parser import make_iq, stanza_text
 
-log = logging.getLogger("netchat.rooms")
+log = logging.getLogger(__name__)
 
 __all__ = ["Rooms", "Room", "NS_MUC", "NS_MUC_USER", "HELD_MAX", "REJOIN_AFTER"]
 

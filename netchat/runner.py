@@ -26,7 +26,7 @@ from .errors import AuthError, ConnectError, Disconnected
 if TYPE_CHECKING:  # pragma: no cover
     from .daemon import Daemon
 
-log = logging.getLogger("netchat.daemon")
+log = logging.getLogger(__name__)
 
 __all__ = ["run", "serve_forever", "backoff", "configure_logging", "RETRY_GAP",
            "RETRY_GAP_MAX"]

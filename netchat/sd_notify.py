@@ -26,7 +26,7 @@ import socket
 import time
 from typing import Mapping, Optional
 
-log = logging.getLogger("netchat.daemon")
+log = logging.getLogger(__name__)
 
 __all__ = ["Notifier", "from_environment", "socket_address", "watchdog_interval"]
 

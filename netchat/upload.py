@@ -29,7 +29,7 @@ from .errors import NetChatError, RemoteError, Timeout
 from .wire import check_xml_text
 from .xmpp.parser import make_iq
 
-log = logging.getLogger("netchat.upload")
+log = logging.getLogger(__name__)
 
 __all__ = ["NS_UPLOAD", "NS_OOB", "INLINE_LIMIT", "UploadError", "UploadService", "Slot",
            "find_upload_service", "request_slot", "put_file", "upload",

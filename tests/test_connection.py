@@ -81,7 +81,7 @@ def test_wrong_host_name_raises_tls_error(server):
 def test_verify_false_connects_with_a_warning(server, caplog):
     srv = server(cert_names=["other.example"])
     account = srv.account()
-    with caplog.at_level(logging.WARNING, logger="netchat.jabber"):
+    with caplog.at_level(logging.WARNING, logger="netchat"):
         conn = connect(account, verify=False)
     try:
         assert conn.connected and conn.mechanism.startswith("SCRAM")
@@ -100,7 +100,7 @@ def test_server_without_tls_is_refused(server):
 def test_require_tls_false_accepts_plain_stream_with_scram_only(server, caplog):
     srv = server(tls=False)
     account = srv.account()
-    with caplog.at_level(logging.WARNING, logger="netchat.jabber"):
+    with caplog.at_level(logging.WARNING, logger="netchat"):
         conn = connect(account, require_tls=False, register=False)
     try:
         assert conn.tls_version is None and conn.mechanism == "SCRAM-SHA-1"

@@ -175,7 +175,7 @@ def process_cpu_share(seconds: float) -> float:
 
 def test_a_thousand_daemons_in_one_process(server_factory, caplog):
     # every daemon registers its account in-band: one warning each
-    caplog.set_level(logging.ERROR, logger="netchat.jabber")
+    caplog.set_level(logging.ERROR, logger="netchat")
     # 3 descriptors a daemon (TLS socket, wake-up pair); the server, started below,
     # inherits the limit and needs one a client
     limits = raise_fd_limit(4 * MANY + 512)

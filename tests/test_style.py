@@ -14,3 +14,36 @@ def test_ruff_finds_nothing():
          "docs", "scripts/jabber", "scripts/netchat"],
         cwd=TOP, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+#: loggers of modules that do not log under their own name yet (each one such module's)
+SHARED_LOGGER_NAMES = {"netchat.jabber", "netchat.daemon"}
+
+
+def test_every_module_logs_under_its_own_name_below_netchat():
+    # logging.getLogger(__name__): a log line says which module wrote it, and the level
+    # of the "netchat" logger governs them all (none sets a level of its own)
+    import importlib
+    import logging
+    import pkgutil
+
+    import netchat
+    found = {}
+    for info in pkgutil.walk_packages(netchat.__path__, "netchat."):
+        if info.name.endswith("__main__"):  # running it is the command line
+            continue
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if isinstance(value, logging.Logger):
+                found[info.name] = value
+    assert "netchat.daemon" in found and "netchat.audit" in found
+    top = logging.getLogger("netchat")
+    level = top.level
+    top.setLevel(7)  # a level nothing else uses
+    try:
+        for name, logger in found.items():
+            assert logger.name == name or logger.name in SHARED_LOGGER_NAMES, \
+                (name, logger.name)
+            assert logger.getEffectiveLevel() == 7, name
+    finally:
+        top.setLevel(level)

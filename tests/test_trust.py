@@ -224,7 +224,7 @@ def test_subscriptions_are_approved_up_to_a_bound_then_answered_by_presence(
     def answered(conn):
         return [r.getMessage() for r in caplog.records
                 if "subscription request from %s" % conn.bare_jid in r.getMessage()]
-    with caplog.at_level(logging.INFO, logger="netchat.daemon"):
+    with caplog.at_level(logging.INFO, logger="netchat.peers"):
         for conn in (a, b):
             conn.subscribe(daemon.jid)
             wait_for(lambda c=conn: answered(c), 5, message="the answer to a subscription")

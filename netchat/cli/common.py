@@ -16,7 +16,7 @@ from ..errors import TLSError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_CONNECT = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT
 
-log = logging.getLogger("netchat.cli")
+log = logging.getLogger(__name__)
 
 
 class UsageError(Exception):

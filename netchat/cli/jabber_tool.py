@@ -16,7 +16,7 @@ from .common import (EXIT_CONNECT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_
                      add_connection_arguments, check_jid, connection_options,
                      failure_hint, read_password, setup_logging)
 
-log = logging.getLogger("netchat.cli")
+log = logging.getLogger(__name__)
 
 
 def quote_word(word: str) -> str:
@@ -297,7 +297,7 @@ def ask_room(conn, room, message, args, attachments) -> int:
     """Join ``room``, ask everyone else in it (``--batch`` at a time) and print the
     table; a room that refuses us, does not answer or holds nobody else is one line
     on stderr, exit 1."""
-    rooms_log = logging.getLogger("netchat.rooms")
+    from ..rooms import log as rooms_log  # the logger of the room checks and joins
     level = rooms_log.level
     if not args.verbose:  # a refusal is said once, below, not also logged
         rooms_log.setLevel(logging.ERROR)

@@ -23,7 +23,7 @@ try:
 except ImportError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-log = logging.getLogger("netchat.cli")
+log = logging.getLogger(__name__)
 
 #: Constructor options that have a flag (or a table) of their own in ``netchat run``.
 OWN_FLAGS = {"threads": "--threads", "master": "--master", "password": "--password-file",

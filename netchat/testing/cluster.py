@@ -27,7 +27,7 @@ from .ejabberd import EjabberdServer
 from .throwaway import Account
 from .util import EjabberdNotFound, ServerStartError, free_port
 
-log = logging.getLogger("netchat.testing")
+log = logging.getLogger(__name__)
 
 __all__ = ["EjabberdCluster", "EPMD_MODULE_FILE", "NET_TICKTIME"]
 

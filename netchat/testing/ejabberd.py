@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional
 from .throwaway import ThrowawayServer
 from .util import EjabberdNotFound, child_preexec
 
-log = logging.getLogger("netchat.testing")
+log = logging.getLogger(__name__)
 
 __all__ = ["EjabberdServer"]
 

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 from .util import free_port
 
-log = logging.getLogger("netchat.testing")
+log = logging.getLogger(__name__)
 
 __all__ = ["LinkCutter"]
 

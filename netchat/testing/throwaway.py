@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .certificates import make_certificates
 from .util import ServerNotInstalled, ServerStartError, free_port
 
-log = logging.getLogger("netchat.testing")
+log = logging.getLogger(__name__)
 
 __all__ = ["ThrowawayServer", "Account"]
 
