@@ -22,6 +22,27 @@ NS_PING = "urn:xmpp:ping"
 NS_XMPP_STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
 
 
+def _child_node(tag: str, attrs: dict, parent: Node) -> Node:
+    """What ``Node(tag=tag, parent=parent, attrs=attrs, node_built=True)`` builds, without
+    its general path: an element with no prefix and no prefix declared (every child of
+    a message or reply) takes its namespace from ``xmlns`` or from its parent. Others
+    go the general way."""
+    if ":" in tag or any(name.startswith("xmlns:") for name in attrs):
+        return Node(tag=tag, parent=parent, attrs=attrs, node_built=True)
+    child = _new_node(Node)
+    child.name, child.attrs, child.data, child.kids, child.parent = tag, attrs, [], [], parent
+    ns = attrs.get("xmlns")
+    if ns is not None:
+        child.namespace, child.nsd, child.nsp_cache = ns, {"": ns}, {}
+    else:
+        ns = parent.lookup_nsp("")
+        child.namespace, child.nsd, child.nsp_cache = ns, {}, {"": ns}
+    return child
+
+
+_new_node = object.__new__
+
+
 class StreamBuilder(simplexml.NodeBuilder):
     """xmpppy's NodeBuilder without its debug output, which it formats for every tag
     (``repr(attrs)`` included) even when nobody listens: a sixth of a client's time.
@@ -39,8 +60,9 @@ class StreamBuilder(simplexml.NodeBuilder):
                                   node_built=True)
             self._ptr = self._mini_dom
         elif depth > self._dispatch_depth:
-            child = Node(tag=tag, parent=self._ptr, attrs=attrs, node_built=True)
-            self._ptr.kids.append(child)
+            parent = self._ptr
+            child = _child_node(tag, attrs, parent)
+            parent.kids.append(child)
             self._ptr = child
         if depth == 1:
             self._document_attrs = {}
