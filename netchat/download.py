@@ -369,14 +369,14 @@ class Downloader:
                 "this request's files (%d of %d bytes, max_download)" % (
                     budget.bytes_left, budget.max_bytes))
         import http.client
-        conn = pinned_https(host, port, address, self.conn.tls_context(),
-                            max(0.001, deadline - time.monotonic()), cutter)
+        https = pinned_https(host, port, address, self.conn.tls_context(),
+                             max(0.001, deadline - time.monotonic()), cutter)
         done, size, path = False, 0, None
         try:
             fd, path = tempfile.mkstemp(prefix="netchat-file-", dir=directory)
             with os.fdopen(fd, "wb") as out:
-                conn.request("GET", target, headers={"Accept-Encoding": "identity"})
-                response = conn.getresponse()
+                https.request("GET", target, headers={"Accept-Encoding": "identity"})
+                response = https.getresponse()
                 if response.status != 200:
                     raise DownloadError("fetching %s failed: HTTP %d %s" % (
                         _short(link.url), response.status, _short(response.reason, 80)))
@@ -418,7 +418,7 @@ class Downloader:
             raise DownloadError("fetching %s failed: %s: %s" % (
                 _short(link.url), type(exc).__name__, exc)) from None
         finally:
-            conn.close()
+            https.close()
             if not done and path is not None:
                 try:
                     os.unlink(path)

@@ -159,23 +159,23 @@ def put_file(slot: Slot, stream: IO[bytes], size: int, context,
     chunks. Raises :class:`UploadError` when the server does not take it."""
     import http.client  # here: an idle daemon does not load it
     url = urllib.parse.urlsplit(slot.put_url)
-    conn = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=timeout,
-                                       context=context)
+    https = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=timeout,
+                                        context=context)
     try:
-        conn.putrequest("PUT", url.path + ("?" + url.query if url.query else ""))
-        conn.putheader("Content-Length", str(size))
-        conn.putheader("Content-Type", content_type)
+        https.putrequest("PUT", url.path + ("?" + url.query if url.query else ""))
+        https.putheader("Content-Length", str(size))
+        https.putheader("Content-Type", content_type)
         for name, value in slot.headers.items():
-            conn.putheader(name, value)
-        conn.endheaders()
+            https.putheader(name, value)
+        https.endheaders()
         remaining = size
         while remaining > 0:
             chunk = stream.read(min(CHUNK, remaining))
             if not chunk:
                 raise UploadError("the file shrank while it was uploaded")
-            conn.send(chunk)
+            https.send(chunk)
             remaining -= len(chunk)
-        response = conn.getresponse()
+        response = https.getresponse()
         response.read(65536)
         if response.status not in (200, 201):
             raise UploadError("upload to %s failed: HTTP %d %s"
@@ -183,7 +183,7 @@ def put_file(slot: Slot, stream: IO[bytes], size: int, context,
     except (OSError, http.client.HTTPException) as exc:
         raise UploadError("upload to %s failed: %s" % (url.netloc, exc)) from None
     finally:
-        conn.close()
+        https.close()
 
 
 def _content_type(name: str) -> str:

@@ -44,37 +44,37 @@ class SlowHTTPS:
     def accept(self):
         while not self.closed:
             try:
-                conn, _ = self.sock.accept()
+                client, _ = self.sock.accept()
             except OSError:
                 return
-            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+            threading.Thread(target=self.serve, args=(client,), daemon=True).start()
 
-    def serve(self, conn):
+    def serve(self, client):
         try:
-            request = conn.recv(65536).decode("latin-1")
+            request = client.recv(65536).decode("latin-1")
             path = request.split(" ", 2)[1]
             self.gets[path] = self.gets.get(path, 0) + 1
             self.serving.set()
             head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(self.body)
             if self.mode == "headers":  # the headers themselves trickle
                 for i in range(len(head)):
-                    conn.sendall(head[i:i + 1])
+                    client.sendall(head[i:i + 1])
                     time.sleep(self.trickle)
                 return
-            conn.sendall(head)
+            client.sendall(head)
             if self.mode == "stall":  # then nothing, the connection held open
                 while not self.closed:
                     time.sleep(0.1)  # the hostile host's silence, not synchronization
                 return
             if self.trickle is None:
-                conn.sendall(self.body)
+                client.sendall(self.body)
             for i in range(len(self.body) if self.trickle is not None else 0):
-                conn.sendall(self.body[i:i + 1])
+                client.sendall(self.body[i:i + 1])
                 time.sleep(self.trickle)  # the hostile host's pace, not synchronization
         except (OSError, IndexError):
             pass
         finally:
-            conn.close()
+            client.close()
 
     def close(self):
         self.closed = True

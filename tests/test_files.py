@@ -171,10 +171,10 @@ class Listener:
         count = 0
         while True:
             try:
-                conn, _ = self.sock.accept()
+                client, _ = self.sock.accept()
             except BlockingIOError:
                 return count
-            conn.close()
+            client.close()
             count += 1
 
 
@@ -230,22 +230,22 @@ class HostileHTTPS:
         self.thread.start()
 
     def serve(self):
-        conn, _ = self.sock.accept()
+        client, _ = self.sock.accept()
         try:
-            conn.recv(65536)
+            client.recv(65536)
             length = ("Content-Length: %s" % self.lie if self.lie is not None
                       else "Transfer-Encoding: chunked")
             # Latin-1: one byte a character, as HTTP clients read a header
-            conn.sendall(("HTTP/1.1 200 OK\r\n%s\r\n\r\n" % length).encode("latin-1"))
+            client.sendall(("HTTP/1.1 200 OK\r\n%s\r\n\r\n" % length).encode("latin-1"))
             chunk = os.urandom(65536)
             framed = b"10000\r\n" + chunk + b"\r\n" if self.lie is None else chunk
             while self.sent < 200 * 1024 * 1024:
-                conn.sendall(framed)
+                client.sendall(framed)
                 self.sent += len(chunk)
         except OSError:
             pass
         finally:
-            conn.close()
+            client.close()
 
 
 def hostile_daemon(files_daemon, xmpp_server, tmp_path, lie):
