@@ -119,6 +119,7 @@ class Attachment(dict):
         return gone
 
     def _open_file(self) -> IO[bytes]:
+        assert self.path is not None  # called for an attachment on disk only
         try:
             return open(self.path, "rb")
         except FileNotFoundError:
@@ -128,6 +129,7 @@ class Attachment(dict):
     def size(self) -> int:
         """The size of the data in bytes (of the file, for a file-backed one)."""
         if self._on_disk:
+            assert self.path is not None  # what _on_disk says
             try:
                 return os.path.getsize(self.path)
             except FileNotFoundError:

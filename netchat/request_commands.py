@@ -119,17 +119,20 @@ class RequestCommands:
     def open_request(self, to: Any, message: str, thread: Optional[str] = None,
                      subject: Optional[str] = None, attachments: Iterable[Any] = None,
                      type: Optional[str] = None,
-                     timeout: Optional[float] = None) -> Transaction:
+                     timeout: Optional[float] = None, flush: bool = True) -> Transaction:
         """Send a request and return its :class:`~netchat.transactions.Transaction`
         for the caller to wait on (:meth:`wait_until` its ``done``): no callback runs;
         the reply lands in ``tx.reply``, a failure in ``tx.error``. ``timeout``: how
-        long the request stays valid (see :meth:`send_request`)."""
+        long the request stays valid (see :meth:`send_request`). ``flush=False``: the
+        request waits to be written with the next ones, at the latest when this
+        thread next waits (:meth:`wait_until`, ``process()``): many requests then go
+        out in a few writes (``requestAll`` sends its fan-out so)."""
         return self._send_request(to, message, None, thread, subject, attachments, type,
-                                  None, waiting=True, timeout=timeout)
+                                  None, waiting=True, timeout=timeout, flush=flush)
 
     def _send_request(self, to, message, onReply, thread, subject, attachments, type,
-                      onError, waiting: bool, timeout: Optional[float] = None
-                      ) -> Transaction:
+                      onError, waiting: bool, timeout: Optional[float] = None,
+                      flush: bool = True) -> Transaction:
         thread = thread or new_thread_id()
         msg_id = self.new_id()
         to = self.expand_jid(to)
@@ -149,7 +152,7 @@ class RequestCommands:
                 # left (see netchat.redelivery)
                 tx.unsent = True
             else:
-                self.send_xml(data)
+                self.send_xml(data, flush)
         except Disconnected:
             if not self.resuming:
                 self.transactions.close(thread)
@@ -183,7 +186,7 @@ class RequestCommands:
             self.transactions.close(tx.thread)
             if bounced is not None:  # and it did not come back in time
                 raise bounced
-            if self.dead is not None:
+            if self.dead is not None or timeout is None:  # no deadline: the link ended it
                 raise Disconnected("connection to %s lost while waiting for a reply from "
                                    "%s: %s" % (self.where, tx.to, self.dead))
             raise Timeout("no reply from %s within %.1fs to %r (thread %s)"
@@ -248,7 +251,7 @@ class RequestCommands:
                 raise Disconnected("%d request(s) lost without a reply (%s): %s" % (
                     count, reason, ", ".join(lost) + (" ..." if count > len(lost) else "")))
             return
-        if self.dead is not None:
+        if self.dead is not None or timeout is None:  # no deadline: the link ended it
             raise Disconnected("connection to %s lost with %d request(s) open: %s"
                                % (self.where, len(self.transactions), self.dead))
         missing = self.active_threads()
@@ -270,7 +273,7 @@ class RequestCommands:
             self.send_stanza(iq)
             deadline = None if timeout is None else time.monotonic() + timeout
             if not self.wait_until(lambda: tx.done, deadline) and not tx.done:
-                if self.dead is not None:
+                if self.dead is not None or timeout is None:  # the link ended it
                     raise Disconnected("connection to %s lost while waiting for an iq "
                                        "answer from %s: %s" % (self.where, tx.to, self.dead))
                 raise Timeout("no answer from %s to an iq within %.1fs"

@@ -129,6 +129,7 @@ class RoomCommands:
                 if len(members) >= count:
                     return members
             if deadline is not None and time.monotonic() >= deadline:
+                assert timeout is not None  # the deadline comes from it
                 raise Timeout("%d of %d nodes in %s after %gs" % (
                     len(self.rooms.members(room)), count, room, timeout),
                     missing=[])

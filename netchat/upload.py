@@ -159,6 +159,8 @@ def put_file(slot: Slot, stream: IO[bytes], size: int, context,
     chunks. Raises :class:`UploadError` when the server does not take it."""
     import http.client  # here: an idle daemon does not load it
     url = urllib.parse.urlsplit(slot.put_url)
+    if not url.hostname:
+        raise UploadError("the upload slot's URL names no host: %s" % slot.put_url)
     https = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=timeout,
                                         context=context)
     try:
@@ -236,7 +238,7 @@ def oob_xml(url: str, desc: Optional[str] = None) -> str:
         "<desc>%s</desc>" % xml_escape(desc) if desc else "")
 
 
-def prepare_attachments(conn, attachments: Iterable[Any], inline_limit: int
+def prepare_attachments(conn, attachments: Optional[Iterable[Any]], inline_limit: int
                         ) -> Tuple[List[Any], List[Tuple[str, Optional[str]]]]:
     """Split ``attachments`` into those sent inline and ``(url, name)`` links to
     those uploaded: an :class:`Attachment` (or bytes) over ``inline_limit`` bytes is

@@ -39,8 +39,9 @@ def kind_of(hint: Any) -> Optional[Kind]:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is typing.Union:
         none_ok = type(None) in args
-        kinds = [kind_of(a) for a in args if a is not type(None)]
-        if not kinds or any(k is None for k in kinds):
+        found = [kind_of(a) for a in args if a is not type(None)]
+        kinds = [k for k in found if k is not None]
+        if not kinds or len(kinds) < len(found):
             return None
         if len(kinds) == 1 and not none_ok:
             return kinds[0]
