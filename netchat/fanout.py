@@ -86,23 +86,25 @@ class ReplyText(str):
 def request_all(conn, nodes: Iterable[Any], message: str, timeout: float,
                 attachments: Iterable[Any] = None, **options) -> Dict[Any, Reply]:
     """See :meth:`netchat.Connection.requestAll`; ``conn`` is a connection (its public
-    ``open_request``, ``end_transaction``, ``is_available``, ``wait_until`` and
-    ``connected``)."""
+    ``open_request``, ``writing_together``, ``end_transaction``, ``is_available``,
+    ``wait_until`` and ``connected``)."""
     nodes = list(dict.fromkeys(nodes))
     deadline = time.monotonic() + timeout
     results: Dict[Any, Reply] = {}
     asked: Dict[Any, Transaction] = {}
 
-    def ask(node):
+    def ask(node, flush=True):
         asked[node] = conn.open_request(node, message, attachments=attachments,
                                         timeout=max(deadline - time.monotonic(), 0.001),
-                                        **options)
+                                        flush=flush, **options)
 
+    to_ask = [node for node in nodes if conn.is_available(node) is not False]
     for node in nodes:
         if conn.is_available(node) is False:
             results[node] = Reply("offline", elapsed=0.0)
-        else:
-            ask(node)
+    with conn.writing_together():  # a few writes, not one per node
+        for node in to_ask:
+            ask(node, flush=False)
 
     def pending():      # asked, not answered, not given up on
         return [n for n, tx in asked.items() if n not in results and not tx.done]

@@ -123,10 +123,10 @@ class RequestCommands:
         """Send a request and return its :class:`~netchat.transactions.Transaction`
         for the caller to wait on (:meth:`wait_until` its ``done``): no callback runs;
         the reply lands in ``tx.reply``, a failure in ``tx.error``. ``timeout``: how
-        long the request stays valid (see :meth:`send_request`). ``flush=False``: the
-        request waits to be written with the next ones, at the latest when this
-        thread next waits (:meth:`wait_until`, ``process()``): many requests then go
-        out in a few writes (``requestAll`` sends its fan-out so)."""
+        long the request stays valid (see :meth:`send_request`). ``flush=False``
+        inside :meth:`writing_together` (or a handler): the request is written with
+        the others when the block ends, so that many go out in a few writes
+        (``requestAll`` sends its fan-out so)."""
         return self._send_request(to, message, None, thread, subject, attachments, type,
                                   None, waiting=True, timeout=timeout, flush=flush)
 

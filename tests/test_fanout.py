@@ -111,3 +111,21 @@ def test_request_all_threads_are_perl_compatible(fleet):
     assert replies[node.jid].status == "ok"
     assert seen[0].startswith("tid-")
     assert coord.count_transactions() == 0
+
+
+def test_request_all_writes_its_fan_out_together(fleet, monkeypatch):
+    nodes = fleet(6)
+    (coord,) = fleet(1, prefix="coord")
+    coord.loop.stop()  # the calling thread owns the stream: it writes the fan-out
+    assert coord.waitUntilAllHere(users(nodes), timeout=15)
+    transport = coord.cxn.stream.transport
+    writes = []
+    real_write = transport.write_all
+
+    def counting(data, *args, **kwargs):
+        writes.append(bytes(data).count(b"<message "))
+        return real_write(data, *args, **kwargs)
+    monkeypatch.setattr(transport, "write_all", counting)
+    replies = coord.requestAll(users(nodes), "work", timeout=10)
+    assert [r.status for r in replies.values()] == ["ok"] * 6
+    assert [count for count in writes if count] == [6]  # one write, not one per node
