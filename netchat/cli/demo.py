@@ -19,9 +19,11 @@ def cmd_server(args) -> int:
     from ..testing import SERVERS
     state = getattr(args, "state", None)
     server = SERVERS[args.server](domain=args.domain, state_dir=state)
-    again = state is not None and os.path.exists(os.path.join(server.state_dir,
-                                                              server.state_name))
+    state_dir = server.state_dir  # the absolute path of --state, if given
+    again = state_dir is not None and os.path.exists(os.path.join(state_dir,
+                                                                  server.state_name))
     server.start()
+    assert server.port is not None and server.direct_tls_port is not None  # started
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     try:
@@ -80,6 +82,7 @@ def cmd_demo(args) -> int:
           " and the jabber client\n")
     workdir = tempfile.mkdtemp(prefix="netchat-demo-")
     server = ProsodyServer().start()
+    assert server.port is not None and server.ca_file is not None  # chosen by start()
     daemon_proc = None
     failures = None
     try:

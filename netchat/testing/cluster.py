@@ -76,7 +76,11 @@ class EjabberdCluster:
     @property
     def endpoints(self) -> List[Tuple[str, int]]:
         """``(host, port)`` of each member's c2s listener (STARTTLS), in order."""
-        return [(m.host, m.port) for m in self.members]
+        found = []
+        for member in self.members:
+            assert member.port is not None  # every member is laid out by start()
+            found.append((member.host, member.port))
+        return found
 
     @property
     def connection_options(self) -> dict:
@@ -112,20 +116,20 @@ class EjabberdCluster:
             raise EjabberdNotFound("erl and erlc are needed for an ejabberd cluster: "
                                    "install the Debian packages 'ejabberd' and "
                                    "'erlang-base'")
-        self.directory = tempfile.mkdtemp(prefix="netchat-cluster-")
+        self.directory = directory = tempfile.mkdtemp(prefix="netchat-cluster-")
         try:
-            self._build(timeout)
+            self._build(directory, timeout)
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _build(self, timeout: float):
-        ebin = os.path.join(self.directory, "ebin")
+    def _build(self, directory: str, timeout: float):
+        ebin = os.path.join(directory, "ebin")
         os.makedirs(ebin)
         subprocess.run(["erlc", "-o", ebin, EPMD_MODULE_FILE], check=True,
                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        certs = make_certificates(os.path.join(self.directory, "certs"), [self.domain])
+        certs = make_certificates(os.path.join(directory, "certs"), [self.domain])
         self.ca_file = certs["ca_file"]
         taken: set = set()
         config = "net_ticktime: %d\n%s" % (NET_TICKTIME, self.extra_config)
@@ -139,7 +143,7 @@ class EjabberdCluster:
                                     log_level=self.log_level,
                                     stream_management=self.stream_management,
                                     hibernation=self.hibernation)
-            member.prepare(os.path.join(self.directory, "member%d" % i), certs,
+            member.prepare(os.path.join(directory, "member%d" % i), certs,
                            ports[0], ports[1], upload_port=ports[3])
             member.erl_args = [
                 "-sname", "netchat%d_%d@localhost" % (i, ports[2]),

@@ -179,7 +179,7 @@ class EjabberdServer(ThrowawayServer):
         return shutil.which(self.executable) is not None and _find_ejabberd_lib() is not None
 
     def _path(self, name: str) -> str:
-        return os.path.join(self.directory, name)
+        return os.path.join(self._laid_out, name)
 
     def _log_files(self) -> List[str]:
         return super()._log_files() + [self._path("error.log"), self._path("extra.yml")]
@@ -187,6 +187,7 @@ class EjabberdServer(ThrowawayServer):
     def _config_blocks(self) -> List[tuple]:
         """The generated configuration as (option, value) pairs: a value is a YAML
         scalar, a list of lines, or for maps a list of (entry name, lines)."""
+        assert self.port is not None and self.direct_tls_port is not None  # laid out
         c2s = ["    module: ejabberd_c2s", "    max_stanza_size: 262144", "    access: c2s"]
         listen = ["  - port: %d" % self.port, "    ip: %s" % _yaml(self.host)] + c2s
         if self.tls:
@@ -256,6 +257,7 @@ class EjabberdServer(ThrowawayServer):
     def _add_upload(self, listen: list, blocks: list):
         """XEP-0363 (mod_http_upload) on an HTTPS listener of its own (a free port,
         the run's certificate), files up to :attr:`UPLOAD_LIMIT` bytes."""
+        assert self.upload_port is not None  # chosen with the other ports
         listen += ["  - port: %d" % self.upload_port, "    ip: %s" % _yaml(self.host),
                    "    module: ejabberd_http", "    tls: true",
                    "    request_handlers:", "      /upload: mod_http_upload"]
@@ -305,9 +307,13 @@ class EjabberdServer(ThrowawayServer):
     def _environment(self) -> dict:
         env = {name: value for name, value in os.environ.items()
                if not name.startswith(("ERL_", "EJABBERD_")) and name != "ERLANG_NODE"}
+        lib = _find_ejabberd_lib()
+        if lib is None:  # start() found it, unless it went away since
+            raise self.not_installed("%s is not installed: %s"
+                                     % (self.name, self.install_hint))
         env.update({
-            "HOME": self.directory,      # no ~/.erlang, ~/.erlang.cookie, ext modules
-            "ERL_LIBS": _find_ejabberd_lib(),
+            "HOME": self._laid_out,      # no ~/.erlang, ~/.erlang.cookie, ext modules
+            "ERL_LIBS": lib,
             "EJABBERD_CONFIG_PATH": self.config_path,
             "EJABBERD_LOG_PATH": self.log_path,
             "CONTRIB_MODULES_PATH": self._path("ejabberd-modules"),
@@ -339,6 +345,7 @@ class EjabberdServer(ThrowawayServer):
 
     def _stop_process(self, proc: subprocess.Popen):
         # through the control channel: as SIGTERM, but a second faster
+        assert proc.stdin is not None  # spawned with stdin=PIPE
         try:
             proc.stdin.write(b"stop\n")
             proc.stdin.close()
@@ -352,6 +359,8 @@ class EjabberdServer(ThrowawayServer):
 
     def _after_exit(self, proc: subprocess.Popen):
         for stream in (proc.stdin, proc.stderr):
+            if stream is None:
+                continue
             try:
                 stream.close()
             except (OSError, ValueError):
@@ -364,6 +373,9 @@ class EjabberdServer(ThrowawayServer):
         line = " ".join([command] + [base64.b64encode(a.encode()).decode() for a in args])
         with self._lock:
             proc = self._proc
+            if proc is None:  # stopped meanwhile
+                raise RuntimeError("the ejabberd server is not running")
+            assert proc.stdin is not None and proc.stderr is not None  # both PIPE
             proc.stdin.write(line.encode() + b"\n")
             proc.stdin.flush()
             deadline = time.monotonic() + timeout

@@ -14,9 +14,11 @@ from .util import ServerNotInstalled
 try:
     import pytest
 except ImportError:  # netchat.testing works without pytest, e.g. for `netchat server`
-    pytest = None
+    _with_pytest = False
+else:
+    _with_pytest = True
 
-if pytest is not None:
+if _with_pytest:
 
     def pytest_addoption(parser):
         parser.addoption(

@@ -139,6 +139,8 @@ class ProsodyServer(ThrowawayServer):
     def _upload_globals(self) -> list:
         """XEP-0363 (mod_http_file_share): HTTPS on a free port with the run's
         certificate; files up to :attr:`UPLOAD_LIMIT` bytes."""
+        url = self.upload_url
+        assert self.upload_port is not None and url is not None  # chosen by start()
         https = "{ key = %s; certificate = %s; }" % (
             _lua(self._certs["key_file"]), _lua(self._certs["cert_file"]))
         return [
@@ -146,7 +148,7 @@ class ProsodyServer(ThrowawayServer):
             "https_ports = { %d }" % self.upload_port,
             "https_interfaces = { %s }" % _lua(self.host),
             "https_ssl = %s" % https,
-            "http_external_url = %s" % _lua(self.upload_url + "/"),
+            "http_external_url = %s" % _lua(url + "/"),
             "http_max_content_size = %d" % self.UPLOAD_LIMIT,
             # Prosody reads 4 KiB per call (network_default_read_size) and pauses about
             # a millisecond per TLS record still buffered: uploads crawled at ~2 MB/s.

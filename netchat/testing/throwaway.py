@@ -149,12 +149,20 @@ class ThrowawayServer:
     state_name = "netchat-server.json"
 
     @property
+    def _laid_out(self) -> str:
+        """The server's directory; RuntimeError before :meth:`prepare` or
+        :meth:`start` made it (and after :meth:`stop`)."""
+        if self.directory is None:
+            raise RuntimeError("%r has no directory: not started (or stopped)" % self)
+        return self.directory
+
+    @property
     def config_path(self) -> str:
-        return os.path.join(self.directory, self.config_name)
+        return os.path.join(self._laid_out, self.config_name)
 
     @property
     def log_path(self) -> str:
-        return os.path.join(self.directory, self.log_name)
+        return os.path.join(self._laid_out, self.log_name)
 
     def _stop_process(self, proc: subprocess.Popen):
         """Stop the server politely (its clients see their streams end)."""
@@ -164,11 +172,11 @@ class ThrowawayServer:
 
     @property
     def console_path(self) -> str:
-        return os.path.join(self.directory, "console.log")
+        return os.path.join(self._laid_out, "console.log")
 
     @property
     def data_dir(self) -> str:
-        return os.path.join(self.directory, "data")
+        return os.path.join(self._laid_out, "data")
 
     @property
     def connection_options(self) -> dict:
@@ -424,17 +432,18 @@ class ThrowawayServer:
         the log and configuration are copied to a directory kept for the reader.
         """
         self._terminate(signal.SIGKILL)
+        directory = self._laid_out
         if not first_start:
-            return self.directory
+            return directory
         kept = tempfile.mkdtemp(prefix="netchat-%s-failed-" % self.name.lower())
         for path in self._log_files() + [self.config_path]:
             if os.path.exists(path):
                 shutil.copy(path, kept)
         if self.state_dir is None:
-            shutil.rmtree(self.directory, ignore_errors=True)
+            shutil.rmtree(directory, ignore_errors=True)
         else:  # it was new or empty: empty again, for the next try
-            for name in os.listdir(self.directory):
-                path = os.path.join(self.directory, name)
+            for name in os.listdir(directory):
+                path = os.path.join(directory, name)
                 if os.path.isdir(path) and not os.path.islink(path):
                     shutil.rmtree(path, ignore_errors=True)
                 else:
