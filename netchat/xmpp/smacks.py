@@ -46,6 +46,8 @@ from typing import List, Optional
 
 from xmpp.simplexml import Node
 
+from .outbox import Nonza
+
 log = logging.getLogger("netchat.jabber")
 
 __all__ = ["NS_SM", "Nonza", "StreamManagement", "offered", "enable", "resume",
@@ -72,11 +74,6 @@ ACK_AFTER = 1.0
 ANSWER_EVERY = 64
 #: The server's ``<r/>`` is answered within this many seconds at the latest.
 ANSWER_AFTER = 0.5
-
-
-class Nonza(bytes):
-    """Bytes for the stream that are not a stanza (``<r/>``, ``<a/>``, the stream's
-    end): written like stanzas, never counted or kept."""
 
 
 class StreamManagement:

@@ -41,18 +41,18 @@ from xmpp.simplexml import Node
 
 from ..errors import ConnectError
 from .keepalive import Keepalive
+from .outbox import BATCH_LIMIT, FLUSH_AT, Nonza, Outbox
 from .owner import OwnerLock
 from .parser import (STANZA_CLASSES, Dispatcher, as_stanza,
                      error_condition)
-from .smacks import NS_SM, REQUEST_ACK, Nonza, StreamManagement
+from .smacks import NS_SM, REQUEST_ACK, StreamManagement
 from .transport import (WRITE_TIMEOUT, Transport, open_socket, poll_ms, wait_io,
                         wrap_tls)
 
 log = logging.getLogger("netchat.jabber")
 
-__all__ = ["Stream", "FLUSH_AT"]
+__all__ = ["Stream", "FLUSH_AT", "TIMER_RECHECK"]
 
-FLUSH_AT = 1 << 16          # queued bytes that force a write while dispatching
 #: Largest write of several stanzas under stream management: one TLS record (16 KiB
 #: of plain text), so that a cut link never leaves half a stanza in the server's
 #: parser. (Prosody 0.12 feeds a resumed connection into the parser of the lost one:
@@ -121,8 +121,8 @@ class Stream:
         #: seconds until it wants to be called again (None: no wish).
         self.tick: Optional[Callable[[float], Optional[float]]] = None
         self._client: Optional[Client] = None
-        self._outq: collections.deque = collections.deque()
-        self._outq_bytes = 0
+        #: Serialized stanzas waiting to be written (any thread puts, the owner writes).
+        self.outbox = Outbox()
         self._written = 0  # stanzas written since the last read (stream management)
         self._fresh = False  # stanzas parsed since a nested pump last routed the inbox
         self._stream_error: Optional[Tuple[str, str]] = None
@@ -162,7 +162,7 @@ class Stream:
         self.owner.yield_to_waiters(lambda: self.dead is None)
 
     def leave(self):
-        self.owner.leave(self._before_leaving, lambda: bool(self._outq), self.flush)
+        self.owner.leave(self._before_leaving, self.outbox.__bool__, self.flush)
 
     def _before_leaving(self):
         if self._release_owed:  # cut() could not wait for us: finish its work
@@ -193,8 +193,7 @@ class Stream:
         #: The condition of the stream error that ended the stream, if one did.
         self.error_condition, self.error_text = None, ""
         self.inbox.clear()
-        self._outq.clear()
-        self._outq_bytes = 0
+        self._lose_unsent()  # put in after the link died: kept for this session, or dropped
         self._stream_error, self._stream_ended = None, False
         self.tls_verified = False
         self.tls_version = None
@@ -322,8 +321,7 @@ class Stream:
             if sm is not None and sm.enabled:
                 sm.inbound += 1
                 if sm.inbound >= sm.answer_at_count:
-                    self._outq.append(sm.answer())
-                    self._outq_bytes += FLUSH_AT  # written after this stanza's handler
+                    self.outbox.force(sm.answer())  # written after this stanza's handler
         elif namespace == NS_STREAMS and name == "error":
             self._stream_error = error_condition(node)
             return
@@ -384,7 +382,7 @@ class Stream:
         call (one waiting for a reply in another thread leaves it to ``process()``)."""
         if self.dead is not None:
             return None
-        if self._outq:
+        if self.outbox:
             self.flush()
         if interruptible and self.owner.interrupted:
             self.owner.interrupted = False
@@ -409,7 +407,7 @@ class Stream:
                     later = None
                 if later is not None:
                     wait = later if wait is None else min(wait, later)
-                if self._outq:
+                if self.outbox:
                     self.flush()
             recheck = self._recheck_at
             if recheck is not None:
@@ -443,7 +441,7 @@ class Stream:
                         sock_ready = True
             if woke:
                 self.owner.drain_wake()
-                if self._outq:
+                if self.outbox:
                     self.flush()
                 if interruptible and self.owner.interrupted:
                     self.owner.interrupted = False
@@ -456,7 +454,7 @@ class Stream:
                     return None
                 if self.inbox:
                     self.dispatch()
-                if self._outq:
+                if self.outbox:
                     self.flush()
                 if self.dead is not None:
                     return None
@@ -492,7 +490,7 @@ class Stream:
             self.mark_dead(wedged)
             return None
         if nonzas:
-            self._outq.extend(nonzas)
+            self.outbox.extend(nonzas)
             self.flush()
         ping = self._ping_due(now)
         return wait if ping is None else ping if wait is None else min(wait, ping)
@@ -511,10 +509,10 @@ class Stream:
         """Queue serialized stanzas (any thread); the owner writes them at once unless
         ``flush`` is false, in which case they go out with the answers to the rest of
         the batch being dispatched."""
-        self._outq.append(data)
+        outbox = self.outbox
+        outbox.put(data)
         if self.owner.is_owner():
-            self._outq_bytes += len(data)  # only the owner counts (no lock needed)
-            if flush or self._outq_bytes >= FLUSH_AT:
+            if flush or outbox.due:
                 self.flush()
             return
         self._recheck_at = time.monotonic() + TIMER_RECHECK  # see TIMER_RECHECK
@@ -529,31 +527,20 @@ class Stream:
     def flush_soon(self):
         """While dispatching: write what is queued when nothing else waits or the
         queue is large (owner only)."""
-        if self._outq and (not self.inbox or self._outq_bytes >= FLUSH_AT):
+        if self.outbox and (not self.inbox or self.outbox.due):
             self.flush()
 
     def flush(self):
         """Write the queued stanzas (owner only), many per write."""
         transport = self.transport
-        while self._outq:
+        outbox = self.outbox
+        while outbox:
             if self.dead is not None or transport is None:
-                dropped = len(self._outq)
-                if self.sm is not None and self.sm.resumable and not self.closing:
-                    self.sm.lost(self._outq)
-                else:
-                    log.warning("dropped %d unsent stanza(s): %s", dropped, self.dead)
-                self._outq.clear()
-                self._outq_bytes = 0
+                self._lose_unsent()
                 return
-            batch = []
-            size = 0
             # with stream management, whole stanzas per TLS record (see RECORD_AT)
-            limit = RECORD_AT if self.sm is not None and self.sm.enabled else FLUSH_AT * 4
-            while self._outq and (not batch or size + len(self._outq[0]) <= limit):
-                item = self._outq.popleft()
-                batch.append(item)
-                size += len(item)
-            self._outq_bytes = 0
+            batch = outbox.take_batch(RECORD_AT if self.sm is not None and self.sm.enabled
+                                      else BATCH_LIMIT)
             sm = self.sm
             managed = sm is not None and sm.enabled
             if managed:
@@ -604,15 +591,20 @@ class Stream:
             log.warning("connection to %s lost: %s", self.where, reason)
         if self.transport is not None:
             self.transport.close()
-        if self._outq:
-            if self.sm is not None and self.sm.resumable and not self.closing:
-                self.sm.lost(self._outq)
-            else:  # while closing: the goodbye's leftovers (an ack), nobody's loss
-                log.log(logging.DEBUG if self.closing else logging.WARNING,
-                        "dropped %d unsent stanza(s)", len(self._outq))
-            self._outq.clear()
-            self._outq_bytes = 0
+        self._lose_unsent()
         self.on_dead(reason)
+
+    def _lose_unsent(self):
+        """The link is gone: what the outbox holds is kept for the next session (stream
+        management) or dropped, taken out in one step (another thread may put more)."""
+        unsent = self.outbox.take_all()
+        if not unsent:
+            return
+        if self.sm is not None and self.sm.resumable and not self.closing:
+            self.sm.lost(unsent)
+        else:  # while closing: the goodbye's leftovers (an ack), nobody's loss
+            log.log(logging.DEBUG if self.closing else logging.WARNING,
+                    "dropped %d unsent stanza(s): %s", len(unsent), self.dead)
 
     def release_socket(self, reason: str):
         """Mark the link dead (if it is not) and forget the socket and parser (owner)."""
@@ -637,8 +629,8 @@ class Stream:
         if self.dead is not None:
             return
         try:
-            self._outq.append(str(Presence(typ="unavailable")).encode("utf-8"))
-            self._outq.append(Nonza(b"</stream:stream>"))
+            self.outbox.put(str(Presence(typ="unavailable")).encode("utf-8"))
+            self.outbox.put(Nonza(b"</stream:stream>"))
             self.flush()
             deadline = time.monotonic() + timeout
             while self.dead is None and not self._stream_ended:
