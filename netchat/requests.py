@@ -3,14 +3,16 @@
 Chat requests (:meth:`RequestPipeline.handle`) and XEP-0050 ad-hoc commands
 (:mod:`netchat.services`) go through the same steps:
 
-1. **admit**: the sender may command the daemon (``allow``), the body is under
-   ``max_body`` (and the parser kept all of it), a stored request is younger than
-   ``max_age``, the body parses, the command's handler may be run by the sender
-   (``acl``, decided on the handler that would run), arguments and attachments are
-   under ``max_args`` and ``max_attachment``; a copy of a request already seen (same
-   sender, id and thread: :mod:`netchat.dedupe`) is answered with the first one's
-   reply and never runs again; a request past the deadline its sender gave
-   (:mod:`netchat.deadlines`) is answered ``expired``;
+1. **admit**: the admission chain (:mod:`netchat.admission`), the same for both:
+   the sender may command the daemon (``allow``), the body is under ``max_body``
+   (and the parser kept all of it), a copy of a request already seen (same sender,
+   id and thread: :mod:`netchat.dedupe`) is answered with the first one's reply and
+   never runs again, a request past the deadline its sender gave
+   (:mod:`netchat.deadlines`) is answered ``expired``, and so is a stored request
+   older than ``max_age``; once parsed, the command's handler may be run by the
+   sender (``acl``, decided on the handler that would run), its attachments could
+   be read, and arguments and attachments are under ``max_args`` and
+   ``max_attachment``;
 2. **dispatch**: the handler runs inline or on the worker pool (``busy`` when its
    backlog is full or the daemon is closing); a request whose deadline passed while
    it waited for a worker is answered ``expired`` instead. A request linking files
@@ -31,27 +33,29 @@ import logging
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, List, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
+from .admission import (AFTER_PARSING, ANSWERED, BEFORE_PARSING, Admission, Outcome,
+                        first_verdict)
 from .attachments import AttachmentError, parse_attachments
 from .audit import audit_line
 from .commands import ParseError, arity_error, parse_body
 from .download import Downloader, file_name_of, oob_links
 from .linked_files import LinkedRequests
-from .deadlines import request_deadline, valid_for
+from .deadlines import valid_for
 from .dedupe import RAN, RUNNING, RecentRequests
 from .errors import CommandError, Disconnected
 from .redelivery import NS_RECEIPTS, receipt_xml
 from .stats import Counts
 from .upload import NS_OOB
-from .wire import NS_DELAY, NS_LEGACY_DELAY, NS_NETCHAT, delay_stamp, reply_xml
+from .wire import NS_DELAY, NS_LEGACY_DELAY, NS_NETCHAT, reply_xml
 
 if TYPE_CHECKING:  # pragma: no cover
     from .daemon import Daemon
 
 log = logging.getLogger("netchat.daemon")
 
-__all__ = ["RequestPipeline", "Outcome"]
+__all__ = ["RequestPipeline", "Outcome"]  # Outcome: see netchat.admission
 
 #: The answer to a copy of a request that ran, whose reply is no longer kept.
 MSG_RAN = "this request ran already; its reply is no longer kept"
@@ -60,13 +64,6 @@ TOLD_MAX = 4096               # requesters remembered as told of the duplicate m
 
 #: ``respond(text, status)``: sends the outcome of a request, on any thread.
 Respond = Callable[[str, str], Any]
-
-
-class Outcome(NamedTuple):
-    """What a request comes to: the reply's text and its status (``ok``, ``error``,
-    ``denied``, ``too-large``, ``unknown``, ``busy``, ``expired``)."""
-    text: str
-    status: str
 
 
 class RequestPipeline:
@@ -116,26 +113,16 @@ class RequestPipeline:
         msg.netchat_received = time.monotonic()  # for the latency (netchat.stats)
         sender = msg.getFrom()
         log.debug("[%s] from(%s): %.200s", daemon.jid, sender, body)
-        refusal = self.admit_sender(sender, len(body), getattr(msg, "truncated", None))
-        if refusal is not None:
-            return self.reply(msg, refusal, command=first_word(body))
-        if not self.first_time(msg, sender, body):
-            return True
         valid, delayed, linked = scan_request(msg)
-        deadline = request_deadline(msg, valid=valid, delayed=delayed) \
-            if valid is not None else None
-        if deadline is not None:
-            if time.monotonic() >= deadline:
-                return self.reply(msg, self.expired(msg), command=first_word(body))
-            msg.netchat_deadline = deadline
-        if daemon.max_age is not None:
-            stamp = delay_stamp(msg)
-            if stamp is not None:
-                import datetime  # here: only with max_age
-                age = (datetime.datetime.now(datetime.timezone.utc) - stamp).total_seconds()
-                if age > daemon.max_age:
-                    return self.reply(msg, Outcome(daemon.MSG_EXPIRED % (
-                        age, daemon.max_age), "expired"), command=first_word(body))
+        request = Admission(msg, sender, len(body), msg.getThread(),
+                            lambda seen: self.answer_copy(msg, sender, seen), valid,
+                            delayed, getattr(msg, "truncated", None))
+        verdict = first_verdict(BEFORE_PARSING, self, request)
+        if verdict is ANSWERED:
+            self.audit(sender, first_word(body), "duplicate")
+            return True
+        if isinstance(verdict, Outcome):
+            return self.reply(msg, verdict, command=first_word(body))
         links = oob_links(msg, daemon.max_args + 1) if linked else []
         if any(body.strip() == link.url for link in links):
             # a file sent alone, as mobile clients send one: the body is its URL
@@ -153,18 +140,15 @@ class RequestPipeline:
                               command="-")
         found = daemon.command_for(command)
         name = found.name if found is not None else command
-        access = daemon.access
-        # admit_sender checked ``allow``; only an ``acl`` can say more
-        if access.acl and not access.may_run_command(sender, name, daemon.command_for,
-                                                     found):
-            return self.reply(msg, Outcome(daemon.MSG_DENIED, "denied"), command=name)
+        request.command, request.found = name, found
+        request.nargs = len(args) + len(links)
         try:
-            attachments = parse_attachments(msg)
+            attachments = request.attachments = parse_attachments(msg)
         except AttachmentError as exc:
-            return self.reply(msg, Outcome("error: %s" % exc, "error"), command=name)
-        refusal = self.check_limits(len(args) + len(links), attachments)
-        if refusal is not None:
-            return self.reply(msg, refusal, command=name)
+            attachments, request.malformed = [], str(exc)
+        verdict = first_verdict(AFTER_PARSING, self, request)
+        if isinstance(verdict, Outcome):
+            return self.reply(msg, verdict, command=name)
         handler = found.handler if found is not None else None
         if not links:
             words: List[Any] = args + attachments if attachments else args
@@ -174,25 +158,14 @@ class RequestPipeline:
                                  lambda text, status: self.reply(
                                      msg, Outcome(text, status), command=name), handler)
 
-    # -- admit -----------------------------------------------------------------------------
-
-    def first_time(self, msg, sender, body: str) -> bool:
-        """False for a copy of a request seen recently (answered here with the first
-        one's reply, or left to the first one while it runs); True for a new one,
-        which is then remembered with the reply :meth:`reply` sends."""
-        key = self.recent.key(sender, msg.getID(), msg.getThread())
-        if key is None:
-            return True
-        seen = self.recent.claim(key)
-        if seen is None:
-            msg.netchat_key = key
-            return True
-        self.audit(sender, first_word(body), "duplicate")
+    def answer_copy(self, msg, sender, seen):
+        """Answer a copy of a chat request seen recently (see
+        :func:`netchat.admission.not_a_copy`): with the first one's reply, or, while
+        the first runs, with a receipt (XEP-0184) when the copy asks for one, so that
+        the requester stops sending copies on its timer."""
         if seen is RAN:
             self.reply(msg, Outcome(MSG_RAN, "error"))
         elif seen is RUNNING:
-            # it runs (or waits for a worker): say so when the copy asks (XEP-0184),
-            # and the requester stops sending copies on its timer
             if msg.getID() and msg.getTag("request", namespace=NS_RECEIPTS) is not None:
                 try:
                     self.daemon.cxn.send_xml(receipt_xml(sender, msg.getID()),
@@ -205,7 +178,6 @@ class RequestPipeline:
             except Disconnected as exc:
                 log.warning("[%s] reply to a copy from %s lost: %s", self.daemon.jid,
                             sender, exc)
-        return False
 
     def expired(self, msg) -> Outcome:
         """The answer to a request past the deadline its sender gave (in its
@@ -213,41 +185,6 @@ class RequestPipeline:
         an ad-hoc command carries it inside its ``<command/>``)."""
         return Outcome(self.daemon.MSG_DEADLINE % (
             valid_for(msg, getattr(msg, "netchat_valid", None)) or 0), "expired")
-
-    def admit_sender(self, sender, size: int, truncated: Optional[str] = None
-                     ) -> Optional[Outcome]:
-        """The refusal when ``sender`` may not command the daemon or sent too much."""
-        daemon = self.daemon
-        if not daemon.access.may_command(sender):
-            return Outcome(daemon.MSG_DENIED, "denied")
-        if size > daemon.max_body or truncated == "body":
-            return Outcome(daemon.MSG_TOO_LARGE % (
-                "the request", "%d characters" % daemon.max_body), "too-large")
-        if truncated:
-            return Outcome(daemon.MSG_TOO_LARGE % (
-                "an attachment", "%d bytes" % daemon.max_attachment), "too-large")
-        return None
-
-    def admit_command(self, sender, command: str, nargs: int, attachments: List
-                      ) -> Optional[Outcome]:
-        """The refusal when ``sender`` may not run ``command`` with these arguments."""
-        daemon = self.daemon
-        if not daemon.may_run(sender, command):
-            return Outcome(daemon.MSG_DENIED, "denied")
-        return self.check_limits(nargs, attachments)
-
-    def check_limits(self, nargs: int, attachments: List) -> Optional[Outcome]:
-        """The refusal when a request has too many arguments or too large attachments."""
-        daemon = self.daemon
-        if nargs + len(attachments) > daemon.max_args:
-            return Outcome(daemon.MSG_TOO_LARGE % (
-                "the request", "%d arguments" % daemon.max_args), "too-large")
-        for index, attachment in enumerate(attachments, 1):
-            if len(attachment.data) > daemon.max_attachment:
-                return Outcome(daemon.MSG_TOO_LARGE % (
-                    "attachment %d" % index, "%d bytes" % daemon.max_attachment),
-                    "too-large")
-        return None
 
     # -- dispatch --------------------------------------------------------------------------
 

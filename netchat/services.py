@@ -9,7 +9,8 @@
   and a result form holding the handler's reply. An ``execute`` without a form is
   answered with that form first (status ``executing``), which is what graphical
   clients expect. The same access control, limits and worker pool apply as for chat
-  requests. Errors use the XEP's conditions: ``item-not-found`` (no such command),
+  requests: a command passes the same admission chain (:mod:`netchat.admission`).
+  Errors use the XEP's conditions: ``item-not-found`` (no such command),
   ``forbidden`` (not allowed), ``bad-request`` with ``bad-action``, ``bad-sessionid``
   or ``malformed-action``, ``not-acceptable`` (over a cap), ``resource-constraint``
   (the worker pool is full).
@@ -50,9 +51,10 @@ from xmpp.protocol import Iq
 from xmpp.simplexml import Node
 
 from . import __version__
+from .admission import (AFTER_PARSING, ANSWERED, BEFORE_PARSING, Admission, Outcome,
+                        first_verdict)
 from .audit import audit_line
 from .commands import ParseError, command_names, parse_body
-from .deadlines import request_deadline
 from .dedupe import RAN, RUNNING
 from .errors import Disconnected
 from .requests import MSG_RAN
@@ -261,17 +263,15 @@ class Services:
         for field in form.getTags("field"):
             if field.getAttr("var") == "args":
                 text = " ".join(v.getData() for v in field.getTags("value"))
-        refusal = requests.admit_sender(sender, len(text))
-        if refusal is not None:
-            return self._refused(iq, node, refusal.status, refusal.text)
-        key = requests.recent.key(sender, iq.getID(), KEY_THREAD + node)
-        if key is not None:
-            seen = requests.recent.claim(key)
-            if seen is not None:
-                return self._copy(iq, node, session, seen)
-            iq.netchat_key = key  # its answer is remembered (see _send)
         valid = command.getTag("valid", namespace=NS_NETCHAT)
-        if session is not None and not self._take_session(session, node, sender):
+        # servers never store an iq: its validity counts from now (delayed=False)
+        request = Admission(iq, sender, len(text), KEY_THREAD + node,
+                            lambda seen: self._copy(iq, node, session, seen), valid)
+        verdict = first_verdict(BEFORE_PARSING, requests, request)
+        if verdict is ANSWERED:
+            return None
+        if verdict is None and session is not None and \
+                not self._take_session(session, node, sender):
             return self._error(iq, "modify", "bad-request", app="bad-sessionid")
         session = session or os.urandom(16).hex()
 
@@ -280,21 +280,17 @@ class Services:
                 return self._refused(iq, node, status, body)
             status = self._completed(iq, node, session, body, status)
             requests.audit(sender, node, status, via="ad-hoc")
-        if valid is not None:
-            # servers never store an iq: its validity counts from now
-            deadline = request_deadline(iq, valid=valid, delayed=False)
-            if deadline is not None:
-                iq.netchat_valid = valid
-                if time.monotonic() >= deadline:
-                    return respond(*requests.expired(iq))
-                iq.netchat_deadline = deadline  # also judged after a wait for a worker
+        if isinstance(verdict, Outcome):
+            return respond(*verdict)
         try:
             _, words = parse_body("x " + text)
         except ParseError as exc:
             return self._error(iq, "modify", "bad-request", str(exc))
-        refusal = requests.admit_command(sender, node, len(words), [])
-        if refusal is not None:
-            return self._refused(iq, node, refusal.status, refusal.text)
+        request.command, request.found = node, daemon.command_for(node)
+        request.nargs = len(words)
+        verdict = first_verdict(AFTER_PARSING, requests, request)
+        if isinstance(verdict, Outcome):
+            return respond(*verdict)
         requests.dispatch(node, words, iq, respond)
 
     def _copy(self, iq: Iq, node: str, session: Optional[str], seen):
