@@ -154,7 +154,9 @@ def test_an_open_or_semi_anonymous_room_is_not_commanded(fleet, members_only, wh
     boss, room, (member,) = fleet(1, members_only=members_only, whois=whois)
     wait_for(lambda: room_of(member, room).trusted is False)
     assert why in room_of(member, room).why
-    assert any("ignoring the commands of room" in r.getMessage() for r in caplog.records)
+    # (the member's loop thread logs it just after deciding)
+    wait_for(lambda: any("ignoring the commands of room" in r.getMessage()
+                         for r in list(caplog.records)))
     boss.joinRoom(room)
     boss.cxn.send_xml("<message to='%s' type='groupchat'><body>hello</body></message>"
                       % room)
