@@ -21,6 +21,10 @@ its own way (a chat body, or an ad-hoc form):
     ``well_formed`` (its attachments could be read: ``error``) and
     ``within_limits`` (``max_args``, ``max_attachment``).
 
+Each kind of request declares its chain from these: :data:`CHAT_CHECKS` (all of
+them) and :data:`ADHOC_CHECKS` (no ``young_enough``: servers never store an iq; no
+``well_formed``: a command carries no attachments).
+
 A refused request is not remembered as seen: a copy of it is judged again.
 """
 
@@ -35,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .requests import RequestPipeline
 
 __all__ = ["Outcome", "Admission", "ANSWERED", "BEFORE_PARSING", "AFTER_PARSING",
-           "first_verdict", "limits_refusal"]
+           "Chain", "CHAT_CHECKS", "ADHOC_CHECKS", "first_verdict", "limits_refusal"]
 
 
 class Outcome(NamedTuple):
@@ -192,6 +196,20 @@ def limits_refusal(daemon: Any, nargs: int, attachments: Sequence[Any]
 
 BEFORE_PARSING: Sequence[Check] = (allowed, small_enough, not_a_copy, in_time, young_enough)
 AFTER_PARSING: Sequence[Check] = (may_run, well_formed, within_limits)
+
+
+
+class Chain(NamedTuple):
+    """The checks of one kind of request, before and after it is parsed."""
+    before_parsing: Sequence[Check]
+    after_parsing: Sequence[Check]
+
+
+#: The chain of a chat request: all of the checks.
+CHAT_CHECKS = Chain(BEFORE_PARSING, AFTER_PARSING)
+#: The chain of an ad-hoc command: servers never store an iq (no age to judge) and
+#: a command carries no attachments (nothing more to read than its form).
+ADHOC_CHECKS = Chain((allowed, small_enough, not_a_copy, in_time), (may_run, within_limits))
 
 
 def first_verdict(checks: Sequence[Check], pipeline: "RequestPipeline",

@@ -35,8 +35,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Any, Callable, List, Optional
 
-from .admission import (AFTER_PARSING, ANSWERED, BEFORE_PARSING, Admission, Outcome,
-                        first_verdict)
+from .admission import ANSWERED, CHAT_CHECKS, Admission, Outcome, first_verdict
 from .attachments import AttachmentError, parse_attachments
 from .audit import audit_line
 from .commands import ParseError, arity_error, parse_body
@@ -117,7 +116,7 @@ class RequestPipeline:
         request = Admission(msg, sender, len(body), msg.getThread(),
                             lambda seen: self.answer_copy(msg, sender, seen), valid,
                             delayed, getattr(msg, "truncated", None))
-        verdict = first_verdict(BEFORE_PARSING, self, request)
+        verdict = first_verdict(CHAT_CHECKS.before_parsing, self, request)
         if verdict is ANSWERED:
             self.audit(sender, first_word(body), "duplicate")
             return True
@@ -146,7 +145,7 @@ class RequestPipeline:
             attachments = request.attachments = parse_attachments(msg)
         except AttachmentError as exc:
             attachments, request.malformed = [], str(exc)
-        verdict = first_verdict(AFTER_PARSING, self, request)
+        verdict = first_verdict(CHAT_CHECKS.after_parsing, self, request)
         if isinstance(verdict, Outcome):
             return self.reply(msg, verdict, command=name)
         handler = found.handler if found is not None else None

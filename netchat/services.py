@@ -51,8 +51,7 @@ from xmpp.protocol import Iq
 from xmpp.simplexml import Node
 
 from . import __version__
-from .admission import (AFTER_PARSING, ANSWERED, BEFORE_PARSING, Admission, Outcome,
-                        first_verdict)
+from .admission import ADHOC_CHECKS, ANSWERED, Admission, Outcome, first_verdict
 from .audit import audit_line
 from .commands import ParseError, command_names, parse_body
 from .dedupe import RAN, RUNNING
@@ -267,7 +266,7 @@ class Services:
         # servers never store an iq: its validity counts from now (delayed=False)
         request = Admission(iq, sender, len(text), KEY_THREAD + node,
                             lambda seen: self._copy(iq, node, session, seen), valid)
-        verdict = first_verdict(BEFORE_PARSING, requests, request)
+        verdict = first_verdict(ADHOC_CHECKS.before_parsing, requests, request)
         if verdict is ANSWERED:
             return None
         if verdict is None and session is not None and \
@@ -288,7 +287,7 @@ class Services:
             return self._error(iq, "modify", "bad-request", str(exc))
         request.command, request.found = node, daemon.command_for(node)
         request.nargs = len(words)
-        verdict = first_verdict(AFTER_PARSING, requests, request)
+        verdict = first_verdict(ADHOC_CHECKS.after_parsing, requests, request)
         if isinstance(verdict, Outcome):
             return respond(*verdict)
         requests.dispatch(node, words, iq, respond)
