@@ -147,9 +147,8 @@ class Connection(RequestCommands, RoomCommands, PresenceCommands, Pumping, LoopM
         self.mechanism: Optional[str] = None
         #: The socket, parser and owner lock (see :mod:`netchat.xmpp.stream`).
         self.stream = Stream(self.where, self._dispatch, self._on_dead, text_limit,
-                             ping_interval, ping_timeout)
-        if stream_management:
-            self.stream.sm = StreamManagement()
+                             ping_interval, ping_timeout,
+                             StreamManagement() if stream_management else None)
         #: Brings a lost link back (see :mod:`netchat.resumption`).
         self.resumer = Resumer(self, resume_timeout)
         #: Requests awaiting replies (see :mod:`netchat.transactions`).

@@ -44,9 +44,11 @@ import threading
 import time
 from typing import List, Optional
 
+from xmpp.protocol import NS_CLIENT
 from xmpp.simplexml import Node
 
-from .outbox import Nonza
+from .feature import NOTHING_DUE, StreamFeature
+from .outbox import Nonza, Outbox
 
 log = logging.getLogger("netchat.jabber")
 
@@ -61,6 +63,11 @@ MOD = 1 << 32
 MAX_UNACKED = 20000
 
 REQUEST_ACK = b"<r xmlns='urn:xmpp:sm:3'/>"
+#: Largest write of several stanzas: one TLS record (16 KiB of plain text), so that a
+#: cut link never leaves half a stanza in the server's parser. (Prosody 0.12 feeds a
+#: resumed connection into the parser of the lost one: half a stanza there breaks the
+#: resumed stream as not-well-formed.)
+RECORD_AT = (1 << 14) - 64
 
 #: Stanzas written between two ack requests (and one goes at once after a
 #: resumption). The queue stays short: what a fresh session must send again after a
@@ -76,8 +83,10 @@ ANSWER_EVERY = 64
 ANSWER_AFTER = 0.5
 
 
-class StreamManagement:
-    """The XEP-0198 state of one connection (see the module)."""
+class StreamManagement(StreamFeature):
+    """The XEP-0198 state of one connection (see the module), and the hooks its
+    stream calls (see :mod:`netchat.xmpp.feature`): they do nothing while it is not
+    enabled."""
 
     def __init__(self):
         #: Enabled on the current session.
@@ -274,11 +283,59 @@ class StreamManagement:
             waits.append(self.ack_requested_at + patience - now)
         return out, (min(waits) if waits else None), None
 
-    def lost(self, unsent):
-        """The link died with these queued and never written: keep the stanzas."""
-        items = list(unsent)  # one step: other threads may append meanwhile
+    # -- the stream's hooks (owner; see netchat.xmpp.feature) ----------------------------
+
+    def received(self, node: Node, outbox: Outbox) -> bool:
+        """Count what the server sent (stanzas, malformed ones too: the server counted
+        them), an ``<a/>`` every :data:`ANSWER_EVERY`; take its ``<r/>`` (answered
+        within :data:`ANSWER_AFTER`) and ``<a/>``."""
+        if not self.enabled:
+            return False
+        namespace = node.getNamespace()
+        if namespace == NS_CLIENT:
+            self.inbound += 1
+            if self.inbound >= self.answer_at_count:
+                outbox.force(self.answer())  # written after this stanza's handler
+            return False
+        if namespace == NS_SM:
+            name = node.getName()
+            if name == "r":
+                self.asked(time.monotonic())
+                return True
+            if name == "a":
+                self.on_ack(node)
+                return True
+        return False
+
+    def batch_limit(self) -> Optional[int]:
+        """Whole stanzas per TLS record (see :data:`RECORD_AT`)."""
+        return RECORD_AT if self.enabled else None
+
+    def outgoing(self, batch: List[bytes]) -> bool:
+        """Keep the batch's stanzas; an ``<r/>`` goes with it when due, and an ``<a/>``
+        when the server's ``<r/>`` has waited too long (a handler kept the pump away);
+        what arrives while writing is read (the count we report keeps up)."""
+        if not self.enabled:
+            return False
+        if self.track(batch):
+            batch.append(REQUEST_ACK)
+        late = self.answer_due(time.monotonic())
+        if late is not None and late <= 0:
+            batch.append(self.answer())
+        return True
+
+    def tick(self, now: float, patience: float):
+        """:meth:`due`, while enabled."""
+        return self.due(now, patience) if self.enabled else NOTHING_DUE
+
+    def lost(self, unsent: List[bytes]) -> bool:
+        """The link died with these queued and never written: keep the stanzas (when
+        the session may be resumed, or its messages sent again)."""
+        if not self.resumable:
+            return False
         with self._lock:
-            self.held.extend(item for item in items if type(item) is not Nonza)
+            self.held.extend(item for item in unsent if type(item) is not Nonza)
+        return True
 
     def hold(self, data: bytes) -> bool:
         """Keep a stanza handed over while the link is down (any thread); False when

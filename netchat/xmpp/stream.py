@@ -14,11 +14,11 @@
   stops at 1024) and a tick costs one system call.
 - **Keepalive.** After ``ping_interval`` seconds without traffic an XEP-0199 ping
   goes to the server; no answer within ``ping_timeout`` means a dead link.
-- **Stream management.** With XEP-0198 enabled (:attr:`Stream.sm`, see
-  :mod:`netchat.xmpp.smacks`) received stanzas are counted as they are parsed and
-  acknowledged in batches, written stanzas are kept until acknowledged (and what
-  has arrived is read while writing much), and a lost link keeps what was queued,
-  for the next session to send.
+- **A feature.** The stream may carry one feature object (:attr:`Stream.feature`:
+  XEP-0198 stream management, see :mod:`netchat.xmpp.smacks`) whose hooks it calls
+  as elements arrive, batches go out, time passes and a link is lost (see
+  :mod:`netchat.xmpp.feature`); a feature may ask for what arrives to be read while
+  writing much. Without one, none of that is on the stream's paths.
 - **The end.** A lost link is handled once (:meth:`Stream.mark_dead`): the socket is
   closed, queued stanzas are dropped and ``on_dead(reason)`` fails what waits. A thread
   that cannot get the stream (its owner is busy in a handler) can still cut it
@@ -45,7 +45,7 @@ from .outbox import BATCH_LIMIT, FLUSH_AT, Nonza, Outbox
 from .owner import OwnerLock
 from .parser import (STANZA_CLASSES, Dispatcher, as_stanza,
                      error_condition)
-from .smacks import NS_SM, REQUEST_ACK, StreamManagement
+from .feature import WEDGED, StreamFeature
 from .transport import (WRITE_TIMEOUT, Transport, open_socket, poll_ms, wait_io,
                         wrap_tls)
 
@@ -53,16 +53,11 @@ log = logging.getLogger("netchat.jabber")
 
 __all__ = ["Stream", "FLUSH_AT", "TIMER_RECHECK"]
 
-#: Largest write of several stanzas under stream management: one TLS record (16 KiB
-#: of plain text), so that a cut link never leaves half a stanza in the server's
-#: parser. (Prosody 0.12 feeds a resumed connection into the parser of the lost one:
-#: half a stanza there breaks the resumed stream as not-well-formed.)
-RECORD_AT = (1 << 14) - 64
-#: Under stream management, while writing much (a burst of requests, or replies to a
-#: burst), what has arrived is read every this many stanzas written, as long as fewer
-#: than :data:`READ_AHEAD_INBOX` wait to be handled: the count we acknowledge keeps
-#: up, and the server's queue of stanzas kept for us stays short (ejabberd ends a
-#: session that leaves 5000 unacknowledged).
+#: When the feature asks for it (stream management: the count it acknowledges keeps
+#: up, and the server's queue of stanzas kept for us stays short; ejabberd ends a
+#: session that leaves 5000 unacknowledged), while writing much (a burst of requests,
+#: or replies to a burst) what has arrived is read every this many stanzas written,
+#: as long as fewer than :data:`READ_AHEAD_INBOX` wait to be handled.
 READ_AHEAD_EVERY = 32
 READ_AHEAD_INBOX = 5000
 #: After another thread hands over something to send, the owner looks at its timers
@@ -84,7 +79,8 @@ class Stream:
 
     def __init__(self, where: str, dispatch: Callable[[], None],
                  on_dead: Callable[[str], None], text_limit: Optional[int] = None,
-                 ping_interval: Optional[float] = 60.0, ping_timeout: float = 20.0):
+                 ping_interval: Optional[float] = 60.0, ping_timeout: float = 20.0,
+                 feature: Optional[StreamFeature] = None):
         self.where = where
         self.dispatch = dispatch
         self.on_dead = on_dead
@@ -115,8 +111,9 @@ class Stream:
         #: Who owns the stream (see :mod:`netchat.xmpp.owner`).
         self.owner = OwnerLock(self.cond)
         self.transport: Optional[Transport] = None
-        #: XEP-0198 state (None: not wanted; see :mod:`netchat.xmpp.smacks`).
-        self.sm: Optional[StreamManagement] = None
+        #: The feature whose hooks the stream calls (None: none; see
+        #: :mod:`netchat.xmpp.feature`).
+        self.feature: Optional[StreamFeature] = feature
         #: ``tick(now)``: called by the owner every time round the pump; returns the
         #: seconds until it wants to be called again (None: no wish).
         self.tick: Optional[Callable[[float], Optional[float]]] = None
@@ -138,6 +135,12 @@ class Stream:
     @property
     def connected(self) -> bool:
         return self.dead is None
+
+    @property
+    def sm(self) -> Any:
+        """The XEP-0198 state (:class:`~netchat.xmpp.smacks.StreamManagement`): the
+        stream's :attr:`feature`, None when stream management is off."""
+        return self.feature
 
     # -- the owner lock (see netchat.xmpp.owner) ----------------------------------------
 
@@ -284,7 +287,7 @@ class Stream:
         server kept it), then what a lost link left."""
         with self.cond:
             self.dead = None
-            pending = self.sm.take_resend() if self.sm is not None else []
+            pending = self.feature.take_resend() if self.feature is not None else []
         self.keepalive.reset(time.monotonic())
         if not resumed:
             self.send_bytes(presence or str(Presence()).encode("utf-8"), flush=False)
@@ -314,24 +317,15 @@ class Stream:
                 except Exception as exc:  # a malformed stanza must not end the stream
                     log.warning("dropped a malformed <%s> from %s: %s", name,
                                 node.getAttr("from"), exc)
-                    if self.sm is not None and self.sm.enabled:
-                        self.sm.inbound += 1  # the server counted it
+                    if self.feature is not None:
+                        self.feature.received(node, self.outbox)  # the server counted it
                     return
-            sm = self.sm
-            if sm is not None and sm.enabled:
-                sm.inbound += 1
-                if sm.inbound >= sm.answer_at_count:
-                    self.outbox.force(sm.answer())  # written after this stanza's handler
         elif namespace == NS_STREAMS and name == "error":
             self._stream_error = error_condition(node)
             return
-        elif namespace == NS_SM and self.sm is not None and self.sm.enabled:
-            if name == "r":  # answered soon (see netchat.xmpp.smacks.ANSWER_EVERY)
-                self.sm.asked(time.monotonic())
-                return
-            if name == "a":
-                self.sm.on_ack(node)
-                return
+        feature = self.feature
+        if feature is not None and feature.received(node, self.outbox):
+            return
         self.inbox.append(node)
         self._fresh = True
 
@@ -477,16 +471,16 @@ class Stream:
         self._poller, self._polled_sock, self._polled_wake = poller, sock, wake_r
 
     def _keepalive(self, now: float) -> Optional[float]:
-        """Send XEP-0199 pings on a quiet link, and with stream management find a
-        server that acknowledges nothing within ``ping_timeout`` (its session is
-        wedged: :mod:`netchat.resumption` starts a fresh one); returns seconds until
-        the next check."""
-        sm = self.sm
-        if sm is None or not sm.enabled:
+        """Send XEP-0199 pings on a quiet link, and what the feature's clock wants (it
+        may find the session wedged: the link then ends with the condition
+        :data:`~netchat.xmpp.feature.WEDGED`, and :mod:`netchat.resumption` starts a
+        fresh one); returns seconds until the next check."""
+        feature = self.feature
+        if feature is None:
             return self._ping_due(now)
-        nonzas, wait, wedged = sm.due(now, self.keepalive.timeout)
+        nonzas, wait, wedged = feature.tick(now, self.keepalive.timeout)
         if wedged is not None:
-            self.error_condition = "no-acknowledgement"
+            self.error_condition = WEDGED
             self.mark_dead(wedged)
             return None
         if nonzas:
@@ -538,17 +532,13 @@ class Stream:
             if self.dead is not None or transport is None:
                 self._lose_unsent()
                 return
-            # with stream management, whole stanzas per TLS record (see RECORD_AT)
-            batch = outbox.take_batch(RECORD_AT if self.sm is not None and self.sm.enabled
-                                      else BATCH_LIMIT)
-            sm = self.sm
-            managed = sm is not None and sm.enabled
-            if managed:
-                if sm.track(batch):
-                    batch.append(REQUEST_ACK)
-                late = sm.answer_due(time.monotonic())
-                if late is not None and late <= 0:
-                    batch.append(sm.answer())  # a handler kept the pump away
+            feature = self.feature
+            if feature is None:
+                batch = outbox.take_batch(BATCH_LIMIT)
+                managed = False
+            else:
+                batch = outbox.take_batch(feature.batch_limit() or BATCH_LIMIT)
+                managed = feature.outgoing(batch)
             try:
                 transport.write_all(b"".join(batch), WRITE_TIMEOUT,
                                     self._read_blocked if managed else None)
@@ -600,10 +590,9 @@ class Stream:
         unsent = self.outbox.take_all()
         if not unsent:
             return
-        if self.sm is not None and self.sm.resumable and not self.closing:
-            self.sm.lost(unsent)
-        else:  # while closing: the goodbye's leftovers (an ack), nobody's loss
-            log.log(logging.DEBUG if self.closing else logging.WARNING,
+        closing = self.closing  # then the goodbye's leftovers (an ack): nobody's loss
+        if closing or self.feature is None or not self.feature.lost(unsent):
+            log.log(logging.DEBUG if closing else logging.WARNING,
                     "dropped %d unsent stanza(s): %s", len(unsent), self.dead)
 
     def release_socket(self, reason: str):
