@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .requests import RequestPipeline
 
 __all__ = ["Outcome", "Admission", "ANSWERED", "BEFORE_PARSING", "AFTER_PARSING",
-           "Chain", "CHAT_CHECKS", "ADHOC_CHECKS", "first_verdict", "limits_refusal"]
+           "Chain", "CHAT_CHECKS", "ADHOC_CHECKS", "first_verdict"]
 
 
 class Outcome(NamedTuple):
@@ -100,20 +100,18 @@ Check = Callable[["RequestPipeline", Admission], Verdict]
 
 
 def allowed(pipeline: "RequestPipeline", request: Admission) -> Verdict:
-    daemon = pipeline.daemon
-    if not daemon.access.may_command(request.sender):
-        return Outcome(daemon.MSG_DENIED, "denied")
+    if not pipeline.access.may_command(request.sender):
+        return Outcome(pipeline.texts.MSG_DENIED, "denied")
     return None
 
 
 def small_enough(pipeline: "RequestPipeline", request: Admission) -> Verdict:
-    daemon = pipeline.daemon
-    if request.size > daemon.max_body or request.truncated == "body":
-        return Outcome(daemon.MSG_TOO_LARGE % (
-            "the request", "%d characters" % daemon.max_body), "too-large")
+    if request.size > pipeline.options.max_body or request.truncated == "body":
+        return Outcome(pipeline.texts.MSG_TOO_LARGE % (
+            "the request", "%d characters" % pipeline.options.max_body), "too-large")
     if request.truncated:
-        return Outcome(daemon.MSG_TOO_LARGE % (
-            "an attachment", "%d bytes" % daemon.max_attachment), "too-large")
+        return Outcome(pipeline.texts.MSG_TOO_LARGE % (
+            "an attachment", "%d bytes" % pipeline.options.max_attachment), "too-large")
     return None
 
 
@@ -146,26 +144,26 @@ def in_time(pipeline: "RequestPipeline", request: Admission) -> Verdict:
 
 
 def young_enough(pipeline: "RequestPipeline", request: Admission) -> Verdict:
-    daemon = pipeline.daemon
-    if daemon.max_age is None or not request.delayed:
+    if pipeline.options.max_age is None or not request.delayed:
         return None
     from .wire import delay_stamp
     stamp = delay_stamp(request.stanza)
     if stamp is None:
         return None
     age = (datetime.datetime.now(datetime.timezone.utc) - stamp).total_seconds()
-    if age > daemon.max_age:
-        return Outcome(daemon.MSG_EXPIRED % (age, daemon.max_age), "expired")
+    max_age = pipeline.options.max_age
+    if age > max_age:
+        return Outcome(pipeline.texts.MSG_EXPIRED % (age, max_age), "expired")
     return None
 
 
 def may_run(pipeline: "RequestPipeline", request: Admission) -> Verdict:
-    daemon = pipeline.daemon
-    access = daemon.access
+    access = pipeline.access
     # ``allowed`` checked ``allow``; only an ``acl`` can say more
-    if access.acl and not access.may_run_command(request.sender, request.command or "",
-                                                 daemon.command_for, request.found):
-        return Outcome(daemon.MSG_DENIED, "denied")
+    if access.acl and not access.may_run_command(
+            request.sender, request.command or "", pipeline.commands.command_for,
+            request.found):
+        return Outcome(pipeline.texts.MSG_DENIED, "denied")
     return None
 
 
@@ -176,20 +174,15 @@ def well_formed(pipeline: "RequestPipeline", request: Admission) -> Verdict:
 
 
 def within_limits(pipeline: "RequestPipeline", request: Admission) -> Verdict:
-    return limits_refusal(pipeline.daemon, request.nargs, request.attachments)
-
-
-def limits_refusal(daemon: Any, nargs: int, attachments: Sequence[Any]
-                   ) -> Optional[Outcome]:
-    """The refusal when a request has too many arguments (attachments count as
-    arguments) or too large attachments."""
-    if nargs + len(attachments) > daemon.max_args:
-        return Outcome(daemon.MSG_TOO_LARGE % (
-            "the request", "%d arguments" % daemon.max_args), "too-large")
+    options, texts = pipeline.options, pipeline.texts
+    attachments = request.attachments
+    if request.nargs + len(attachments) > options.max_args:  # attachments count too
+        return Outcome(texts.MSG_TOO_LARGE % (
+            "the request", "%d arguments" % options.max_args), "too-large")
     for index, attachment in enumerate(attachments, 1):
-        if len(attachment.data) > daemon.max_attachment:
-            return Outcome(daemon.MSG_TOO_LARGE % (
-                "attachment %d" % index, "%d bytes" % daemon.max_attachment),
+        if len(attachment.data) > options.max_attachment:
+            return Outcome(texts.MSG_TOO_LARGE % (
+                "attachment %d" % index, "%d bytes" % options.max_attachment),
                 "too-large")
     return None
 

@@ -27,6 +27,8 @@ from .commands import Command, command_names, find_handler, help_for, resolve
 from .connection import Connection
 from .coordinating import Coordinating
 from .download import DOWNLOAD_REQUEST_TIMEOUT, DOWNLOAD_TIMEOUT, MAX_DOWNLOAD, MAX_FILE
+from .options import (MAX_ARGS, MAX_ATTACHMENT, MAX_BODY, MAX_REPLY, Option,
+                      RequestOptions)
 from .fleet import Fleet
 from .handler import DaemonHandler
 from .jid import parse_user
@@ -51,15 +53,6 @@ CONNECTION_OPTIONS = ("host", "port", "endpoints", "resolver", "resource", "ca_f
                       "ca_path", "verify", "direct_tls", "require_tls", "register",
                       "connect_timeout", "ping_interval", "ping_timeout", "password",
                       "stream_management", "resume_timeout", "inline_limit")
-
-#: Default caps on what one request may carry.
-MAX_BODY = 64 * 1024          # characters
-MAX_ARGS = 256                # words and attachments
-MAX_ATTACHMENT = 1024 * 1024  # bytes (decoded) per attachment
-#: Largest reply stanza, in bytes of UTF-8 XML: under the 256 KiB (262,144 bytes) that
-#: Prosody and ejabberd's usual configuration allow a client's stanza.
-MAX_REPLY = 250000
-
 
 class Daemon(ReplyTexts, Coordinating, LoopMethods):
     """A daemon controlled through instant messages (Perl: Net::Chat::Daemon).
@@ -125,6 +118,12 @@ class Daemon(ReplyTexts, Coordinating, LoopMethods):
     #: Tells systemd how it does under :meth:`serve_forever` (:mod:`netchat.sd_notify`).
     notifier: Optional[Notifier] = None
 
+    # the constructor's caps and choices, fields of ``options`` (netchat.options)
+    max_body, max_args, max_attachment, max_age, max_reply = (Option() for _ in range(5))
+    max_pending, max_file, download_hosts, download_timeout = (Option() for _ in range(4))
+    max_download, download_request_timeout, downloads, file_command = \
+        (Option() for _ in range(4))
+
     def __init__(self, user: str, password: Optional[str] = None, *,
                  connection_options: Optional[Dict[str, Any]] = None,
                  commands: Optional[Dict[str, Any]] = None,
@@ -154,17 +153,17 @@ class Daemon(ReplyTexts, Coordinating, LoopMethods):
         self.threads = int(threads or 0)
         if self.threads < 0:
             raise ValueError("threads must be >= 0, not %r" % threads)
-        self.max_pending = max(100, 10 * self.threads) if max_pending is None \
-            else int(max_pending)
+        #: What its requests may carry and take (``max_body`` and the rest are its
+        #: fields, also attributes of the daemon: see :mod:`netchat.options`).
+        self.options = RequestOptions(
+            max_body=max_body, max_args=max_args, max_attachment=max_attachment,
+            max_age=max_age, max_reply=max_reply,
+            max_pending=max(100, 10 * self.threads) if max_pending is None
+            else max_pending, max_file=max_file, download_hosts=download_hosts,
+            download_timeout=download_timeout, max_download=max_download,
+            download_request_timeout=download_request_timeout, downloads=downloads,
+            file_command=file_command)
         self.shutdown_grace = shutdown_grace
-        self.max_body, self.max_args = int(max_body), int(max_args)
-        self.max_attachment = int(max_attachment)
-        self.max_age = max_age
-        self.max_reply = int(max_reply)
-        self.max_file, self.download_hosts = int(max_file), list(download_hosts or ())
-        self.download_timeout, self.file_command = download_timeout, file_command
-        self.max_download, self.downloads = int(max_download), bool(downloads)
-        self.download_request_timeout = float(download_request_timeout)
         self.loglevel = loglevel
         if loglevel is not None:
             self.configure_logging(loglevel)
@@ -187,9 +186,7 @@ class Daemon(ReplyTexts, Coordinating, LoopMethods):
         #: True once closed (until :meth:`reconnect`).
         self.closed = False
         self._exit_request: Optional[BaseException] = None
-        # the parser keeps no more text of one element than the largest body or
-        # (base64, possibly line-wrapped) attachment a request may carry
-        text_limit = max(self.max_body, (self.max_attachment * 4 // 3 + 4) * 78 // 76 + 64)
+        text_limit = self.options.text_limit  # no more text of one element than needed
         #: The connection (Perl: ``$self->{cxn}``).
         self.cxn = self.connection_class(self.user, password,
                                          handler=DaemonHandler(self),
@@ -204,7 +201,8 @@ class Daemon(ReplyTexts, Coordinating, LoopMethods):
         #: Who may do what (``allow`` and ``acl``).
         self.access = AccessPolicy(self.cxn.domain, allow, acl, master)
         #: The steps of every request (see :mod:`netchat.requests`).
-        self.requests = RequestPipeline(self)
+        self.requests = RequestPipeline(self.options, texts=self, access=self.access,
+                                        commands=self, workers=self, cxn=self.cxn)
         self.peers = Peers(self)
         self.fleet = Fleet(self)
         self.services = Services(self)

@@ -57,7 +57,6 @@ class LinkedRequests:
 
     def __init__(self, pipeline: "RequestPipeline"):
         self.pipeline = pipeline
-        self.daemon = pipeline.daemon
         self.closing = False
         self._lock = threading.Lock()
         self._ready: Deque[Callable[..., Any]] = collections.deque()
@@ -75,33 +74,33 @@ class LinkedRequests:
         """Fetch ``links`` for the request ``msg`` (off the loop thread), then run
         ``handler`` (the command ``name``) with ``words`` and the files, and
         ``respond(text, status)``."""
-        daemon = self.daemon
+        pipeline = self.pipeline
         if handler is None:
-            handler = daemon.getHandler(name)
+            handler = pipeline.commands.getHandler(name)
         if handler is None:  # nothing to fetch for
-            return respond(daemon.MSG_UNKNOWN_COMMAND % name, "unknown")
-        if not daemon.accepting or self.closing:
-            return respond(daemon.MSG_SHUTTING_DOWN, "busy")
-        if not daemon.downloads:
-            return respond(daemon.MSG_NO_DOWNLOADS, "error")
+            return respond(pipeline.texts.MSG_UNKNOWN_COMMAND % name, "unknown")
+        if not pipeline.workers.accepting or self.closing:
+            return respond(pipeline.texts.MSG_SHUTTING_DOWN, "busy")
+        if not pipeline.options.downloads:
+            return respond(pipeline.texts.MSG_NO_DOWNLOADS, "error")
         work = _Fetch(self, name, words, links, msg, respond, handler)
         try:
-            pool = daemon.pool
+            pool = pipeline.workers.pool
             if pool is None:
                 with self._lock:
                     if self._fetchers is None:
-                        self._fetchers = WorkerPool(FETCH_THREADS, daemon.max_pending,
+                        self._fetchers = WorkerPool(FETCH_THREADS, pipeline.options.max_pending,
                                                     name="netchat-fetch")
                     pool = self._fetchers
                 # what waits for the loop thread counts against the backlog too
                 waiting = len(self._ready) + pool.pending + pool.running
-                if waiting >= daemon.max_pending:
-                    return respond(daemon.MSG_BUSY % waiting, "busy")
+                if waiting >= pipeline.options.max_pending:
+                    return respond(pipeline.texts.MSG_BUSY % waiting, "busy")
                 work.then = self._hand_to_loop
             if not pool.submit(work):
-                return respond(daemon.MSG_BUSY % pool.pending, "busy")
+                return respond(pipeline.texts.MSG_BUSY % pool.pending, "busy")
         except Exception as exc:  # a thread that cannot start: answered, never left
-            log.exception("[%s] cannot fetch the files of %s", daemon.jid, name)
+            log.exception("[%s] cannot fetch the files of %s", pipeline.cxn.jid, name)
             return respond("error: cannot fetch the linked files: %s: %s" % (
                 type(exc).__name__, exc), "error")
         return True
@@ -130,18 +129,17 @@ class LinkedRequests:
 
     def budget_for(self, msg) -> Budget:
         """The limits of one request's downloads, watched by :meth:`close`."""
-        daemon = self.daemon
-        deadline = time.monotonic() + float(daemon.download_request_timeout)
+        deadline = time.monotonic() + float(self.pipeline.options.download_request_timeout)
         why = "the request's time for its files (%gs, download_request_timeout)" % (
-            daemon.download_request_timeout)
+            self.pipeline.options.download_request_timeout)
         sender_deadline = getattr(msg, "netchat_deadline", None)
         if sender_deadline is not None and sender_deadline < deadline:
             deadline, why = sender_deadline, "the time its sender gave the request"
-        budget = Budget(deadline, daemon.max_download, why)
+        budget = Budget(deadline, self.pipeline.options.max_download, why)
         with self._lock:
             self._budgets.add(budget)
         if self.closing:
-            budget.cancel(daemon.MSG_SHUTTING_DOWN)
+            budget.cancel(self.pipeline.texts.MSG_SHUTTING_DOWN)
         return budget
 
     def done_with(self, budget: Budget):
@@ -158,7 +156,7 @@ class LinkedRequests:
         if closing:  # closed meanwhile: answered busy, its files removed
             run(cancelled=True)
             return
-        self.daemon.interrupt()
+        self.pipeline.workers.interrupt()
 
     def run_ready(self):
         """Run the handlers whose files were fetched (the thread in ``process()``
@@ -177,10 +175,10 @@ class LinkedRequests:
             budgets = list(self._budgets)
             fetchers, self._fetchers = self._fetchers, None
         for budget in budgets:
-            budget.cancel(self.daemon.MSG_SHUTTING_DOWN)
+            budget.cancel(self.pipeline.texts.MSG_SHUTTING_DOWN)
         if fetchers is not None:
             for work in fetchers.shutdown(1.0):
-                work.answer(self.daemon.MSG_SHUTTING_DOWN, "busy")
+                work.answer(self.pipeline.texts.MSG_SHUTTING_DOWN, "busy")
         with self._lock:
             ready, self._ready = list(self._ready), collections.deque()
         for run in ready:
@@ -217,23 +215,23 @@ class _Fetch:
 
     def _fetch(self) -> Optional[List[Any]]:
         owner, msg = self.owner, self.msg
-        daemon = owner.daemon
+        pipeline = owner.pipeline
         budget = owner.budget_for(msg)
         try:
             return owner.fetch(self.links, msg.getFrom(), budget)
         except DownloadError as exc:
             if budget.cancelled:
-                self.answer(daemon.MSG_SHUTTING_DOWN, "busy")
+                self.answer(pipeline.texts.MSG_SHUTTING_DOWN, "busy")
             elif time.monotonic() >= budget.deadline and \
                     getattr(msg, "netchat_deadline", None) == budget.deadline:
-                self.answer(*owner.pipeline.expired(msg))
+                self.answer(*pipeline.expired(msg))
             else:
-                log.warning("[%s] %s from %s: %s", daemon.jid, self.name, msg.getFrom(),
+                log.warning("[%s] %s from %s: %s", pipeline.cxn.jid, self.name, msg.getFrom(),
                             exc)
                 self.answer("error: %s" % exc, "error")
         except Exception as exc:  # whatever fails, the request is answered (and so
             # recorded as answered in the duplicate memory, never left running)
-            log.exception("[%s] fetching the files of %s from %s failed", daemon.jid,
+            log.exception("[%s] fetching the files of %s from %s failed", pipeline.cxn.jid,
                           self.name, msg.getFrom())
             self.answer("error: fetching the linked files failed: %s: %s" % (
                 type(exc).__name__, exc), "error")
@@ -244,7 +242,7 @@ class _Fetch:
     def _run(self, files: List[Any], cancelled: bool = False):
         try:
             if cancelled:
-                self.answer(self.owner.daemon.MSG_SHUTTING_DOWN, "busy")
+                self.answer(self.owner.pipeline.texts.MSG_SHUTTING_DOWN, "busy")
                 return
             text, status = self.owner.pipeline.call_handler(
                 self.handler, self.name, self.words + files, self.msg)

@@ -33,28 +33,29 @@ import logging
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Callable, List, Optional
+from typing import Any, Callable, List, Optional, Protocol
 
 from .admission import ANSWERED, CHAT_CHECKS, Admission, Outcome, first_verdict
 from .attachments import AttachmentError, parse_attachments
 from .audit import audit_line
-from .commands import ParseError, arity_error, parse_body
+from .access import AccessPolicy
+from .commands import Command, ParseError, arity_error, parse_body
 from .download import Downloader, file_name_of, oob_links
 from .linked_files import LinkedRequests
 from .deadlines import valid_for
 from .dedupe import RAN, RUNNING, RecentRequests
 from .errors import CommandError, Disconnected
+from .options import RequestOptions
+from .pool import WorkerPool
 from .redelivery import NS_RECEIPTS, receipt_xml
+from .reply_texts import ReplyTexts
 from .stats import Counts
 from .upload import NS_OOB
 from .wire import NS_DELAY, NS_LEGACY_DELAY, NS_NETCHAT, reply_xml
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .daemon import Daemon
-
 log = logging.getLogger("netchat.daemon")
 
-__all__ = ["RequestPipeline", "Outcome"]  # Outcome: see netchat.admission
+__all__ = ["RequestPipeline", "Commands", "Workers", "Outcome"]  # Outcome: netchat.admission
 
 #: The answer to a copy of a request that ran, whose reply is no longer kept.
 MSG_RAN = "this request ran already; its reply is no longer kept"
@@ -65,15 +66,43 @@ TOLD_MAX = 4096               # requesters remembered as told of the duplicate m
 Respond = Callable[[str, str], Any]
 
 
-class RequestPipeline:
-    """The steps every request of ``daemon`` goes through (see the module)."""
+class Commands(Protocol):
+    """Where the pipeline looks commands up (a :class:`~netchat.Daemon`)."""
 
-    def __init__(self, daemon: "Daemon"):
-        self.daemon = daemon
+    def getHandler(self, name: str) -> Optional[Callable]: ...
+
+    def command_for(self, name: str) -> Optional[Command]: ...
+
+
+class Workers(Protocol):
+    """Where handlers run (a :class:`~netchat.Daemon`): its worker pool (None: in
+    the thread calling ``process()``), whether it still takes requests (False once
+    closing), and how to wake the thread in ``process()``."""
+    pool: Optional[WorkerPool]
+    accepting: bool
+
+    def interrupt(self) -> None: ...
+
+
+class RequestPipeline:
+    """The steps every request of a daemon goes through (see the module), given
+    what they need of it: its ``options``, ``texts`` (the ``MSG_*`` replies),
+    ``access``, ``commands``, ``workers`` and connection ``cxn``."""
+
+    def __init__(self, options: RequestOptions, texts: ReplyTexts, access: AccessPolicy,
+                 commands: "Commands", workers: "Workers", cxn: Any):
+        #: What requests may carry and take (see :mod:`netchat.options`).
+        self.options = options
+        #: The replies the daemon sends on its own (``MSG_*``, a subclass may change).
+        self.texts = texts
+        #: Who may do what (``allow`` and ``acl``).
+        self.access = access
+        #: Where commands are looked up; where handlers run; the connection.
+        self.commands, self.workers, self.cxn = commands, workers, cxn
         self._local = threading.local()
         #: Fetches the files requests link to (``max_file``, ``download_hosts``).
-        self.downloader = Downloader(daemon.cxn, daemon.download_hosts, daemon.max_file,
-                                     daemon.download_timeout)
+        self.downloader = Downloader(cxn, options.download_hosts, options.max_file,
+                                     options.download_timeout)
         #: Runs the requests that link files, fetching them off the loop thread (see
         #: :mod:`netchat.linked_files`).
         self.linked = LinkedRequests(self)
@@ -105,13 +134,12 @@ class RequestPipeline:
     def handle(self, msg) -> Any:
         """Run a chat request from start to reply; True when answered (None when the
         message is not a request: no body)."""
-        daemon = self.daemon
         body = msg.getBody()
         if body is None:
             return None  # a chat state or receipt: nothing to run
         msg.netchat_received = time.monotonic()  # for the latency (netchat.stats)
         sender = msg.getFrom()
-        log.debug("[%s] from(%s): %.200s", daemon.jid, sender, body)
+        log.debug("[%s] from(%s): %.200s", self.cxn.jid, sender, body)
         valid, delayed, linked = scan_request(msg)
         request = Admission(msg, sender, len(body), msg.getThread(),
                             lambda seen: self.answer_copy(msg, sender, seen), valid,
@@ -122,22 +150,22 @@ class RequestPipeline:
             return True
         if isinstance(verdict, Outcome):
             return self.reply(msg, verdict, command=first_word(body))
-        links = oob_links(msg, daemon.max_args + 1) if linked else []
+        links = oob_links(msg, self.options.max_args + 1) if linked else []
         if any(body.strip() == link.url for link in links):
             # a file sent alone, as mobile clients send one: the body is its URL
-            if not daemon.file_command:
-                return self.reply(msg, Outcome(daemon.MSG_FILE_ALONE, "unknown"),
+            if not self.options.file_command:
+                return self.reply(msg, Outcome(self.texts.MSG_FILE_ALONE, "unknown"),
                                   command="-")
-            body = "%s %s" % (daemon.file_command, quote(file_name_of(links[0].url)))
+            body = "%s %s" % (self.options.file_command, quote(file_name_of(links[0].url)))
         try:
             command, args = parse_body(body)
         except ParseError as exc:
             return self.reply(msg, Outcome("error: %s" % exc, "error"),
                               command=first_word(body))
         if command is None:
-            return self.reply(msg, Outcome(daemon.MSG_EMPTY_REQUEST, "unknown"),
+            return self.reply(msg, Outcome(self.texts.MSG_EMPTY_REQUEST, "unknown"),
                               command="-")
-        found = daemon.command_for(command)
+        found = self.commands.command_for(command)
         name = found.name if found is not None else command
         request.command, request.found = name, found
         request.nargs = len(args) + len(links)
@@ -167,22 +195,22 @@ class RequestPipeline:
         elif seen is RUNNING:
             if msg.getID() and msg.getTag("request", namespace=NS_RECEIPTS) is not None:
                 try:
-                    self.daemon.cxn.send_xml(receipt_xml(sender, msg.getID()),
+                    self.cxn.send_xml(receipt_xml(sender, msg.getID()),
                                              flush=False)
                 except Disconnected:
                     pass
         else:
             try:
-                self.daemon.cxn.send_xml(seen, flush=False)
+                self.cxn.send_xml(seen, flush=False)
             except Disconnected as exc:
-                log.warning("[%s] reply to a copy from %s lost: %s", self.daemon.jid,
+                log.warning("[%s] reply to a copy from %s lost: %s", self.cxn.jid,
                             sender, exc)
 
     def expired(self, msg) -> Outcome:
         """The answer to a request past the deadline its sender gave (in its
         ``<valid/>`` child, or in ``msg.netchat_valid`` when the element is elsewhere:
         an ad-hoc command carries it inside its ``<command/>``)."""
-        return Outcome(self.daemon.MSG_DEADLINE % (
+        return Outcome(self.texts.MSG_DEADLINE % (
             valid_for(msg, getattr(msg, "netchat_valid", None)) or 0), "expired")
 
     # -- dispatch --------------------------------------------------------------------------
@@ -192,17 +220,16 @@ class RequestPipeline:
         """Run the handler of ``command`` (a canonical name; ``handler`` when already
         found; inline, or on the pool) and ``respond(text, status)`` with the outcome,
         on whichever thread ran it."""
-        daemon = self.daemon
         if handler is None:
-            handler = daemon.getHandler(command)
+            handler = self.commands.getHandler(command)
         if handler is None:
-            return respond(daemon.MSG_UNKNOWN_COMMAND % command, "unknown")
-        pool = daemon.pool
+            return respond(self.texts.MSG_UNKNOWN_COMMAND % command, "unknown")
+        pool = self.workers.pool
         if pool is not None and command != "help":
-            if not daemon.accepting:
-                return respond(daemon.MSG_SHUTTING_DOWN, "busy")
+            if not self.workers.accepting:
+                return respond(self.texts.MSG_SHUTTING_DOWN, "busy")
             if not pool.submit(Job(self, handler, command, args, request, respond)):
-                return respond(daemon.MSG_BUSY % pool.pending, "busy")
+                return respond(self.texts.MSG_BUSY % pool.pending, "busy")
             return True
         return respond(*self.call_handler(handler, command, args, request))
 
@@ -223,10 +250,10 @@ class RequestPipeline:
             usage = arity_error(handler, args) if isinstance(exc, TypeError) else None
             if usage is not None:  # the words do not fit the handler: say so
                 log.warning("[%s] command %r from %s: the handler %s (extra words: "
-                            "give it *args)", self.daemon.jid, command, msg.getFrom(),
+                            "give it *args)", self.cxn.jid, command, msg.getFrom(),
                             usage)
                 return Outcome("error: %s %s" % (command, usage), "error")
-            log.error("[%s] command %r from %s failed:\n%s", self.daemon.jid, command,
+            log.error("[%s] command %r from %s failed:\n%s", self.cxn.jid, command,
                       msg.getFrom(), traceback.format_exc().rstrip())
             return self.text_of(exc, "error", "error: %s: " % type(exc).__name__)
         finally:
@@ -247,9 +274,9 @@ class RequestPipeline:
                     raise TypeError("__str__ returned %s" % type(text).__name__)
             return Outcome(prefix + text, status)
         except Exception as exc:
-            log.error("[%s] a result of type %s cannot become text: %r", self.daemon.jid,
+            log.error("[%s] a result of type %s cannot become text: %r", self.cxn.jid,
                       type(value).__name__, exc)
-            return Outcome(self.daemon.MSG_NO_TEXT % ("%s: %s" % (type(exc).__name__, exc)),
+            return Outcome(self.texts.MSG_NO_TEXT % ("%s: %s" % (type(exc).__name__, exc)),
                            "error")
 
     # -- reply and audit -------------------------------------------------------------------
@@ -257,20 +284,19 @@ class RequestPipeline:
     def reply(self, msg, outcome: Outcome, command: Optional[str] = None) -> bool:
         """Send the reply to ``msg`` (any thread), a ``too-large`` one when it would be
         over ``max_reply``; with ``command``, audit it."""
-        daemon = self.daemon
         body, status = outcome
         # the first reply to a requester carries the marker even when ok: it says
         # this daemon keeps a duplicate memory (netchat.redelivery sends it copies)
         xml = reply_xml(msg, body, status, marked=self._first_reply_to(msg.getFrom()))
         data = None
-        if len(xml) * 4 > daemon.max_reply:  # else it fits whatever its characters
+        if len(xml) * 4 > self.options.max_reply:  # else it fits whatever its characters
             data = xml.encode("utf-8")
-            if len(data) > daemon.max_reply:
+            if len(data) > self.options.max_reply:
                 log.warning("[%s] a reply of %d bytes to %s is over max_reply (%d)",
-                            daemon.jid, len(data), msg.getFrom(), daemon.max_reply)
+                            self.cxn.jid, len(data), msg.getFrom(), self.options.max_reply)
                 status = "too-large"
-                xml, data = reply_xml(msg, daemon.MSG_REPLY_TOO_LARGE % (
-                    len(data), daemon.max_reply), status), None
+                xml, data = reply_xml(msg, self.texts.MSG_REPLY_TOO_LARGE % (
+                    len(data), self.options.max_reply), status), None
         if command is not None:
             self.audit(msg.getFrom(), command, status,
                        "groupchat" if getattr(msg, "netchat_room", None) else "chat",
@@ -279,9 +305,9 @@ class RequestPipeline:
         if key is not None:
             self.recent.answered(key, data if data is not None else xml)
         try:
-            daemon.cxn.send_xml(data if data is not None else xml, flush=False)
+            self.cxn.send_xml(data if data is not None else xml, flush=False)
         except Disconnected as exc:
-            log.warning("[%s] reply to %s lost: %s", daemon.jid, msg.getFrom(), exc)
+            log.warning("[%s] reply to %s lost: %s", self.cxn.jid, msg.getFrom(), exc)
             return False
         return True
 
@@ -293,7 +319,7 @@ class RequestPipeline:
         peer chose (the command, the resource) is escaped: see
         :func:`netchat.audit.audit_field`."""
         self.counts.ended(status, received)
-        audit_line(self.daemon.jid, sender, command, status, via)
+        audit_line(self.cxn.jid, sender, command, status, via)
 
 
 def quote(word: str) -> str:
