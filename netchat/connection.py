@@ -447,7 +447,7 @@ class Connection(RequestCommands, RoomCommands, PresenceCommands, Pumping, LoopM
         :meth:`process`, which then returns None.
         """
         stream = self.stream
-        stream.closing = True
+        stream.expect_close()
         self.resumer.stop()
         if not stream.enter(grace):
             stream.cut("closed while the thread in process() was busy")

@@ -172,7 +172,7 @@ class Resumer:
                 finally:
                     self.attempting = False
                 if self.closes != closes:  # closed meanwhile: it must not come back
-                    stream.closing = True
+                    stream.expect_close()
                     stream.goodbye(1.0)
                     stream.release_socket("closed")
                     return False
@@ -220,8 +220,7 @@ class Resumer:
         except ConnectError as exc:
             log.warning("the resumed session on %s does not answer (%s): starting a "
                         "fresh one", conn.where, exc)
-            stream.error_condition = "no-acknowledgement"
-            stream.mark_dead("the resumed session does not answer")
+            stream.mark_dead("the resumed session does not answer", "no-acknowledgement")
             return False
 
     def give_up(self, reason: str):

@@ -19,10 +19,12 @@
   as elements arrive, batches go out, time passes and a link is lost (see
   :mod:`netchat.xmpp.feature`); a feature may ask for what arrives to be read while
   writing much. Without one, none of that is on the stream's paths.
-- **The end.** A lost link is handled once (:meth:`Stream.mark_dead`): the socket is
-  closed, queued stanzas are dropped and ``on_dead(reason)`` fails what waits. A thread
-  that cannot get the stream (its owner is busy in a handler) can still cut it
-  (:meth:`Stream.cut`).
+- **The end.** The link has one state (:class:`~netchat.xmpp.link.LinkState`) and,
+  while down, one :class:`~netchat.xmpp.link.Ending`, changed under the stream's lock
+  (see :mod:`netchat.xmpp.link`). A lost link is handled once (:meth:`Stream.end`):
+  the socket is closed, queued stanzas are kept by the feature or dropped, and
+  ``on_dead(reason)`` fails what waits. A thread that cannot get the stream (its
+  owner is busy in a handler) can still cut it (:meth:`Stream.cut`).
 """
 
 import collections
@@ -41,6 +43,7 @@ from xmpp.simplexml import Node
 
 from ..errors import ConnectError
 from .keepalive import Keepalive
+from .link import Ending, Link, LinkState
 from .outbox import BATCH_LIMIT, FLUSH_AT, Nonza, Outbox
 from .owner import OwnerLock
 from .parser import (STANZA_CLASSES, Dispatcher, as_stanza,
@@ -89,16 +92,8 @@ class Stream:
         self.keepalive = Keepalive(ping_interval, ping_timeout)
         #: Elements parsed and not yet dispatched (the owner's).
         self.inbox: collections.deque = collections.deque()
-        #: Why the link is down (None while it is up).
-        self.dead: Optional[str] = "not connected"
-        #: close() is under way: a lost link is then expected.
-        self.closing = False
-        #: The server ended the stream itself (a stream error or its closing tag):
-        #: the session is over, not to be resumed.
-        self.ended_by_server = False
-        #: The condition and text of the stream error that ended the stream, if one did.
-        self.error_condition: Optional[str] = None
-        self.error_text = ""
+        #: The link's state and why it is down (see :mod:`netchat.xmpp.link`).
+        self.link = Link()
         #: The server's stream id, TLS version, and whether TLS is verified.
         self.stream_id: Optional[str] = None
         self.tls_version: Optional[str] = None
@@ -134,7 +129,41 @@ class Stream:
 
     @property
     def connected(self) -> bool:
-        return self.dead is None
+        return self.link.dead is None
+
+    @property
+    def state(self) -> LinkState:
+        """Where the link is (see :mod:`netchat.xmpp.link`)."""
+        return self.link.state
+
+    @property
+    def dead(self) -> Optional[str]:
+        """Why the link is down (None while it is up)."""
+        return self.link.dead
+
+    @property
+    def closing(self) -> bool:
+        """We are ending the link (or did): losing it is then expected."""
+        return self.link.closing
+
+    @property
+    def ended_by_server(self) -> bool:
+        """The server ended the stream itself (a stream error or its closing tag):
+        the session is over, not to be resumed."""
+        ending = self.link.ending
+        return ending is not None and ending.by_server
+
+    @property
+    def error_condition(self) -> Optional[str]:
+        """The condition of the stream error that ended the stream, if one did."""
+        ending = self.link.ending
+        return ending.condition if ending is not None else None
+
+    @property
+    def error_text(self) -> str:
+        """The text of that stream error."""
+        ending = self.link.ending
+        return ending.text if ending is not None else ""
 
     @property
     def sm(self) -> Any:
@@ -191,10 +220,8 @@ class Stream:
         given: XEP-0368), start the stream to ``domain``; returns its features."""
         self.release_socket("reconnecting")
         self.owner.open_wake()
-        self.closing = False
-        self.ended_by_server = False
-        #: The condition of the stream error that ended the stream, if one did.
-        self.error_condition, self.error_text = None, ""
+        with self.cond:
+            self.link.connecting()
         self.inbox.clear()
         self._lose_unsent()  # put in after the link died: kept for this session, or dropped
         self._stream_error, self._stream_ended = None, False
@@ -286,7 +313,7 @@ class Stream:
         (default: plain available presence; none when the session was resumed: the
         server kept it), then what a lost link left."""
         with self.cond:
-            self.dead = None
+            self.link.up()
             pending = self.feature.take_resend() if self.feature is not None else []
         self.keepalive.reset(time.monotonic())
         if not resumed:
@@ -351,17 +378,16 @@ class Stream:
                 return None
         if self._stream_error:
             condition, text = self._stream_error
-            self.ended_by_server = True
-            self.error_condition, self.error_text = condition, text or ""
-            self.mark_dead("stream error from server: %s%s"
-                           % (condition, " (%s)" % text if text else ""))
+            self.end(Ending("stream error from server: %s%s"
+                            % (condition, " (%s)" % text if text else ""),
+                            condition, text or "", by_server=True))
             return None
         if self._stream_ended or eof:
-            self.ended_by_server = self._stream_ended
             if self.inbox and settle:  # hand over what arrived with the goodbye
                 self.dispatch()
-            self.mark_dead("server closed the %s" % ("stream" if self._stream_ended
-                                                     else "connection"))
+            self.end(Ending("server closed the %s" % ("stream" if self._stream_ended
+                                                      else "connection"),
+                            by_server=self._stream_ended, orderly=True))
             return None
         return len(data)
 
@@ -480,8 +506,7 @@ class Stream:
             return self._ping_due(now)
         nonzas, wait, wedged = feature.tick(now, self.keepalive.timeout)
         if wedged is not None:
-            self.error_condition = WEDGED
-            self.mark_dead(wedged)
+            self.mark_dead(wedged, WEDGED)
             return None
         if nonzas:
             self.outbox.extend(nonzas)
@@ -570,19 +595,32 @@ class Stream:
 
     # -- ending ----------------------------------------------------------------------------
 
-    def mark_dead(self, reason: str):
-        """The one place a lost link is handled (owner): once, closing the socket."""
-        if self.dead is not None:
-            return
-        self.dead = reason
-        if self.closing:
+    def expect_close(self):
+        """We are ending the link (any thread): from now on losing it is no loss, and
+        it is not to come back."""
+        with self.cond:
+            self.link.expect_close()
+
+    def mark_dead(self, reason: str, condition: Optional[str] = None):
+        """The link is lost (owner): :meth:`end` for ``reason`` (``condition``: a stream
+        error's, or :data:`~netchat.xmpp.feature.WEDGED`)."""
+        self.end(Ending(reason, condition))
+
+    def end(self, ending: Ending):
+        """The one place a lost link is handled (owner): once, closing the socket,
+        keeping or dropping what was not written, and telling ``on_dead``."""
+        with self.cond:
+            if not self.link.end(ending):
+                return
+            closing = self.link.closing
+        if closing:
             log.info("connection to %s closed", self.where)
         else:
-            log.warning("connection to %s lost: %s", self.where, reason)
+            log.warning("connection to %s lost: %s", self.where, ending.reason)
         if self.transport is not None:
             self.transport.close()
         self._lose_unsent()
-        self.on_dead(reason)
+        self.on_dead(ending.reason)
 
     def _lose_unsent(self):
         """The link is gone: what the outbox holds is kept for the next session (stream
@@ -614,7 +652,7 @@ class Stream:
     def goodbye(self, timeout: float):
         """Send unavailable presence and the end of the stream, and wait up to
         ``timeout`` seconds for the server to end its own (owner only)."""
-        self.closing = True
+        self.expect_close()
         if self.dead is not None:
             return
         try:
@@ -640,11 +678,10 @@ class Stream:
         """Close from outside while another thread owns the stream: mark it dead, fail
         what waits, shut the socket down (its owner's next read or write fails at
         once) and leave releasing it to the owner."""
-        self.closing = True
         with self.cond:
-            if self.dead is not None:
+            self.link.expect_close()
+            if not self.link.end(Ending(reason)):
                 return
-            self.dead = reason
         log.warning("connection to %s: %s", self.where, reason)
         self._release_owed = True
         self.on_dead(reason)
