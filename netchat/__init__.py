@@ -3,7 +3,7 @@
 A Python port of the Perl module Net::Chat::Daemon. See README.rst.
 """
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # first: loads xmpppy's stanza and dispatcher modules without its __init__.py
 from . import xmpplib  # noqa: F401

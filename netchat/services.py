@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, List, Optional
 from xmpp.protocol import Iq
 from xmpp.simplexml import Node
 
-from . import __version__
+from .version import __version__
 from .admission import ADHOC_CHECKS, ANSWERED, Admission, Outcome, first_verdict
 from .audit import audit_line
 from .commands import ParseError, command_names, parse_body

@@ -132,3 +132,74 @@ def test_an_idle_daemon_after_a_request_still_has_not_loaded_them(xmpp_account):
                            "options": a.connection_options} for a in accounts]))
     assert found["reply"] == "hello"
     assert [name for name in UNUSED if name in found["modules"]] == []
+
+
+def _module_imports(path: str, module: str) -> set:
+    """The netchat modules ``module`` (its file ``path``) imports when it is loaded:
+    not those imported inside functions or only for type checking."""
+    import ast
+    is_package = path.endswith("__init__.py")
+    found = set()
+
+    def visit(nodes):
+        for node in nodes:
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
+                continue
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if isinstance(node, ast.ClassDef):
+                visit(node.body)
+            elif isinstance(node, (ast.If, ast.Try)):
+                visit(node.body)
+                visit(node.orelse)
+                for handler in getattr(node, "handlers", []):
+                    visit(handler.body)
+                visit(getattr(node, "finalbody", []))
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = module.split(".")
+                    base = base[:len(base) - (node.level - 1)] if is_package else \
+                        base[:len(base) - node.level]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                for alias in node.names:
+                    found.add((target, target + "." + alias.name))
+            elif isinstance(node, ast.Import):
+                found.update((alias.name, alias.name) for alias in node.names)
+    with open(path) as source:
+        visit(ast.parse(source.read()).body)
+    return found
+
+
+def test_no_import_cycle_at_run_time():
+    modules = {}
+    for folder, _, files in os.walk(os.path.join(TOP, "netchat")):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                module = os.path.relpath(path, TOP)[:-3].replace(os.sep, ".")
+                modules[module[:-len(".__init__")] if module.endswith(".__init__")
+                        else module] = path
+    graph = {}
+    for module, path in modules.items():
+        targets = set()
+        for target, sub in _module_imports(path, module):
+            target = sub if sub in modules else target
+            if target in modules and target != module:
+                targets.add(target)
+        graph[module] = targets
+    cycles = []
+
+    def walk(module, trail):
+        for target in sorted(graph[module]):
+            if target in trail:
+                cycles.append(trail[trail.index(target):] + [target])
+            elif target not in done:
+                walk(target, trail + [target])
+        done.add(module)
+    done: set = set()
+    for module in sorted(graph):
+        if module not in done:
+            walk(module, [module])
+    assert cycles == []

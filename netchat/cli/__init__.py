@@ -17,7 +17,7 @@ import argparse
 import sys
 from typing import List, Optional
 
-from .. import __version__
+from ..version import __version__
 from ..errors import NetChatError
 from .common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_USAGE, UsageError
 from .demo import cmd_demo, cmd_server

@@ -6,7 +6,7 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from .. import __version__
+from ..version import __version__
 from ..attachments import Attachment
 from ..errors import AuthError, ConnectError, Disconnected, RemoteError, Timeout
 from ..upload import INLINE_LIMIT, UploadError
