@@ -34,10 +34,10 @@ import socket
 import ssl
 import threading
 import time
-from typing import Any, Callable, Optional, Tuple
-from xml.parsers.expat import ExpatError
+from typing import Any, Callable, Optional
 
-from xmpp.client import Client
+# xmpppy's client class, under every stream's reader (netchat.xmpp.stream.Client as before)
+from xmpp.client import Client  # noqa: F401
 from xmpp.protocol import NS_CLIENT, NS_STREAMS, Presence
 from xmpp.simplexml import Node
 
@@ -46,8 +46,8 @@ from .keepalive import Keepalive
 from .link import Ending, Link, LinkState
 from .outbox import BATCH_LIMIT, FLUSH_AT, Nonza, Outbox
 from .owner import OwnerLock
-from .parser import (STANZA_CLASSES, Dispatcher, as_stanza,
-                     error_condition)
+from .parser import STANZA_CLASSES, as_stanza
+from .reader import Reader
 from .feature import WEDGED, StreamFeature
 from .transport import (WRITE_TIMEOUT, Transport, open_socket, poll_ms, wait_io,
                         wrap_tls)
@@ -112,13 +112,12 @@ class Stream:
         #: ``tick(now)``: called by the owner every time round the pump; returns the
         #: seconds until it wants to be called again (None: no wish).
         self.tick: Optional[Callable[[float], Optional[float]]] = None
-        self._client: Optional[Client] = None
+        #: Bytes to elements (see :mod:`netchat.xmpp.reader`).
+        self.reader = Reader(self.deliver, text_limit)
         #: Serialized stanzas waiting to be written (any thread puts, the owner writes).
         self.outbox = Outbox()
         self._written = 0  # stanzas written since the last read (stream management)
         self._fresh = False  # stanzas parsed since a nested pump last routed the inbox
-        self._stream_error: Optional[Tuple[str, str]] = None
-        self._stream_ended = False
         self._release_owed = False
         # the pump's poll object, and the sockets (and their descriptors) it watches
         self._poller: Any = None
@@ -224,7 +223,6 @@ class Stream:
             self.link.connecting()
         self.inbox.clear()
         self._lose_unsent()  # put in after the link died: kept for this session, or dropped
-        self._stream_error, self._stream_ended = None, False
         self.tls_verified = False
         self.tls_version = None
         raw = open_socket(host, port, deadline, self.where)
@@ -233,10 +231,8 @@ class Stream:
             sock = wrap_tls(raw, domain, deadline, context, self.where)
             self.tls_verified, self.tls_version = verified, sock.version()
         sock.setblocking(False)
-        self._client = Client(domain, port, debug=[])
-        self._client.UnregisterDisconnectHandler(self._client.DisconnectHandler)
         self.transport = Transport(sock, self.where)
-        self.transport.PlugIn(self._client)
+        self.reader.attach(self.transport, domain, port)
         return self.restart(deadline)
 
     def start_tls(self, domain: str, deadline: float, context: ssl.SSLContext,
@@ -250,30 +246,27 @@ class Stream:
 
     def restart(self, deadline: float) -> Node:
         """(Re)start the XML stream and return the server's stream features."""
-        client = self._client
-        if "Dispatcher" in client.__dict__:
-            client.Dispatcher.PlugOut()
         self.inbox.clear()
-        Dispatcher(self._deliver, self._footer, self.text_limit).PlugIn(client)
+        self.reader.restart()
         features = self.await_element(lambda n: n.getName() == "features" and
                                       n.getNamespace() == NS_STREAMS, deadline,
                                       "stream features")
-        self.stream_id = (client.Dispatcher.Stream._document_attrs or {}).get("id")
+        self.stream_id = self.reader.stream_id
         return features
 
     def await_element(self, predicate: Callable[[Node], bool], deadline: float,
                       what: str) -> Node:
-        """Read until an element matching ``predicate`` arrives (connection set-up)."""
+        """Read until an element matching ``predicate`` arrives (connection set-up);
+        :class:`~netchat.errors.ConnectError` when the stream ends first, or at the
+        ``deadline``."""
+        ending = self.reader.ending()
         while True:
             for index, node in enumerate(self.inbox):
                 if predicate(node):
                     del self.inbox[index]
                     return node
-            if self._stream_error:
-                condition, text = self._stream_error
-                raise ConnectError("server %s ended the stream while waiting for %s: %s%s"
-                                   % (self.where, what, condition,
-                                      " (%s)" % text if text else ""))
+            if ending is not None:
+                raise self._ended_early(ending, what)
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ConnectError("timed out waiting for %s from %s" % (what, self.where))
@@ -286,20 +279,19 @@ class Stream:
                                        % (self.where, what, exc)) from None
                 if not ready:
                     continue
-            try:
-                data, eof = transport.read_available()
-            except OSError as exc:
-                raise ConnectError("connection to %s failed while waiting for %s: %s"
-                                   % (self.where, what, exc)) from None
-            if data:
-                try:
-                    self._client.Dispatcher.Stream.Parse(data)
-                except (ExpatError, ValueError) as exc:
-                    raise ConnectError("server %s sent invalid XML while we waited for "
-                                       "%s: %s" % (self.where, what, exc)) from None
-            if eof and not any(predicate(n) for n in self.inbox):
-                raise ConnectError("server %s closed the connection while we waited for %s"
-                                   % (self.where, what))
+            _, ending = self.reader.read(transport)
+
+    def _ended_early(self, ending: Ending, what: str) -> ConnectError:
+        if ending.condition is not None:
+            return ConnectError("server %s ended the stream while waiting for %s: %s%s"
+                                % (self.where, what, ending.condition,
+                                   " (%s)" % ending.text if ending.text else ""))
+        if ending.orderly:
+            return ConnectError("server %s closed the %s while we waited for %s"
+                                % (self.where, "stream" if ending.by_server
+                                   else "connection", what))
+        return ConnectError("connection to %s failed while waiting for %s: %s"
+                            % (self.where, what, ending.reason))
 
     def write_now(self, data: bytes):
         """Write during connection set-up (the caller owns the stream)."""
@@ -332,8 +324,9 @@ class Stream:
 
     # -- receiving (owner) ----------------------------------------------------------------
 
-    def _deliver(self, node: Node):
-        """Called by the parser for each top-level element: convert and queue it."""
+    def deliver(self, node: Node):
+        """Called by the parser for each top-level element (the reader keeps stream
+        errors): convert it, show it to the feature, queue it for dispatching."""
         name = node.getName()
         namespace = node.getNamespace()
         if namespace == NS_CLIENT:
@@ -347,49 +340,26 @@ class Stream:
                     if self.feature is not None:
                         self.feature.received(node, self.outbox)  # the server counted it
                     return
-        elif namespace == NS_STREAMS and name == "error":
-            self._stream_error = error_condition(node)
-            return
         feature = self.feature
         if feature is not None and feature.received(node, self.outbox):
             return
         self.inbox.append(node)
         self._fresh = True
 
-    def _footer(self):
-        self._stream_ended = True
-
     def _read(self, settle: bool = True) -> Optional[int]:
         """Read and parse what the socket has. Bytes read, or None when the link died.
         ``settle``: what arrived with the server's goodbye is dispatched at once
         (False while writing: it waits in the inbox)."""
-        try:
-            data, eof = self.transport.read_available()
-        except (OSError, AttributeError) as exc:
-            self.mark_dead("read failed: %s" % exc)
-            return None
+        size, ending = self.reader.read(self.transport)
         self._written = 0
-        if data:
+        if size:
             self.keepalive.heard(time.monotonic())
-            try:
-                self._client.Dispatcher.Stream.Parse(data)
-            except (ExpatError, ValueError) as exc:
-                self.mark_dead("server sent invalid XML: %s" % exc)
-                return None
-        if self._stream_error:
-            condition, text = self._stream_error
-            self.end(Ending("stream error from server: %s%s"
-                            % (condition, " (%s)" % text if text else ""),
-                            condition, text or "", by_server=True))
-            return None
-        if self._stream_ended or eof:
-            if self.inbox and settle:  # hand over what arrived with the goodbye
-                self.dispatch()
-            self.end(Ending("server closed the %s" % ("stream" if self._stream_ended
-                                                      else "connection"),
-                            by_server=self._stream_ended, orderly=True))
-            return None
-        return len(data)
+        if ending is None:
+            return size
+        if ending.orderly and settle and self.inbox:  # what arrived with the goodbye
+            self.dispatch()
+        self.end(ending)
+        return None
 
     def pump(self, timeout: Optional[float], return_on_wake: bool,
              interruptible: bool = False) -> Optional[int]:
@@ -515,7 +485,7 @@ class Stream:
         return wait if ping is None else ping if wait is None else min(wait, ping)
 
     def _ping_due(self, now: float) -> Optional[float]:
-        due = self.keepalive.check(now, self._client.Server)
+        due = self.keepalive.check(now, self.reader.domain)
         if due.dead is not None:
             self.mark_dead(due.dead)
         elif due.ping is not None:
@@ -640,7 +610,7 @@ class Stream:
         if self.transport is not None:
             self.transport.close()
             self.transport = None
-        self._client = None
+        self.reader.detach()
         self._poller = self._polled_sock = self._polled_wake = None
         self._sock_fd = self._wake_fd = -1
 
@@ -660,18 +630,14 @@ class Stream:
             self.outbox.put(Nonza(b"</stream:stream>"))
             self.flush()
             deadline = time.monotonic() + timeout
-            while self.dead is None and not self._stream_ended:
+            while self.dead is None and not self.reader.ended:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 ready, _ = wait_io(self.transport.sock, remaining)
-                if ready:
-                    data, eof = self.transport.read_available()
-                    if eof:
-                        break
-                    if data:
-                        self._client.Dispatcher.Stream.Parse(data)
-        except (OSError, ExpatError, ValueError, AttributeError):
+                if ready and self.reader.read(self.transport)[1] is not None:
+                    break  # its end, or a broken link: nothing more to wait for
+        except (OSError, ValueError, AttributeError):
             pass
 
     def cut(self, reason: str):
