@@ -53,7 +53,7 @@ from .stats import Counts
 from .upload import NS_OOB
 from .wire import NS_DELAY, NS_LEGACY_DELAY, NS_NETCHAT, reply_xml
 
-log = logging.getLogger("netchat.daemon")
+log = logging.getLogger(__name__)
 
 __all__ = ["RequestPipeline", "Commands", "Workers", "Outcome"]  # Outcome: netchat.admission
 
