@@ -256,7 +256,7 @@ class Connection(RequestCommands, RoomCommands, PresenceCommands, Pumping, LoopM
             stream.up(outcome.resumed, self.presence_text().encode("utf-8"))
             if outcome.resumed and not self.resumer.prove(deadline):
                 return self  # the link is dead again: a fresh session comes next
-            stream.inbox.extendleft(reversed(self._unhandled))
+            stream.restore_inbox(self._unhandled)
             self._unhandled = []
             self.resumer.connected()
             log.info("connected to %s as %s (%s, %s)", self.where, self.jid,

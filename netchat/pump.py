@@ -50,7 +50,7 @@ class Pumping:
                 return True
             if stream.dead is not None:
                 if not self.resumer.pending or (stream.is_owner() and
-                                                stream.dispatch_depth):
+                                                stream.dispatching):
                     return done()
                 if deadline is not None and time.monotonic() >= deadline:
                     return done()

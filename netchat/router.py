@@ -75,20 +75,19 @@ class Router:
     def dispatch_inbox(self):
         """Route queued stanzas (owner). Nested (inside a handler): replies only."""
         stream = self.conn.stream
-        if stream.dispatch_depth:
+        if stream.dispatching:
             self._dispatch_urgent()
             return
-        stream.dispatch_depth += 1
-        try:
-            while stream.inbox:
-                stanza = stream.inbox.popleft()
+        with stream.dispatch_scope():
+            while True:
+                stanza = stream.next_stanza()
+                if stanza is None:
+                    break
                 self._route_safely(stanza)
                 unlink(stanza)
                 stream.flush_soon()
                 if stream.dead is not None:
                     break
-        finally:
-            stream.dispatch_depth -= 1
 
     def _route_safely(self, stanza):
         try:
@@ -105,19 +104,14 @@ class Router:
         return name == "message" and self.conn.transactions.answers(stanza, self.answers)
 
     def _dispatch_urgent(self):
-        inbox = self.conn.stream.inbox
-        pending = list(inbox)
-        inbox.clear()
+        stream = self.conn.stream
         kept = []
-        for stanza in pending:
+        for stanza in stream.hand_over_inbox():
             if self._is_urgent(stanza):
                 self._route_safely(stanza)
             else:
                 kept.append(stanza)
-        # stanzas that arrived while routing go after the ones kept back
-        kept.extend(inbox)
-        inbox.clear()
-        inbox.extend(kept)
+        stream.restore_inbox(kept)  # ahead of those that arrived while routing
 
     def route(self, stanza):
         name = stanza.getName()

@@ -65,13 +65,17 @@ class Reader:
 
     @property
     def domain(self) -> str:
-        """The server's domain (where pings go)."""
-        return self.client.Server
+        """The server's domain (where pings go; "" without a connection)."""
+        client = self.client
+        return client.Server if client is not None else ""
 
     @property
     def stream_id(self) -> Optional[str]:
         """The id in the server's stream header (None before it came)."""
-        attrs = self.client.Dispatcher.Stream._document_attrs  # xmpppy's, no accessor
+        client = self.client
+        if client is None or "Dispatcher" not in client.__dict__:
+            return None
+        attrs = client.Dispatcher.Stream._document_attrs  # xmpppy's, no accessor
         return (attrs or {}).get("id")
 
     @property
@@ -102,16 +106,19 @@ class Reader:
                           by_server=self._footer, orderly=True)
         return None
 
-    def read(self, transport: Transport) -> Tuple[int, Optional[Ending]]:
+    def read(self, transport: Optional[Transport]) -> Tuple[int, Optional[Ending]]:
         """Read what ``transport`` has without blocking and parse it: ``(bytes read,
         how the stream ended or None)``."""
+        parse = self._parse
+        if transport is None or parse is None:
+            return 0, Ending("read failed: no connection")
         try:
             data, eof = transport.read_available()
         except (OSError, AttributeError) as exc:  # (a transport closed meanwhile)
             return 0, Ending("read failed: %s" % exc)
         if data:
             try:
-                self._parse(data)
+                parse(data)
             except (ExpatError, ValueError) as exc:
                 return len(data), Ending("server sent invalid XML: %s" % exc)
         if self._error is None and not self._footer and not eof:

@@ -98,8 +98,8 @@ class Stream:
         self.stream_id: Optional[str] = None
         self.tls_version: Optional[str] = None
         self.tls_verified = False
-        #: Depth of nested dispatching (a handler pumping for its reply).
-        self.dispatch_depth = 0
+        self._depth = 0  # dispatch scopes open (see dispatch_scope)
+        self._scope = _DispatchScope(self)
         #: Condition shared with the waiters for replies: notified when the owner
         #: lets go or a stanza settles something.
         self.cond = threading.Condition(threading.Lock())
@@ -314,6 +314,41 @@ class Stream:
             self.send_bytes(data, flush=False)
         self.flush()
 
+    # -- the inbox (owner) -----------------------------------------------------------------
+
+    @property
+    def dispatching(self) -> bool:
+        """A :meth:`dispatch_scope` is open: a pump now (a handler waiting for its
+        reply) is nested, and its ``dispatch()`` should take what the handler waits
+        for and leave the rest for the outer loop."""
+        return self._depth > 0
+
+    def dispatch_scope(self) -> "_DispatchScope":
+        """``with stream.dispatch_scope():`` around the outermost dispatching of the
+        inbox (see :attr:`dispatching`)."""
+        return self._scope
+
+    def next_stanza(self) -> Optional[Node]:
+        """The oldest element waiting to be dispatched, taken out (None: none)."""
+        inbox = self.inbox
+        return inbox.popleft() if inbox else None
+
+    def hand_over_inbox(self) -> list:
+        """Everything waiting to be dispatched, in order, taken out."""
+        taken = list(self.inbox)
+        self.inbox.clear()
+        return taken
+
+    def restore_inbox(self, stanzas: list):
+        """Put back ``stanzas`` (taken out and not handled) ahead of what arrived
+        since, in their order."""
+        self.inbox.extendleft(reversed(stanzas))
+
+    def enqueue(self, stanzas: list):
+        """Queue ``stanzas`` to be dispatched after those waiting (the loop routes
+        them again)."""
+        self.inbox.extend(stanzas)
+
     def take_unhandled(self) -> list:
         """The stanzas read and not yet handled (owner), taken out of the inbox: a
         reconnect keeps them to handle on the next link (the server counted them as
@@ -377,7 +412,7 @@ class Stream:
         if interruptible and self.owner.interrupted:
             self.owner.interrupted = False
             return 0
-        if self.inbox and (not self.dispatch_depth or self._fresh):
+        if self.inbox and (not self._depth or self._fresh):
             self._fresh = False  # nested: a reply read while writing must not wait
             self.dispatch()
             return 1 if self.dead is None else None
@@ -661,3 +696,19 @@ class Stream:
         self.wake()
         if self.try_enter():  # the owner let go meanwhile: release it ourselves
             self.leave()
+
+
+class _DispatchScope:
+    """What :meth:`Stream.dispatch_scope` returns (one per stream: no allocation per
+    dispatch)."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: Stream):
+        self.stream = stream
+
+    def __enter__(self):
+        self.stream._depth += 1
+
+    def __exit__(self, *exc):
+        self.stream._depth -= 1
