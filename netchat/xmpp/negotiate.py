@@ -89,13 +89,16 @@ def negotiate(stream: Stream, account: Account, features: Node, deadline: float,
     if failure is not None:
         raise AuthError("authentication of %s on %s failed: %s" % (bare, where, failure))
     features = stream.restart(deadline)
-    offered = sm is not None and smacks.offered(features)
-    if offered and sm.resumable and smacks.resume(stream, sm, deadline):
+    if sm is None:
+        return Outcome(bind(stream, account, features, deadline), mechanism)
+    offered = smacks.offered(features)
+    if offered and sm.resumable and sm.jid is not None and \
+            smacks.resume(stream, sm, deadline):
         return Outcome(sm.jid, mechanism, resumed=True)
     jid = bind(stream, account, features, deadline)
     if offered:
         smacks.enable(stream, sm, jid, deadline)
-    elif sm is not None:
+    else:
         sm.unavailable()
     return Outcome(jid, mechanism)
 

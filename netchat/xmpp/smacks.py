@@ -52,7 +52,7 @@ from .outbox import Nonza, Outbox
 
 log = logging.getLogger("netchat.jabber")
 
-__all__ = ["NS_SM", "Nonza", "StreamManagement", "offered", "enable", "resume",
+__all__ = ["NS_SM", "StreamManagement", "offered", "enable", "resume", "RECORD_AT",
            "ACK_EVERY", "ACK_AFTER", "ANSWER_EVERY", "ANSWER_AFTER"]
 
 NS_SM = "urn:xmpp:sm:3"

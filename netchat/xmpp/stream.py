@@ -1,24 +1,29 @@
 """One XML stream to the server, owned by one thread at a time.
 
-- **The owner lock.** The thread inside ``process()`` (or a thread waiting for a reply
-  while no thread is in ``process()``) owns the stream; it alone reads, parses and
-  writes. Other threads queue serialized stanzas (:meth:`Stream.send_bytes`) and wake
-  the owner through a socket pair, as paho-mqtt does.
-- **The pump.** :meth:`Stream.pump` is one loop tick: wait (``poll()``) on the socket
-  and the wake-up pair until one has something or a timer is due, read everything
-  there is, parse it into the inbox, hand the inbox to ``dispatch()`` and write what
-  was queued. Stanzas are parsed first and dispatched afterwards, so a handler may
-  pump again (to wait for a reply) without re-entering the XML parser. The stream
-  keeps one ``select.poll`` object, registered again only when the socket or the
-  wake-up pair changes (a reconnect): any file descriptor number works (``select()``
-  stops at 1024) and a tick costs one system call.
-- **Keepalive.** After ``ping_interval`` seconds without traffic an XEP-0199 ping
-  goes to the server; no answer within ``ping_timeout`` means a dead link.
+A :class:`Stream` puts together the parts of one connection's stream, each in a
+module of its own:
+
+- **The owner lock** (:mod:`netchat.xmpp.owner`). The thread inside ``process()``
+  (or a thread waiting for a reply while no thread is in ``process()``) owns the
+  stream; it alone reads, parses and writes. Other threads queue serialized stanzas
+  (:meth:`Stream.send_bytes`, into the :class:`~netchat.xmpp.outbox.Outbox`) and
+  wake the owner through a socket pair, as paho-mqtt does.
+- **Setting up** (:mod:`netchat.xmpp.opening`): connect, TLS, (re)start the XML
+  stream, read the server's answers one at a time while negotiating.
+- **The pump** (:mod:`netchat.xmpp.driver`): the owner's loop tick (wait, read,
+  dispatch, write, timers); each read is the :class:`~netchat.xmpp.reader.Reader`'s
+  one read-parse-check step. Stanzas are parsed into the inbox first and dispatched
+  afterwards, so a handler may pump again (to wait for a reply) without re-entering
+  the parser: its ``dispatch()`` is then nested (:attr:`Stream.dispatching`) and
+  takes only what the handler waits for (:meth:`Stream.hand_over_inbox`,
+  :meth:`Stream.restore_inbox`).
+- **Keepalive** (:mod:`netchat.xmpp.keepalive`). After ``ping_interval`` seconds
+  without traffic an XEP-0199 ping goes to the server; no answer within
+  ``ping_timeout`` means a dead link.
 - **A feature.** The stream may carry one feature object (:attr:`Stream.feature`:
   XEP-0198 stream management, see :mod:`netchat.xmpp.smacks`) whose hooks it calls
   as elements arrive, batches go out, time passes and a link is lost (see
-  :mod:`netchat.xmpp.feature`); a feature may ask for what arrives to be read while
-  writing much. Without one, none of that is on the stream's paths.
+  :mod:`netchat.xmpp.feature`). Without one, none of that is on the stream's paths.
 - **The end.** The link has one state (:class:`~netchat.xmpp.link.LinkState`) and,
   while down, one :class:`~netchat.xmpp.link.Ending`, changed under the stream's lock
   (see :mod:`netchat.xmpp.link`). A lost link is handled once (:meth:`Stream.end`):
@@ -29,55 +34,42 @@
 
 import collections
 import logging
-import select
 import socket
-import ssl
 import threading
 import time
 from typing import Any, Callable, Optional
 
 # xmpppy's client class, under every stream's reader (netchat.xmpp.stream.Client as before)
 from xmpp.client import Client  # noqa: F401
-from xmpp.protocol import NS_CLIENT, NS_STREAMS, Presence
+from xmpp.protocol import NS_CLIENT, Presence
 from xmpp.simplexml import Node
 
-from ..errors import ConnectError
+from .driver import TIMER_RECHECK, Driver
+from .feature import StreamFeature
 from .keepalive import Keepalive
 from .link import Ending, Link, LinkState
-from .outbox import BATCH_LIMIT, FLUSH_AT, Nonza, Outbox
+from .opening import Opening
+from .outbox import FLUSH_AT, Nonza, Outbox
 from .owner import OwnerLock
-from .parser import STANZA_CLASSES, as_stanza
 from .reader import Reader
-from .feature import WEDGED, StreamFeature
-from .transport import (WRITE_TIMEOUT, Transport, open_socket, poll_ms, wait_io,
-                        wrap_tls)
+from .transport import Transport, wait_io
 
 log = logging.getLogger("netchat.jabber")
 
 __all__ = ["Stream", "FLUSH_AT", "TIMER_RECHECK"]
 
-#: When the feature asks for it (stream management: the count it acknowledges keeps
-#: up, and the server's queue of stanzas kept for us stays short; ejabberd ends a
-#: session that leaves 5000 unacknowledged), while writing much (a burst of requests,
-#: or replies to a burst) what has arrived is read every this many stanzas written,
-#: as long as fewer than :data:`READ_AHEAD_INBOX` wait to be handled.
-READ_AHEAD_EVERY = 32
-READ_AHEAD_INBOX = 5000
-#: After another thread hands over something to send, the owner looks at its timers
-#: (``tick``) again this many seconds later, even if nothing arrives: that thread
-#: sets the timer of what it sent right after handing it over (a request's
-#: redelivery timer), possibly after the owner, woken to write it, looked at them.
-TIMER_RECHECK = 0.1
 
-
-class Stream:
-    """The socket, parser, queues and owner lock of one connection.
+class Stream(Opening, Driver):
+    """The socket, parser, queues, owner lock and link state of one connection.
 
     :param where: ``host:port``, for messages.
     :param dispatch: called by the owner (inside :meth:`pump`) when stanzas wait in
         :attr:`inbox`.
     :param on_dead: called once with the reason when the link is lost or cut.
     :param text_limit: see :class:`~netchat.xmpp.parser.StreamBuilder`.
+    :param ping_interval: ``ping_timeout``: see :mod:`netchat.xmpp.keepalive`.
+    :param feature: the feature whose hooks the stream calls (see
+        :mod:`netchat.xmpp.feature`), or None.
     """
 
     def __init__(self, where: str, dispatch: Callable[[], None],
@@ -116,18 +108,11 @@ class Stream:
         self.reader = Reader(self.deliver, text_limit)
         #: Serialized stanzas waiting to be written (any thread puts, the owner writes).
         self.outbox = Outbox()
-        self._written = 0  # stanzas written since the last read (stream management)
-        self._fresh = False  # stanzas parsed since a nested pump last routed the inbox
         self._release_owed = False
-        # the pump's poll object, and the sockets (and their descriptors) it watches
-        self._poller: Any = None
-        self._polled_sock: Any = None
-        self._polled_wake: Any = None
-        self._sock_fd = self._wake_fd = -1
-        self._recheck_at: Optional[float] = None  # see TIMER_RECHECK
 
     @property
     def connected(self) -> bool:
+        """The link is up (as far as anyone can know without I/O)."""
         return self.link.dead is None
 
     @property
@@ -174,25 +159,34 @@ class Stream:
 
     @property
     def generation(self) -> int:
+        """Bumped each time the owner lets go (see :class:`~netchat.xmpp.owner.OwnerLock`)."""
         return self.owner.generation
 
     @property
     def want_loop(self) -> int:
+        """Threads waiting to own the stream."""
         return self.owner.want_loop
 
     def is_owner(self) -> bool:
+        """Does the calling thread own the stream?"""
         return self.owner.is_owner()
 
     def try_enter(self) -> bool:
+        """Own the stream if nobody else does (reentrant); False otherwise."""
         return self.owner.try_enter()
 
     def enter(self, timeout: Optional[float] = None) -> bool:
+        """Own the stream, waiting up to ``timeout`` seconds (None: as long as it
+        takes) for its owner to let go."""
         return self.owner.enter(timeout)
 
     def yield_to_waiters(self):
+        """Let a thread waiting in :meth:`enter` have the stream first."""
         self.owner.yield_to_waiters(lambda: self.dead is None)
 
     def leave(self):
+        """Let go (the outermost :meth:`leave` of the owner), writing what other
+        threads queued meanwhile, and releasing the socket a :meth:`cut` left."""
         self.owner.leave(self._before_leaving, self.outbox.__bool__, self.flush)
 
     def _before_leaving(self):
@@ -209,96 +203,10 @@ class Stream:
             self.cond.notify_all()
 
     def wake(self):
+        """Make the owner return from its wait (any thread)."""
         self.owner.wake()
 
-    # -- setting up (owner) --------------------------------------------------------------
-
-    def open(self, host: str, port: int, domain: str, deadline: float,
-             context: Optional[ssl.SSLContext], verified: bool) -> Node:
-        """Connect to ``host:port`` (TLS from the first byte when ``context`` is
-        given: XEP-0368), start the stream to ``domain``; returns its features."""
-        self.release_socket("reconnecting")
-        self.owner.open_wake()
-        with self.cond:
-            self.link.connecting()
-        self.inbox.clear()
-        self._lose_unsent()  # put in after the link died: kept for this session, or dropped
-        self.tls_verified = False
-        self.tls_version = None
-        raw = open_socket(host, port, deadline, self.where)
-        sock = raw
-        if context is not None:
-            sock = wrap_tls(raw, domain, deadline, context, self.where)
-            self.tls_verified, self.tls_version = verified, sock.version()
-        sock.setblocking(False)
-        self.transport = Transport(sock, self.where)
-        self.reader.attach(self.transport, domain, port)
-        return self.restart(deadline)
-
-    def start_tls(self, domain: str, deadline: float, context: ssl.SSLContext,
-                  verified: bool):
-        """Turn the open socket into TLS (after the server said ``proceed``)."""
-        sock = self.transport.sock
-        sock.setblocking(True)
-        self.transport.sock = wrap_tls(sock, domain, deadline, context, self.where)
-        self.transport.sock.setblocking(False)
-        self.tls_verified, self.tls_version = verified, self.transport.sock.version()
-
-    def restart(self, deadline: float) -> Node:
-        """(Re)start the XML stream and return the server's stream features."""
-        self.inbox.clear()
-        self.reader.restart()
-        features = self.await_element(lambda n: n.getName() == "features" and
-                                      n.getNamespace() == NS_STREAMS, deadline,
-                                      "stream features")
-        self.stream_id = self.reader.stream_id
-        return features
-
-    def await_element(self, predicate: Callable[[Node], bool], deadline: float,
-                      what: str) -> Node:
-        """Read until an element matching ``predicate`` arrives (connection set-up);
-        :class:`~netchat.errors.ConnectError` when the stream ends first, or at the
-        ``deadline``."""
-        ending = self.reader.ending()
-        while True:
-            for index, node in enumerate(self.inbox):
-                if predicate(node):
-                    del self.inbox[index]
-                    return node
-            if ending is not None:
-                raise self._ended_early(ending, what)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise ConnectError("timed out waiting for %s from %s" % (what, self.where))
-            transport = self.transport
-            if not transport.has_buffered():
-                try:
-                    ready, _ = wait_io(transport.sock, remaining)
-                except ValueError as exc:  # a closed socket
-                    raise ConnectError("connection to %s failed while waiting for %s: %s"
-                                       % (self.where, what, exc)) from None
-                if not ready:
-                    continue
-            _, ending = self.reader.read(transport)
-
-    def _ended_early(self, ending: Ending, what: str) -> ConnectError:
-        if ending.condition is not None:
-            return ConnectError("server %s ended the stream while waiting for %s: %s%s"
-                                % (self.where, what, ending.condition,
-                                   " (%s)" % ending.text if ending.text else ""))
-        if ending.orderly:
-            return ConnectError("server %s closed the %s while we waited for %s"
-                                % (self.where, "stream" if ending.by_server
-                                   else "connection", what))
-        return ConnectError("connection to %s failed while waiting for %s: %s"
-                            % (self.where, what, ending.reason))
-
-    def write_now(self, data: bytes):
-        """Write during connection set-up (the caller owns the stream)."""
-        try:
-            self.transport.write_all(data, WRITE_TIMEOUT)
-        except OSError as exc:
-            raise ConnectError("write to %s failed: %s" % (self.where, exc)) from None
+    # -- the link is up (owner) -----------------------------------------------------------
 
     def up(self, resumed: bool = False, presence: Optional[bytes] = None):
         """The stream is set up: start counting keepalive time, send ``presence``
@@ -357,176 +265,6 @@ class Stream:
         self.inbox.clear()
         return kept
 
-    # -- receiving (owner) ----------------------------------------------------------------
-
-    def deliver(self, node: Node):
-        """Called by the parser for each top-level element (the reader keeps stream
-        errors): convert it, show it to the feature, queue it for dispatching."""
-        name = node.getName()
-        namespace = node.getNamespace()
-        if namespace == NS_CLIENT:
-            cls = STANZA_CLASSES.get(name)
-            if cls is not None:
-                try:
-                    as_stanza(node, cls)
-                except Exception as exc:  # a malformed stanza must not end the stream
-                    log.warning("dropped a malformed <%s> from %s: %s", name,
-                                node.getAttr("from"), exc)
-                    if self.feature is not None:
-                        self.feature.received(node, self.outbox)  # the server counted it
-                    return
-        feature = self.feature
-        if feature is not None and feature.received(node, self.outbox):
-            return
-        self.inbox.append(node)
-        self._fresh = True
-
-    def _read(self, settle: bool = True) -> Optional[int]:
-        """Read and parse what the socket has. Bytes read, or None when the link died.
-        ``settle``: what arrived with the server's goodbye is dispatched at once
-        (False while writing: it waits in the inbox)."""
-        size, ending = self.reader.read(self.transport)
-        self._written = 0
-        if size:
-            self.keepalive.heard(time.monotonic())
-        if ending is None:
-            return size
-        if ending.orderly and settle and self.inbox:  # what arrived with the goodbye
-            self.dispatch()
-        self.end(ending)
-        return None
-
-    def pump(self, timeout: Optional[float], return_on_wake: bool,
-             interruptible: bool = False) -> Optional[int]:
-        """One loop tick for the owner: 1 data, 0 nothing, None dead.
-
-        Waits up to ``timeout`` seconds (None: no limit) until data arrives, sleeping
-        between timers (keepalive, ``tick``). ``return_on_wake``: return 0 when another
-        thread wakes us (to write what it queued) too. ``interruptible``: the caller is
-        ``process()``, which :meth:`interrupt` ends (0): only such a pump takes that
-        call (one waiting for a reply in another thread leaves it to ``process()``)."""
-        if self.dead is not None:
-            return None
-        if self.outbox:
-            self.flush()
-        if interruptible and self.owner.interrupted:
-            self.owner.interrupted = False
-            return 0
-        if self.inbox and (not self._depth or self._fresh):
-            self._fresh = False  # nested: a reply read while writing must not wait
-            self.dispatch()
-            return 1 if self.dead is None else None
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        while True:
-            if self.dead is not None:
-                return None
-            now = time.monotonic()
-            wait = self._keepalive(now)
-            if self.dead is not None:
-                return None
-            if self.tick is not None:
-                try:
-                    later = self.tick(now)
-                except Exception:  # never let it end the loop
-                    log.exception("error in the timer of %s", self.where)
-                    later = None
-                if later is not None:
-                    wait = later if wait is None else min(wait, later)
-                if self.outbox:
-                    self.flush()
-            recheck = self._recheck_at
-            if recheck is not None:
-                if now >= recheck:
-                    if self._recheck_at == recheck:  # (not set again meanwhile)
-                        self._recheck_at = None  # tick() above saw what was set since
-                else:
-                    wait = recheck - now if wait is None else min(wait, recheck - now)
-            if deadline is not None:
-                remaining = max(0.0, deadline - now)
-                wait = remaining if wait is None else min(wait, remaining)
-            transport = self.transport
-            if transport.has_buffered():
-                sock_ready = True
-                woke = False
-            else:
-                sock = transport.sock
-                try:
-                    if sock is not self._polled_sock or \
-                            self.owner.wake_r is not self._polled_wake:
-                        self._watch(sock, self.owner.wake_r)
-                    events = self._poller.poll(poll_ms(wait))
-                except (OSError, ValueError) as exc:
-                    self.mark_dead("poll failed: %s" % exc)
-                    return None
-                sock_ready = woke = False
-                for fd, _ in events:
-                    if fd == self._wake_fd:
-                        woke = True
-                    else:
-                        sock_ready = True
-            if woke:
-                self.owner.drain_wake()
-                if self.outbox:
-                    self.flush()
-                if interruptible and self.owner.interrupted:
-                    self.owner.interrupted = False
-                    return 0
-                if self.closing or self.want_loop or (return_on_wake and not sock_ready):
-                    return 0
-            if sock_ready:
-                got = self._read()
-                if got is None:
-                    return None
-                if self.inbox:
-                    self.dispatch()
-                if self.outbox:
-                    self.flush()
-                if self.dead is not None:
-                    return None
-                if got:
-                    return 1
-            if deadline is not None and time.monotonic() >= deadline:
-                return 0
-
-    def _watch(self, sock, wake_r):
-        """Make the pump's poll object watch ``sock`` and the wake-up pair's
-        ``wake_r`` (a new socket after a reconnect: registered once, not per tick)."""
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        self._sock_fd = sock.fileno()
-        if wake_r is not None:
-            poller.register(wake_r, select.POLLIN)
-            self._wake_fd = wake_r.fileno()
-        else:
-            self._wake_fd = -1
-        self._poller, self._polled_sock, self._polled_wake = poller, sock, wake_r
-
-    def _keepalive(self, now: float) -> Optional[float]:
-        """Send XEP-0199 pings on a quiet link, and what the feature's clock wants (it
-        may find the session wedged: the link then ends with the condition
-        :data:`~netchat.xmpp.feature.WEDGED`, and :mod:`netchat.resumption` starts a
-        fresh one); returns seconds until the next check."""
-        feature = self.feature
-        if feature is None:
-            return self._ping_due(now)
-        nonzas, wait, wedged = feature.tick(now, self.keepalive.timeout)
-        if wedged is not None:
-            self.mark_dead(wedged, WEDGED)
-            return None
-        if nonzas:
-            self.outbox.extend(nonzas)
-            self.flush()
-        ping = self._ping_due(now)
-        return wait if ping is None else ping if wait is None else min(wait, ping)
-
-    def _ping_due(self, now: float) -> Optional[float]:
-        due = self.keepalive.check(now, self.reader.domain)
-        if due.dead is not None:
-            self.mark_dead(due.dead)
-        elif due.ping is not None:
-            self.send_bytes(due.ping.encode("utf-8"))
-        return due.wait
-
     # -- sending ----------------------------------------------------------------------------
 
     def send_bytes(self, data: bytes, flush: bool = True):
@@ -539,7 +277,7 @@ class Stream:
             if flush or outbox.due:
                 self.flush()
             return
-        self._recheck_at = time.monotonic() + TIMER_RECHECK  # see TIMER_RECHECK
+        self.recheck_timers_soon()
         if self.try_enter():
             try:
                 self.flush()
@@ -553,50 +291,6 @@ class Stream:
         queue is large (owner only)."""
         if self.outbox and (not self.inbox or self.outbox.due):
             self.flush()
-
-    def flush(self):
-        """Write the queued stanzas (owner only), many per write."""
-        transport = self.transport
-        outbox = self.outbox
-        while outbox:
-            if self.dead is not None or transport is None:
-                self._lose_unsent()
-                return
-            feature = self.feature
-            if feature is None:
-                batch = outbox.take_batch(BATCH_LIMIT)
-                managed = False
-            else:
-                batch = outbox.take_batch(feature.batch_limit() or BATCH_LIMIT)
-                managed = feature.outgoing(batch)
-            try:
-                transport.write_all(b"".join(batch), WRITE_TIMEOUT,
-                                    self._read_blocked if managed else None)
-            except (OSError, AttributeError) as exc:
-                self.mark_dead("write failed: %s" % exc)
-                continue
-            if managed:
-                self._written += len(batch)
-                if self._written >= READ_AHEAD_EVERY:
-                    self._read_ahead()
-
-    def _read_blocked(self) -> bool:
-        """While a write waits for the server, read what it sent (see
-        :meth:`Transport.write_all`); False: stop (the inbox is full, or the link died)."""
-        return len(self.inbox) < READ_AHEAD_INBOX and self._read(False) is not None
-
-    def _read_ahead(self):
-        """Read what has come without waiting (see :data:`READ_AHEAD_EVERY`)."""
-        transport = self.transport
-        self._written = 0
-        if len(self.inbox) >= READ_AHEAD_INBOX:
-            return
-        try:
-            ready = transport.has_buffered() or wait_io(transport.sock, 0)[0]
-        except (OSError, ValueError, AttributeError):
-            return  # the next read finds out
-        if ready:
-            self._read(False)
 
     # -- ending ----------------------------------------------------------------------------
 
@@ -624,10 +318,10 @@ class Stream:
             log.warning("connection to %s lost: %s", self.where, ending.reason)
         if self.transport is not None:
             self.transport.close()
-        self._lose_unsent()
+        self.settle_unsent()
         self.on_dead(ending.reason)
 
-    def _lose_unsent(self):
+    def settle_unsent(self):
         """The link is gone: what the outbox holds is kept for the next session (stream
         management) or dropped, taken out in one step (another thread may put more)."""
         unsent = self.outbox.take_all()
@@ -646,8 +340,7 @@ class Stream:
             self.transport.close()
             self.transport = None
         self.reader.detach()
-        self._poller = self._polled_sock = self._polled_wake = None
-        self._sock_fd = self._wake_fd = -1
+        self.unwatch()
 
     def release(self):
         """Close the socket and the wake-up pair (owner only)."""
@@ -667,10 +360,11 @@ class Stream:
             deadline = time.monotonic() + timeout
             while self.dead is None and not self.reader.ended:
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                transport = self.transport
+                if remaining <= 0 or transport is None:
                     break
-                ready, _ = wait_io(self.transport.sock, remaining)
-                if ready and self.reader.read(self.transport)[1] is not None:
+                ready, _ = wait_io(transport.sock, remaining)
+                if ready and self.reader.read(transport)[1] is not None:
                     break  # its end, or a broken link: nothing more to wait for
         except (OSError, ValueError, AttributeError):
             pass
