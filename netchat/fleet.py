@@ -9,15 +9,24 @@ node).
 A node that answered without one is asked for one when it goes away, so that its
 return is seen. The daemon's Perl hooks ``onSyncLogin``, ``onSyncLogout`` and
 ``onSyncError`` (callbacks a subclass may override) report to it.
+
+Before it returns, every node is proved here (a :class:`~netchat.liveness.Witness`):
+its presence answering a nudge of this call proves it; a node whose presence may be
+stale (known before the call, or sent by the server itself under a subscription:
+XEP-0198 keeps a dead client's session, and its presence, for minutes) is pinged,
+and one found gone is waited for again. The nodes known before the call are pinged
+as it begins, while the others are awaited. Nudges, pings and the greetings
+(``"hey guys"``, subject ``allhere``, as Perl) go out many to a write.
 """
 
+import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Set
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Set
 
 from .errors import Disconnected, Timeout
 from .jid import bare_jid
-from .liveness import confirm_online
+from .liveness import Witness, confirm_online, resources_of
 from .wire import ALLHERE_SUBJECT
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,14 +41,33 @@ NUDGE_MAX = 4.0       # seconds between nudges of a node that stays away, at mos
 #: Nudges a node may leave unanswered before the next one asks for a subscription
 #: too (the third, 1.5 s in: a thousand running nodes may take 0.5 s to answer).
 SUBSCRIBE_AT = 2
+#: Seconds to wait for a thread in ``process()`` to let go of the connection, so
+#: that many stanzas go out in a few writes (else each goes in a write of its own).
+TOGETHER_WAIT = 0.05
+
+
+@contextlib.contextmanager
+def _sending_together(cxn) -> Iterator[None]:
+    """Within: what is sent with ``flush=False`` is written on leaving, many stanzas
+    to a write. The calling thread holds the connection meanwhile (what other threads
+    send goes out with it); when the thread in ``process()`` does not let go within
+    :data:`TOGETHER_WAIT` seconds, each stanza goes out as it is sent."""
+    stream = cxn.stream
+    held = stream.enter(TOGETHER_WAIT)
+    try:
+        yield
+    finally:
+        if held:
+            stream.leave()
 
 
 class _Sync:
     """One waitUntilAllHere call: bare JID -> node as given, who is still missing,
     when each is nudged next and how many times it was."""
 
-    def __init__(self, keys: Dict[str, str]):
+    def __init__(self, keys: Dict[str, str], witness: Witness):
         self.keys = keys
+        self.witness = witness
         self.waiting: Set[str] = set(keys.values())
         self.last_nudge: Dict[str, float] = {node: 0.0 for node in keys.values()}
         self.nudges: Dict[str, int] = {node: 0 for node in keys.values()}
@@ -62,6 +90,13 @@ class Fleet:
         #: leaving, as they sent us directed presence, but not of their return).
         self.unsubscribed: Set[str] = set()
 
+    @property
+    def missing(self) -> Optional[Set[str]]:
+        """The nodes (as given) the ``waitUntilAllHere`` in progress still waits for
+        (a copy; None when none is in progress)."""
+        sync = self._sync
+        return set(sync.waiting) if sync is not None else None
+
     def node_of(self, jid) -> Optional[str]:
         """The node (as given to waitUntilAllHere) that ``jid`` is, if one is awaited."""
         sync = self._sync
@@ -72,15 +107,19 @@ class Fleet:
         """See :meth:`netchat.Daemon.waitUntilAllHere`."""
         daemon, cxn = self.daemon, self.daemon.cxn
         nodes = list(nodes)
-        self._sync = sync = _Sync({bare_jid(cxn.expand_jid(node)): node for node in nodes})
-        for bare, node in sync.keys.items():
-            if cxn.is_available(bare):
-                sync.waiting.discard(node)
+        keys = {bare_jid(cxn.expand_jid(node)): node for node in nodes}
+        deadline = None if timeout is None else time.monotonic() + timeout
         ids = [daemon.unshift_callback("available", daemon.onSyncLogin),
                daemon.unshift_callback("unavailable", daemon.onSyncLogout),
                daemon.unshift_callback("error", daemon.onSyncError)]
-        deadline = None if timeout is None else time.monotonic() + timeout
         try:
+            with _sending_together(cxn):
+                self._sync = sync = _Sync(keys, Witness(cxn, flush=False))
+                known = [bare for bare in keys if cxn.is_available(bare)]
+                sync.waiting.difference_update(keys[bare] for bare in known)
+                # their presence may be stale: pinged while the others are awaited
+                sync.witness.ping([jid for bare in known for jid in resources_of(cxn, bare)
+                                   if "/" in jid], flush=False)
             while not self._all_here_confirmed(sync, deadline):
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
@@ -88,10 +127,13 @@ class Fleet:
                     raise Timeout("%d of %d node(s) not here after %.1fs: %s"
                                   % (len(missing), len(nodes), timeout, ", ".join(missing)),
                                   missing=missing)
-                for node in list(sync.waiting):
-                    if now - sync.last_nudge[node] >= sync.gap(node):
-                        self._nudge(node, sync)
-                        sync.last_nudge[node] = now
+                due = [node for node in sync.waiting
+                       if now - sync.last_nudge[node] >= sync.gap(node)]
+                if due:
+                    with _sending_together(cxn):
+                        for node in due:
+                            self._nudge(node, sync)
+                            sync.last_nudge[node] = now
                 next_nudge = min(sync.last_nudge[n] + sync.gap(n) for n in sync.waiting) \
                     if sync.waiting else now
                 wait = max(0.0, next_nudge - time.monotonic())
@@ -103,36 +145,52 @@ class Fleet:
         finally:
             for type, id in zip(("available", "unavailable", "error"), ids):
                 daemon.remove_callback(type, id)
+            if self._sync is not None:
+                self._sync.witness.close()
             self._sync = None
-        for node in nodes:
-            daemon.post(node, "hey guys", subject=ALLHERE_SUBJECT)
+        with _sending_together(cxn):
+            for node in nodes:
+                cxn.send_xml(cxn.message_xml(node, "hey guys", ALLHERE_SUBJECT),
+                             flush=False)
         return True
 
     def _all_here_confirmed(self, sync: _Sync, deadline: Optional[float]) -> bool:
-        """No node is missing, and a ping confirmed each (presence can be stale: see
-        :mod:`netchat.liveness`); nodes found gone are missing again."""
+        """No node is missing, and each is proved here: by its presence answering a
+        nudge, else by a ping (see :class:`~netchat.liveness.Witness`); nodes found
+        gone are missing again."""
         if sync.waiting:
             return False
-        gone = confirm_online(self.daemon.cxn, sync.keys, deadline=deadline)
-        for bare in gone:
-            log.info("[%s] node %s was gone after all: waiting for it again",
-                     self.daemon.jid, bare)
-            sync.waiting.add(sync.keys[bare])
-            sync.last_nudge[sync.keys[bare]] = 0.0
-        return not gone
+        witness = sync.witness
+        witness.ping(witness.unproved(sync.keys, sync.subscribed, deadline))
+        witness.wait(deadline)
+        self._wait_again_for_gone(sync)
+        return not sync.waiting
+
+    def _wait_again_for_gone(self, sync: _Sync):
+        """Nodes the pings found gone (or whose presence went with our session: a
+        fresh one knows none) are missing again."""
+        sync.witness.take_gone()
+        cxn = self.daemon.cxn
+        for bare, node in sync.keys.items():
+            if node not in sync.waiting and not cxn.is_available(bare):
+                log.info("[%s] node %s was gone after all: waiting for it again",
+                         self.daemon.jid, bare)
+                sync.waiting.add(node)
+                sync.last_nudge[node] = 0.0
 
     def _nudge(self, node: str, sync: _Sync):
         """Directed presence (a running node answers it at once); from the third
         nudge on, once, a subscription request too (a node away gets it on its
         return, and its presence then comes by itself). No subscription request per
-        node when the fleet is running: a thousand of them cost the server seconds."""
+        node when the fleet is running: a thousand of them cost the server seconds.
+        Sent with ``flush=False``: see :func:`_sending_together`."""
         cxn = self.daemon.cxn
         jid = bare_jid(cxn.expand_jid(node))
-        cxn.send_presence(jid)
+        cxn.send_xml(cxn.presence_text(jid), flush=False)
         self.daemon.presence_sent.add(jid)
         sync.nudges[node] += 1
         if sync.nudges[node] > SUBSCRIBE_AT and jid not in sync.subscribed:
-            cxn.subscribe(jid)
+            cxn.send_xml(cxn.presence_text(jid, "subscribe"), flush=False)
             sync.subscribed.add(jid)
             self.unsubscribed.discard(jid)
 
@@ -143,6 +201,7 @@ class Fleet:
             return False
         log.debug("presence from %s", jid)
         sync = self._sync
+        sync.witness.heard_from(jid)
         sync.waiting.discard(node)
         bare = bare_jid(jid)
         if bare not in sync.subscribed:
