@@ -20,10 +20,13 @@ slixmpp
 rooms
     ``"nodes": [[user, password], ...]`` and ``"room"``: one netchat ``Daemon`` with
     ``handleEcho`` and ``rooms=[room]`` per account, each on a ``loop_start()`` thread
-    of its own (keep it to ~150 a process: select() cannot watch fds above 1024). Its
-    ready line comes once every daemon is in the room and trusts it; its time is when
-    the last of them saw its own presence in the room (it joined), its JID the last
-    daemon's.
+    of its own. Each daemon holds three file descriptors (its socket and a wake-up
+    pair) and its pump waits with ``poll()``, which takes descriptors of any number:
+    the process's open-file limit (``ulimit -n``) is the bound. ``bench/rooms.py``
+    puts up to ``PER_PROCESS`` (150) in one process, so that the nodes' work is
+    spread over several processes and their interpreter locks. Its ready line comes
+    once every daemon is in the room and trusts it; its time is when the last of them
+    saw its own presence in the room (it joined), its JID the last daemon's.
 """
 
 import json

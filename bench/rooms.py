@@ -24,7 +24,16 @@ and stays in it. Measured, per size:
   the room) log in one after another, and each times ``waitUntilAllHere`` given the
   nodes' user ids (directed presence to each, a subscription request only to a node
   that does not answer the first); the median and the range, the CPU per sweep of
-  the server, the nodes and this process, and the subscription requests it sent.
+  the server, the nodes and this process, and the subscription requests and pings
+  it sent;
+- **last login -> waitUntilAllHere(list)**: the room's coordinator, which has seen
+  the N-1 room nodes (by presence: they are on its list), waits for them and one
+  more, a plain netchat node (``bench/peer.py``, mode ``netchat``, started ahead of
+  time and holding before its login), let in :data:`RELEASE_AFTER` seconds later,
+  once the coordinator has asked it for a subscription (the third nudge, 1.5 s in:
+  its login is then told at once, as a room tells a join). From the time that node
+  was logged in to the return; :data:`LOGIN_ROUNDS` times, a fresh node each round
+  (the one before is stopped).
 
 ``python -m bench --only rooms --room-nodes 1000 --room-servers ejabberd,prosody``
 runs some sizes, on some servers, in that order. Every row is also printed as it
@@ -50,6 +59,10 @@ PROCESSES = 8        # peer processes holding the room's nodes
 PER_PROCESS = 150    # daemons in one process at most
 JOIN_ROUNDS = 3      # last join -> waitUntilAllHere, per size
 COLD_ROUNDS = 3      # fresh coordinators sweeping the running fleet, per size
+LOGIN_ROUNDS = 3     # last login -> waitUntilAllHere(list), per size
+#: Seconds the coordinator waits before the last node logs in: past its third nudge
+#: (1.5 s in), which asks for a subscription.
+RELEASE_AFTER = 2.0
 TIMEOUT = 30.0       # requestAll's timeout
 WAIT = 300.0         # waitUntilAllHere's and the peers' start timeout
 VIAS = ("direct", "groupchat", "presence")
@@ -97,6 +110,12 @@ def _peer_config(server, room: str, accounts) -> dict:
             "server": _server_config(server)}
 
 
+def _node_config(server, account) -> dict:
+    """A plain netchat node (no room): the last login of the list form."""
+    return {"system": "netchat", "user": account.user, "password": account.password,
+            "resource": "node", "server": _server_config(server)}
+
+
 def allow_occupants(coord: netchat.Daemon, room: str, most: int = 5000):
     """ejabberd lets 200 into a room unless its configuration says more (Prosody has
     no such limit, and no such field)."""
@@ -120,6 +139,9 @@ def room_fleet(bench, server, system: str, n: int):
     lasts = [server.account("rml%d-" % n, register=ejabberd) for _ in range(JOIN_ROUNDS)]
     coord_account = server.account("rmcoord")
     colds = [server.account("rmcold%d-" % n) for _ in range(COLD_ROUNDS)]
+    # registered now: a subscription request to an account that does not exist yet
+    # would bounce
+    logins = [server.account("rmli%d-" % n) for _ in range(LOGIN_ROUNDS)]
     with PeerGroup(ready_timeout=WAIT) as group, contextlib.ExitStack() as stack:
         coord = netchat.Daemon(coord_account.jid + "/coord",
                                password=coord_account.password,
@@ -135,6 +157,8 @@ def room_fleet(bench, server, system: str, n: int):
                              for i, chunk in enumerate(chunks) if chunk})
         held = [group.spawn(a.user, _peer_config(server, room, [a]), hold=True)
                 for a in lasts]
+        held_logins = [group.spawn(a.user, _node_config(server, a), hold=True)
+                       for a in logins]
         coord.waitUntilAllHere(room=room, count=n - 1, timeout=WAIT)
         up = time.perf_counter() - started
         bench.say("rooms: %d nodes in %d processes up in %.1f s" % (n - 1, len(fleet), up))
@@ -158,19 +182,37 @@ def room_fleet(bench, server, system: str, n: int):
         users = [a.user for a in accounts] + [lasts[-1].user]
         cold_sweeps(bench, server, system, users, nodes, colds)
         fan_outs(bench, server, system, coord, room, users, nodes)
+        last_logins(bench, server, system, coord, [a.user for a in accounts], group,
+                    list(zip(held_logins, logins)))
 
 
 class ColdCoordinator(netchat.Daemon):
     """A coordinator that notes when the last awaited node's presence came in (the
-    rest of ``waitUntilAllHere`` is the ping of each and the greetings)."""
+    rest of ``waitUntilAllHere`` is the confirmation of the nodes presence did not
+    prove, and the greetings)."""
     all_seen = None
 
     def onSyncLogin(self, sid, presence):
         handled = super().onSyncLogin(sid, presence)
-        sync = self.fleet._sync
-        if sync is not None and not sync.waiting and self.all_seen is None:
+        if self.fleet.missing == set() and self.all_seen is None:
             self.all_seen = time.perf_counter()
         return handled
+
+
+class PingCount:
+    """The XEP-0199 pings a daemon's connection sends to peers (its ``send_stanza``
+    wrapped): the nodes a ``waitUntilAllHere`` confirmed by ping."""
+
+    def __init__(self, daemon: netchat.Daemon):
+        self.count = 0
+        send = daemon.cxn.send_stanza
+
+        def counting(stanza, *args, **kwargs):
+            if stanza.getName() == "iq" and stanza.getType() == "get" and \
+                    stanza.getTag("ping") is not None:
+                self.count += 1
+            return send(stanza, *args, **kwargs)
+        daemon.cxn.send_stanza = counting
 
 
 def cold_sweeps(bench, server, system: str, users: List[str], nodes, accounts):
@@ -182,9 +224,11 @@ def cold_sweeps(bench, server, system: str, users: List[str], nodes, accounts):
     times: List[float] = []
     seen: List[float] = []
     subscriptions: List[int] = []
+    pings: List[int] = []
     for index, account in enumerate(accounts):
         coord = ColdCoordinator(account.jid + "/cold", password=account.password,
                                 connection_options=account.connection_options)
+        counter = PingCount(coord)
         try:
             time.sleep(0.5)  # its login settled
             with contextlib.ExitStack() as stack:
@@ -196,9 +240,11 @@ def cold_sweeps(bench, server, system: str, users: List[str], nodes, accounts):
             seen.append((coord.all_seen or started) - started)
             # the nodes that answered the first nudge were never asked to subscribe
             subscriptions.append(n - len(coord.fleet.unsubscribed))
+            pings.append(counter.count)
             bench.say("rooms: %s, %d nodes: cold sweep %d: %.3f s (every presence in "
-                      "after %.3f s), %d subscription request(s)" % (
-                          system, n, index + 1, times[-1], seen[-1], subscriptions[-1]))
+                      "after %.3f s), %d subscription request(s), %d ping(s)" % (
+                          system, n, index + 1, times[-1], seen[-1], subscriptions[-1],
+                          pings[-1]))
         finally:
             coord.close()
         time.sleep(2)  # the nodes saw it leave
@@ -208,10 +254,12 @@ def cold_sweeps(bench, server, system: str, users: List[str], nodes, accounts):
          statistics.median(times), "s", prosody=meters[0],
          note="%d fresh coordinators %s s (every presence in after %s s, then the "
               "pings and greetings); CPU/sweep: server %.2f s, nodes %.2f s, "
-              "coordinator %.2f s; subscription requests %s" % (
+              "coordinator %.2f s; subscription requests %s; pings %s" % (
                   rounds, _range(times), _range(seen), cpu[0], cpu[1], cpu[2],
-                  "/".join(str(s) for s in subscriptions)),
-         rounds_s=times, presence_s=seen, subscriptions=subscriptions, nodes=n,
+                  "/".join(str(s) for s in subscriptions),
+                  "/".join(str(p) for p in pings)),
+         rounds_s=times, presence_s=seen, subscriptions=subscriptions, pings=pings,
+         nodes=n,
          cpu_per_round_s={"server": cpu[0], "nodes": cpu[1], "coordinator": cpu[2]})
 
 
@@ -242,6 +290,55 @@ def last_join(meter: CpuMeter, group: PeerGroup, coord: netchat.Daemon, room: st
                                     time.monotonic() + 30)
         if not gone:
             raise RuntimeError("the room still shows %d after a node was killed" % n)
+    return returned - peer.ready_at
+
+
+def last_logins(bench, server, system: str, coord: netchat.Daemon, base: List[str],
+                group: PeerGroup, held):
+    """``waitUntilAllHere(base + [last])`` by a coordinator that saw the ``base``
+    nodes, while ``last`` logs in: each of ``held`` (a held peer, its account) in
+    turn."""
+    n = len(base) + 1
+    coord.waitUntilAllHere(base, timeout=WAIT)  # it has seen them all, lately
+    counter = PingCount(coord)
+    meter = CpuMeter(server.pid)
+    times: List[float] = []
+    pings: List[int] = []
+    for peer, account in held:
+        before = counter.count
+        times.append(last_login(meter, group, coord, base + [account.user], peer))
+        pings.append(counter.count - before)
+        bench.say("rooms: %s, %d nodes: last login %d: %.3f s, %d ping(s)" % (
+            system, n, len(times), times[-1], pings[-1]))
+        group.stop([peer])
+    _add(bench, "%d nodes: last login -> waitUntilAllHere(list)" % n, system,
+         statistics.median(times), "s", prosody=meter,
+         note="%d rounds %s s (the coordinator had seen the other %d); pings %s" % (
+             len(times), _range(times), n - 1, "/".join(str(p) for p in pings)),
+         rounds_s=times, pings=pings, nodes=n)
+
+
+def last_login(meter: CpuMeter, group: PeerGroup, coord: netchat.Daemon, nodes: List[str],
+               peer) -> float:
+    """Release ``peer`` :data:`RELEASE_AFTER` seconds into ``waitUntilAllHere(nodes)``;
+    from its login to the return."""
+    error: List[BaseException] = []
+
+    def release():
+        try:
+            time.sleep(RELEASE_AFTER)
+            peer.release()
+            group.wait_ready([peer])
+        except BaseException as exc:
+            error.append(exc)
+    releaser = threading.Thread(target=release, daemon=True)
+    with meter:
+        releaser.start()
+        coord.waitUntilAllHere(nodes, timeout=WAIT)
+        returned = time.time()
+    releaser.join(WAIT)
+    if error:
+        raise error[0]
     return returned - peer.ready_at
 
 
