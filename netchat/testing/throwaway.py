@@ -3,7 +3,6 @@ stop, restart, kill, accounts (:class:`ThrowawayServer`, :class:`Account`)."""
 
 import atexit
 import itertools
-import json
 import logging
 import os
 import shutil
@@ -14,11 +13,11 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple
 
 from .certificates import make_certificates
-from .util import ServerNotInstalled, ServerStartError, free_port
+from .server_state import StateFolder
+from .util import Account, ServerNotInstalled, ServerStartError, free_port
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +31,6 @@ _running: set = set()
 def _stop_leftovers():
     for server in list(_running):
         server.stop()
-
-
-@dataclass
-class Account:
-    """An account made by :meth:`ThrowawayServer.account` or the ``xmpp_account``
-    fixture."""
-    user: str
-    jid: str
-    password: str
-    connection_options: dict = field(default_factory=dict)
-
-    @property
-    def bare(self) -> str:
-        return self.jid.split("/", 1)[0]
 
 
 class ThrowawayServer:
@@ -276,12 +261,7 @@ class ThrowawayServer:
         ``state_dir`` (which must be new or empty)."""
         if self.state_dir is None:
             return tempfile.mkdtemp(prefix="netchat-%s-" % self.name.lower())
-        os.makedirs(self.state_dir, exist_ok=True)
-        if os.listdir(self.state_dir):
-            raise ServerStartError("%s holds files but no %s: not the state of a "
-                                   "throwaway server; give a new or empty directory"
-                                   % (self.state_dir, self.state_name))
-        return self.state_dir
+        return StateFolder(self.state_dir, self.state_name).prepare()
 
     def _state(self) -> Dict[str, Any]:
         return {"server": self.name, "domain": self.domain, "host": self.host,
@@ -289,31 +269,16 @@ class ThrowawayServer:
                 "upload_port": self.upload_port, "certificates": self._certs}
 
     def _save_state(self):
-        path = os.path.join(self.state_dir, self.state_name)
-        with open(path + ".new", "w") as f:
-            json.dump(self._state(), f, indent=1)
-        os.replace(path + ".new", path)
+        StateFolder(self.state_dir, self.state_name).save(self._state())
 
     def _load_state(self) -> bool:
         """Take the ports and certificates a ``state_dir`` records; False when there
         is none (no ``state_dir``, or nothing recorded yet)."""
         if self.state_dir is None or self.directory is not None:
             return False
-        path = os.path.join(self.state_dir, self.state_name)
-        try:
-            with open(path) as f:
-                state = json.load(f)
-        except FileNotFoundError:
+        state = StateFolder(self.state_dir, self.state_name).load(self._state())
+        if state is None:
             return False
-        except (OSError, ValueError) as exc:
-            raise ServerStartError("cannot read %s: %s" % (path, exc)) from None
-        mine = self._state()
-        if any(state.get(key) != mine[key] for key in ("server", "domain", "host")):
-            raise ServerStartError("%s holds the state of %s for %s on %s, not of %s for "
-                                   "%s on %s: give another directory" % (
-                                       self.state_dir, *(state.get(key) for key in (
-                                           "server", "domain", "host")),
-                                       self.name, self.domain, self.host))
         self.directory = self.state_dir
         self._certs = dict(state["certificates"])
         self.ca_file = self._certs["ca_file"]
@@ -442,12 +407,7 @@ class ThrowawayServer:
         if self.state_dir is None:
             shutil.rmtree(directory, ignore_errors=True)
         else:  # it was new or empty: empty again, for the next try
-            for name in os.listdir(directory):
-                path = os.path.join(directory, name)
-                if os.path.isdir(path) and not os.path.islink(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    os.unlink(path)
+            StateFolder(self.state_dir, self.state_name).empty()
         self.directory = None
         return kept
 

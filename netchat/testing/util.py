@@ -6,10 +6,11 @@ import socket
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-__all__ = ["ServerNotInstalled", "ProsodyNotFound", "EjabberdNotFound", "ServerStartError",
-           "free_port", "wait_for", "child_preexec"]
+__all__ = ["Account", "ServerNotInstalled", "ProsodyNotFound", "EjabberdNotFound",
+           "ServerStartError", "free_port", "wait_for", "child_preexec"]
 
 
 class ServerNotInstalled(RuntimeError):
@@ -78,3 +79,17 @@ def child_preexec() -> Optional[Callable[[], None]]:
             threading.current_thread() is threading.main_thread():
         return _die_with_parent
     return None
+
+
+@dataclass
+class Account:
+    """An account made by :meth:`netchat.testing.ThrowawayServer.account` or the ``xmpp_account``
+    fixture."""
+    user: str
+    jid: str
+    password: str
+    connection_options: dict = field(default_factory=dict)
+
+    @property
+    def bare(self) -> str:
+        return self.jid.split("/", 1)[0]
