@@ -67,6 +67,7 @@ def parse_body(body: str) -> Tuple[Optional[str], List[str]]:
             words.append("".join(chars))
         else:
             match = _WORDS.match(body, i)
+            assert match is not None  # at a character that is not a space or a quote
             words.append(match.group())
             i = match.end()
     if not words:

@@ -205,10 +205,10 @@ class RecentRequests:
             if not bucket:
                 del by_count[before]
         if after:
-            bucket = by_count.get(after)
-            if bucket is None:
-                bucket = by_count[after] = collections.OrderedDict()
-            bucket[sender] = None
+            counted = by_count.get(after)
+            if counted is None:
+                counted = by_count[after] = collections.OrderedDict()
+            counted[sender] = None
             self._most = max(self._most, after)
         while self._most and self._most not in by_count:  # one step: counts move by 1
             self._most -= 1

@@ -174,7 +174,8 @@ class TransactionTable:
     def _forget(self, tx: Transaction, settled_now: bool = True):
         """Bookkeeping when ``tx`` leaves the table (under the lock); a late reply
         to it is dropped when it was ``settled_now`` (not closed unanswered)."""
-        self._by_id.pop(tx.msg_id, None)
+        if tx.msg_id is not None:
+            self._by_id.pop(tx.msg_id, None)
         tx.head = None
         self._set_offline(tx, False)
         count = self._targets.get(tx.target, 0) - 1

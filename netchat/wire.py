@@ -162,8 +162,8 @@ def delay_stamp(stanza: Node) -> "Optional[datetime.datetime]":
             stamps.append(_parse_xep82(tag.getAttr("stamp") or ""))
         elif tag.getName() == "x" and tag.getNamespace() == NS_LEGACY_DELAY:
             stamps.append(_parse_legacy(tag.getAttr("stamp") or ""))
-    stamps = [s for s in stamps if s is not None]
-    return min(stamps) if stamps else None
+    found = [s for s in stamps if s is not None]
+    return min(found) if found else None
 
 
 def _parse_xep82(value: str) -> "Optional[datetime.datetime]":

@@ -15,9 +15,7 @@ def test_mypy_finds_nothing():
 
 #: Modules mypy --strict-optional still finds None-unsafe; strict_optional goes on in
 #: pyproject.toml once this is empty.
-NOT_NONE_SAFE_YET = {"netchat/wire.py", "netchat/commands.py", "netchat/dedupe.py",
-                     "netchat/transactions.py", "netchat/fleet.py",
-                     "netchat/xmpp/stream.py", "netchat/xmpp/negotiate.py"}
+NOT_NONE_SAFE_YET = {"netchat/fleet.py"}
 
 
 def test_mypy_strict_optional_finds_nothing_in_the_other_modules():
