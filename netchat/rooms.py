@@ -237,7 +237,7 @@ class Rooms:
         held, room.held = list(room.held), collections.deque()
         if room.trusted and held:
             # routed again, in order, by the loop (never from inside this timer)
-            self.conn.stream.inbox.extend(held)
+            self.conn.stream.enqueue(held)
             self.conn.interrupt()
 
     # -- presence and messages from rooms ---------------------------------------------------

@@ -27,8 +27,11 @@ def test_a_cap_changed_after_the_constructor_holds_for_the_next_request():
 
 def test_the_constructor_coerces_the_caps():
     bot = OfflineDaemon(Echo, max_body="50", download_hosts=None, threads=2)
-    assert bot.daemon.max_body == 50 and bot.daemon.download_hosts == []
-    assert bot.daemon.max_pending == 100   # max(100, 10 * threads)
+    try:
+        assert bot.daemon.max_body == 50 and bot.daemon.download_hosts == []
+        assert bot.daemon.max_pending == 100   # max(100, 10 * threads)
+    finally:
+        bot.close()  # its worker threads
 
 
 def test_a_refusal_is_judged_before_the_duplicate_memory_and_a_copy_after():
