@@ -185,6 +185,16 @@ class Dispatcher(dispatcher.Dispatcher):
         self.Stream._mini_dom = None  # else the parser reuses this node for the next one
         self._deliver(stanza)
 
+    def feed(self, data: bytes):
+        """Parse ``data`` (what the socket gave): each element it completes goes to
+        ``deliver``; raises ``ExpatError`` or ``ValueError`` on invalid XML."""
+        self.Stream.Parse(data)
+
+    @property
+    def stream_attrs(self) -> dict:
+        """The attributes of the server's stream header (empty before it came)."""
+        return self.Stream._document_attrs or {}
+
 
 #: Stanza name -> the xmpppy class it becomes.
 STANZA_CLASSES = {"message": Message, "presence": Presence, "iq": Iq}

@@ -60,8 +60,9 @@ class Reader:
         client = self.client
         if "Dispatcher" in client.__dict__:
             client.Dispatcher.PlugOut()
-        Dispatcher(self._element, self._end, self.text_limit).PlugIn(client)
-        self._parse = client.Dispatcher.Stream.Parse
+        dispatcher = Dispatcher(self._element, self._end, self.text_limit)
+        dispatcher.PlugIn(client)
+        self._parse = dispatcher.feed
 
     @property
     def domain(self) -> str:
@@ -75,8 +76,7 @@ class Reader:
         client = self.client
         if client is None or "Dispatcher" not in client.__dict__:
             return None
-        attrs = client.Dispatcher.Stream._document_attrs  # xmpppy's, no accessor
-        return (attrs or {}).get("id")
+        return client.Dispatcher.stream_attrs.get("id")
 
     @property
     def ended(self) -> bool:
