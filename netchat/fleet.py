@@ -22,7 +22,7 @@ as it begins, while the others are awaited. Nudges, pings and the greetings
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Set
+from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
 from .errors import Disconnected, Timeout
 from .jid import bare_jid
@@ -102,6 +102,12 @@ class Fleet:
         sync = self._sync
         return sync.keys.get(bare_jid(jid)) if sync is not None else None
 
+    def _awaited(self, jid) -> Tuple[Optional[_Sync], str]:
+        """The call in progress and the node ``jid`` is in it (None, "": none)."""
+        sync = self._sync
+        node = sync.keys.get(bare_jid(jid)) if sync is not None else None
+        return (sync, node) if node is not None else (None, "")
+
     def wait_until_all_here(self, nodes: Iterable[str], timeout: Optional[float] = None
                             ) -> bool:
         """See :meth:`netchat.Daemon.waitUntilAllHere`."""
@@ -122,7 +128,7 @@ class Fleet:
                                    if "/" in jid], flush=False)
             while not self._all_here_confirmed(sync, deadline):
                 now = time.monotonic()
-                if deadline is not None and now >= deadline:
+                if timeout is not None and deadline is not None and now >= deadline:
                     missing = sorted(sync.waiting)
                     raise Timeout("%d of %d node(s) not here after %.1fs: %s"
                                   % (len(missing), len(nodes), timeout, ", ".join(missing)),
@@ -196,11 +202,10 @@ class Fleet:
 
     def logged_in(self, jid) -> bool:
         """An awaited node is online; False when ``jid`` is no awaited node."""
-        node = self.node_of(jid)
-        if node is None:
+        sync, node = self._awaited(jid)
+        if sync is None:
             return False
         log.debug("presence from %s", jid)
-        sync = self._sync
         sync.witness.heard_from(jid)
         sync.waiting.discard(node)
         bare = bare_jid(jid)
@@ -224,23 +229,23 @@ class Fleet:
     def logged_out(self, jid) -> bool:
         """An awaited node went away: wait for it again (unless another of its
         resources is still here); False when ``jid`` is no awaited node."""
-        node = self.node_of(jid)
-        if node is None:
+        sync, node = self._awaited(jid)
+        if sync is None:
             return False
         if not self.daemon.cxn.is_available(bare_jid(jid)):
             log.debug("bye bye from %s", jid)
-            self._sync.waiting.add(node)
-            self._sync.nudges[node] = max(self._sync.nudges[node], SUBSCRIBE_AT)
+            sync.waiting.add(node)
+            sync.nudges[node] = max(sync.nudges[node], SUBSCRIBE_AT)
             # (the next nudge asks for a subscription)
         return True
 
     def not_found(self, jid, error) -> bool:
         """An error about an awaited node (no such user...): nudge it later."""
-        node = self.node_of(jid)
-        if node is None:
+        sync, node = self._awaited(jid)
+        if sync is None:
             return False
         log.info("[%s] node %s not found: %s", self.daemon.jid, jid, error)
-        self._sync.last_nudge[node] = time.monotonic()
+        sync.last_nudge[node] = time.monotonic()
         return True
 
     def online_nodes(self, confirm: bool = True) -> List[str]:
