@@ -19,10 +19,9 @@ as it begins, while the others are awaited. Nudges, pings and the greetings
 (``"hey guys"``, subject ``allhere``, as Perl) go out many to a write.
 """
 
-import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Set, Tuple
 
 from .errors import Disconnected, Timeout
 from .jid import bare_jid
@@ -32,7 +31,7 @@ from .wire import ALLHERE_SUBJECT
 if TYPE_CHECKING:  # pragma: no cover
     from .daemon import Daemon
 
-log = logging.getLogger("netchat.daemon")
+log = logging.getLogger(__name__)
 
 __all__ = ["Fleet", "NUDGE_INTERVAL"]
 
@@ -41,26 +40,6 @@ NUDGE_MAX = 4.0       # seconds between nudges of a node that stays away, at mos
 #: Nudges a node may leave unanswered before the next one asks for a subscription
 #: too (the third, 1.5 s in: a thousand running nodes may take 0.5 s to answer).
 SUBSCRIBE_AT = 2
-#: Seconds to wait for a thread in ``process()`` to let go of the connection, so
-#: that many stanzas go out in a few writes (else each goes in a write of its own).
-TOGETHER_WAIT = 0.05
-
-
-@contextlib.contextmanager
-def _sending_together(cxn) -> Iterator[None]:
-    """Within: what is sent with ``flush=False`` is written on leaving, many stanzas
-    to a write. The calling thread holds the connection meanwhile (what other threads
-    send goes out with it); when the thread in ``process()`` does not let go within
-    :data:`TOGETHER_WAIT` seconds, each stanza goes out as it is sent."""
-    stream = cxn.stream
-    held = stream.enter(TOGETHER_WAIT)
-    try:
-        yield
-    finally:
-        if held:
-            stream.leave()
-
-
 class _Sync:
     """One waitUntilAllHere call: bare JID -> node as given, who is still missing,
     when each is nudged next and how many times it was."""
@@ -119,7 +98,7 @@ class Fleet:
                daemon.unshift_callback("unavailable", daemon.onSyncLogout),
                daemon.unshift_callback("error", daemon.onSyncError)]
         try:
-            with _sending_together(cxn):
+            with cxn.writing_together():
                 self._sync = sync = _Sync(keys, Witness(cxn, flush=False))
                 known = [bare for bare in keys if cxn.is_available(bare)]
                 sync.waiting.difference_update(keys[bare] for bare in known)
@@ -136,7 +115,7 @@ class Fleet:
                 due = [node for node in sync.waiting
                        if now - sync.last_nudge[node] >= sync.gap(node)]
                 if due:
-                    with _sending_together(cxn):
+                    with cxn.writing_together():
                         for node in due:
                             self._nudge(node, sync)
                             sync.last_nudge[node] = now
@@ -154,7 +133,7 @@ class Fleet:
             if self._sync is not None:
                 self._sync.witness.close()
             self._sync = None
-        with _sending_together(cxn):
+        with cxn.writing_together():
             for node in nodes:
                 cxn.send_xml(cxn.message_xml(node, "hey guys", ALLHERE_SUBJECT),
                              flush=False)
@@ -189,7 +168,7 @@ class Fleet:
         nudge on, once, a subscription request too (a node away gets it on its
         return, and its presence then comes by itself). No subscription request per
         node when the fleet is running: a thousand of them cost the server seconds.
-        Sent with ``flush=False``: see :func:`_sending_together`."""
+        Sent with ``flush=False``: see :meth:`netchat.Connection.writing_together`."""
         cxn = self.daemon.cxn
         jid = bare_jid(cxn.expand_jid(node))
         cxn.send_xml(cxn.presence_text(jid), flush=False)

@@ -119,14 +119,15 @@ class Pumping:
             stream.leave()
 
     @contextlib.contextmanager
-    def writing_together(self) -> Iterator[None]:
-        """Within this block, stanzas sent with ``flush=False`` from this thread are
-        written together when it ends (at most 64 KiB per write before): a fan-out to
-        a thousand nodes takes a few writes, not one per node. The calling thread
-        holds the stream meanwhile (unless another thread is in :meth:`process`:
-        that one then writes them as it wakes), so keep the block short."""
+    def writing_together(self, wait: float = 0.05) -> Iterator[None]:
+        """Within this block, stanzas sent with ``flush=False`` are written together
+        when it ends (at most 64 KiB per write before): a fan-out to a thousand
+        nodes takes a few writes, not one per node. The calling thread holds the
+        stream meanwhile (what other threads send goes out with it), so keep the
+        block short. When the thread in :meth:`process` does not let go of the
+        stream within ``wait`` seconds, each stanza goes out as it is sent."""
         stream = self.stream
-        entered = not stream.is_owner() and stream.try_enter()
+        entered = not stream.is_owner() and stream.enter(wait)
         try:
             yield
         finally:
