@@ -41,7 +41,7 @@ from .xmpp.negotiate import Account, negotiate
 from .xmpp.smacks import StreamManagement
 from .xmpp.stream import Stream
 
-log = logging.getLogger("netchat.jabber")
+log = logging.getLogger(__name__)
 
 __all__ = ["Connection", "ENDPOINT_MIN_TIME"]
 

@@ -42,7 +42,7 @@ from .errors import Disconnected
 from .jid import bare_jid, normalize_jid
 from .xmpp.parser import NS_PING, make_iq
 
-log = logging.getLogger("netchat.jabber")
+log = logging.getLogger(__name__)
 
 __all__ = ["Probe", "LivenessWatch", "Witness", "confirm_online", "gone_sessions",
            "GONE_CONDITIONS", "PROBE_TIMEOUT", "CONFIRM_AFTER", "CONFIRM_EVERY",

@@ -20,7 +20,7 @@ from .redelivery import NS_RECEIPTS
 from .wire import NS_NETCHAT, is_automatic
 from .xmpp.parser import NS_PING, excerpt, make_iq
 
-log = logging.getLogger("netchat.jabber")
+log = logging.getLogger(__name__)
 
 __all__ = ["Router", "unlink"]
 

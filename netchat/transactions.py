@@ -25,7 +25,7 @@ from .errors import Disconnected, RemoteError
 from .jid import normalize_jid
 from .xmpp.parser import error_condition
 
-log = logging.getLogger("netchat.jabber")
+log = logging.getLogger(__name__)
 
 __all__ = ["Transaction", "TransactionTable", "bounced_offline", "fan_key"]
 

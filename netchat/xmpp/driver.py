@@ -41,7 +41,7 @@ from .parser import STANZA_CLASSES, as_stanza
 from .reader import Reader
 from .transport import WRITE_TIMEOUT, Transport, poll_ms, wait_io
 
-log = logging.getLogger("netchat.jabber")
+log = logging.getLogger(__name__)
 
 __all__ = ["Driver", "TIMER_RECHECK", "READ_AHEAD_EVERY", "READ_AHEAD_INBOX"]
 

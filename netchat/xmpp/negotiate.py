@@ -29,7 +29,7 @@ from .parser import error_condition, make_iq
 from . import smacks
 from .stream import Stream
 
-log = logging.getLogger("netchat.jabber")
+log = logging.getLogger(__name__)
 
 __all__ = ["Account", "negotiate"]
 

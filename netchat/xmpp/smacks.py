@@ -50,7 +50,7 @@ from xmpp.simplexml import Node
 from .feature import NOTHING_DUE, StreamFeature
 from .outbox import Nonza, Outbox
 
-log = logging.getLogger("netchat.jabber")
+log = logging.getLogger(__name__)
 
 __all__ = ["NS_SM", "StreamManagement", "offered", "enable", "resume", "RECORD_AT",
            "ACK_EVERY", "ACK_AFTER", "ANSWER_EVERY", "ANSWER_AFTER"]

@@ -54,7 +54,7 @@ from .owner import OwnerLock
 from .reader import Reader
 from .transport import Transport, wait_io
 
-log = logging.getLogger("netchat.jabber")
+log = logging.getLogger(__name__)
 
 __all__ = ["Stream", "FLUSH_AT", "TIMER_RECHECK"]
 

@@ -17,7 +17,7 @@ from xmpp.client import PlugIn
 
 from ..errors import ConnectError, TLSError
 
-log = logging.getLogger("netchat.jabber")
+log = logging.getLogger(__name__)
 
 __all__ = ["Transport", "open_socket", "wrap_tls", "client_context", "wait_io", "poll_ms",
            "READ_SIZE", "READ_LIMIT", "WRITE_TIMEOUT", "READABLE"]
