@@ -52,3 +52,16 @@ def test_children_know_their_parent_and_namespace():
     valid = msg.getTag("valid", namespace="urn:x-netchat:0")
     assert valid is not None and valid.parent is msg and valid.getAttr("for") == "10"
     assert msg.getTag("body").getNamespace() == "jabber:client"
+
+
+def test_a_ping_is_a_ping_parsed_or_built_here():
+    from xmpp.protocol import Iq
+
+    from netchat.xmpp.parser import NS_PING, as_stanza, is_ping, make_iq
+    built = make_iq("get", Node("ping", attrs={"xmlns": NS_PING}), to="a@b/c", id="p1")
+    assert is_ping(built)
+    parsed = as_stanza(_parse(b"<iq type='get' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>"), Iq)
+    assert is_ping(parsed)
+    assert not is_ping(as_stanza(_parse(
+        b"<iq type='get' id='p3'><query xmlns='jabber:iq:version'/></iq>"), Iq))
+    assert not is_ping(make_iq("result", None, id="p4"))

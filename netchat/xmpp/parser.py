@@ -238,7 +238,10 @@ def is_ping(iq: Node) -> bool:
     if iq.getType() != "get":
         return False
     children = iq.getChildren()
-    return bool(children) and children[0].getNamespace() == NS_PING
+    if not children:
+        return False
+    child = children[0]  # parsed: its namespace; built here: its xmlns attribute
+    return (child.getNamespace() or child.getAttr("xmlns")) == NS_PING
 
 
 def excerpt(msg, limit: int = 200) -> str:
