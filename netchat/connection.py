@@ -341,7 +341,7 @@ class Connection(RequestCommands, RoomCommands, PresenceCommands, Pumping, LoopM
         self.router.dispatch_inbox()
 
     def _on_dead(self, reason: str):
-        if not self.resumer.lost(reason):
+        if not self.resumer.plan_recovery(reason):
             self.transactions.fail_all(reason, self.where)
 
     def _send_copy(self, data: bytes) -> bool:

@@ -127,7 +127,7 @@ class Resumer:
         thread sees it dead and not yet waiting.)"""
         return self.conn.stream.dead is not None and self.possible()
 
-    def lost(self, reason: str) -> bool:
+    def plan_recovery(self, reason: str) -> bool:
         """The link died: True when it will be resumed (nothing fails yet)."""
         stream = self.conn.stream
         if not (self.closed or stream.closing):
@@ -191,7 +191,7 @@ class Resumer:
                     log.info("resuming the session on %s failed: %s", self.conn.where,
                              exc)
                 return False
-            if stream.dead is not None:  # lost again while setting up (see lost())
+            if stream.dead is not None:  # lost again while setting up (see plan_recovery())
                 return False
             with stream.cond:
                 stream.cond.notify_all()

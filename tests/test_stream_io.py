@@ -78,7 +78,7 @@ class Keeper(StreamFeature):
         self.keeps = keeps
         self.kept = []
 
-    def lost(self, unsent):
+    def keep_unsent(self, unsent):
         if self.keeps:
             self.kept.extend(unsent)
         return self.keeps

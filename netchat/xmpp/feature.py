@@ -13,7 +13,7 @@ stream knows nothing of what the feature does; it calls these hooks at four poin
 - **tick** (:meth:`StreamFeature.tick`): the clock: nonzas due, when to be asked
   again, and whether the session is wedged (the link is then ended with the
   condition :data:`WEDGED`);
-- **lost** (:meth:`StreamFeature.lost`): stanzas queued and never written when the
+- **keep_unsent** (:meth:`StreamFeature.keep_unsent`): stanzas queued and never written when the
   link died (not when we closed it): kept for the next session, or not;
 - and once a new session is up, :meth:`StreamFeature.take_resend` gives what to send
   before anything else.
@@ -63,7 +63,7 @@ class StreamFeature:
         seconds the server may take to answer (the stream's ``ping_timeout``)."""
         return NOTHING_DUE
 
-    def lost(self, unsent: List[bytes]) -> bool:
+    def keep_unsent(self, unsent: List[bytes]) -> bool:
         """The link died with ``unsent`` queued and never written (owner); True when
         the feature keeps them for the next session (else they are dropped)."""
         return False

@@ -46,7 +46,7 @@ class Account(NamedTuple):
     register: bool
 
 
-class Outcome(NamedTuple):
+class Negotiated(NamedTuple):
     """What negotiation settled: the bound JID, the SASL mechanism used, and whether
     the session that was lost was resumed (XEP-0198)."""
     jid: str
@@ -56,7 +56,7 @@ class Outcome(NamedTuple):
 
 def negotiate(stream: Stream, account: Account, features: Node, deadline: float,
               context: Optional[ssl.SSLContext], verified: bool,
-              sm: Optional[smacks.StreamManagement] = None) -> Outcome:
+              sm: Optional[smacks.StreamManagement] = None) -> Negotiated:
     """Run the steps on a freshly opened stream (``features``: its first features).
     ``context`` is None when TLS already runs (direct TLS); ``sm``: the connection's
     stream management state (None: not wanted)."""
@@ -90,17 +90,17 @@ def negotiate(stream: Stream, account: Account, features: Node, deadline: float,
         raise AuthError("authentication of %s on %s failed: %s" % (bare, where, failure))
     features = stream.restart(deadline)
     if sm is None:
-        return Outcome(bind(stream, account, features, deadline), mechanism)
+        return Negotiated(bind(stream, account, features, deadline), mechanism)
     offered = smacks.offered(features)
     if offered and sm.resumable and sm.jid is not None and \
             smacks.resume(stream, sm, deadline):
-        return Outcome(sm.jid, mechanism, resumed=True)
+        return Negotiated(sm.jid, mechanism, resumed=True)
     jid = bind(stream, account, features, deadline)
     if offered:
         smacks.enable(stream, sm, jid, deadline)
     else:
         sm.unavailable()
-    return Outcome(jid, mechanism)
+    return Negotiated(jid, mechanism)
 
 
 def _sasl(name: str, payload: bytes = b"", **attrs) -> bytes:

@@ -328,7 +328,7 @@ class StreamManagement(StreamFeature):
         """:meth:`due`, while enabled."""
         return self.due(now, patience) if self.enabled else NOTHING_DUE
 
-    def lost(self, unsent: List[bytes]) -> bool:
+    def keep_unsent(self, unsent: List[bytes]) -> bool:
         """The link died with these queued and never written: keep the stanzas (when
         the session may be resumed, or its messages sent again)."""
         if not self.resumable:

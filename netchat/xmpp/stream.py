@@ -328,7 +328,7 @@ class Stream(Opening, Driver):
         if not unsent:
             return
         closing = self.closing  # then the goodbye's leftovers (an ack): nobody's loss
-        if closing or self.feature is None or not self.feature.lost(unsent):
+        if closing or self.feature is None or not self.feature.keep_unsent(unsent):
             log.log(logging.DEBUG if closing else logging.WARNING,
                     "dropped %d unsent stanza(s): %s", len(unsent), self.dead)
 
