@@ -48,7 +48,7 @@ import time
 from typing import Dict, List
 
 import netchat
-from netchat.room_commands import NS_DATA, NS_MUC_OWNER
+from netchat.client.room_commands import NS_DATA, NS_MUC_OWNER
 from netchat.testing import EjabberdServer, ServerNotInstalled
 from netchat.xmpp.parser import make_iq
 from xmpp.simplexml import Node

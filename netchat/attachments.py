@@ -41,7 +41,7 @@ from typing import IO, Any, Iterable, List, Mapping, Optional, Union
 
 from xmpp.simplexml import Node
 
-from .wire import check_xml_text, xml_keeps
+from .client.wire import check_xml_text, xml_keeps
 
 __all__ = ["Attachment", "AttachmentError", "AttachmentNotTextError",
            "AttachmentGoneError", "attachments_node", "inline_copy", "parse_attachments"]

@@ -53,7 +53,7 @@ class RemoteError(NetChatError):
     ``condition`` is the defined condition (e.g. ``service-unavailable``), ``jid`` the
     peer the request was sent to. ``offline`` is True when the server bounced a
     request sent with a timeout because its target is offline, and no copy of it went
-    before (see :mod:`netchat.redelivery`): the server did not keep it, so it will
+    before (see :mod:`netchat.client.redelivery`): the server did not keep it, so it will
     not run later.
     """
 

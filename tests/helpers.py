@@ -8,7 +8,7 @@ import time
 
 from netchat import BackgroundLoop, Connection, ConnectionHandler
 from netchat.testing import wait_for
-from netchat.wire import make_reply
+from netchat.client.wire import make_reply
 
 __all__ = ["Recorder", "Echo", "Loop", "connect", "wait_for", "start_node", "stop_process"]
 

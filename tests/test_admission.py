@@ -2,8 +2,8 @@
 the request goes through the same routing and pipeline as live)."""
 
 import netchat
-from netchat.admission import ADHOC_CHECKS, CHAT_CHECKS, young_enough
-from netchat.options import RequestOptions
+from netchat.daemon.admission import ADHOC_CHECKS, CHAT_CHECKS, young_enough
+from netchat.daemon.options import RequestOptions
 from netchat.testing import OfflineDaemon
 
 

@@ -1,7 +1,7 @@
 """A request whose words do not fit its handler gets a reply that says so."""
 
 import netchat
-from netchat.commands import arity_error
+from netchat.daemon.commands import arity_error
 from netchat.testing import OfflineDaemon
 
 

@@ -12,7 +12,7 @@ from hypothesis import given, strategies as st
 
 import netchat
 from netchat.cli import join_message, load_attachment, quote_word
-from netchat.commands import parse_body
+from netchat.daemon.commands import parse_body
 from netchat.testing import make_certificates
 from helpers import wait_for
 

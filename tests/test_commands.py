@@ -2,7 +2,7 @@
 
 import pytest
 
-from netchat.commands import ParseError, command_names, find_handler, help_for, parse_body
+from netchat.daemon.commands import ParseError, command_names, find_handler, help_for, parse_body
 
 
 @pytest.mark.parametrize("body, expected", [

@@ -13,7 +13,7 @@ import pytest
 import netchat
 from netchat.jabber import Connection
 from netchat.testing import wait_for
-from netchat.wire import NS_NETCHAT
+from netchat.client.wire import NS_NETCHAT
 from helpers import Echo, Loop, Recorder, connect
 
 
@@ -386,7 +386,7 @@ def test_text_xml_cannot_carry_is_rejected_and_the_stream_survives(pair):
 
 
 def test_echo_reply_escapes_what_xml_cannot_carry(pair, xmpp_account):
-    from netchat.wire import make_reply
+    from netchat.client.wire import make_reply
 
     class Bad(Recorder):
         def on_message(self, conn, msg):
@@ -484,7 +484,7 @@ def test_handler_may_call_request_inside_the_loop(pair, xmpp_account):
     class Relay(Recorder):
         def on_message(self, conn, msg):
             inner = conn.request(b.jid, "inner", timeout=5)
-            from netchat.wire import make_reply
+            from netchat.client.wire import make_reply
             conn.send_stanza(make_reply(msg, "relayed " + inner))
     relay = connect(xmpp_account("relay"), Relay())
     try:
@@ -496,7 +496,7 @@ def test_handler_may_call_request_inside_the_loop(pair, xmpp_account):
 
 
 def test_reply_marker_status_is_readable(pair):
-    from netchat.wire import reply_status
+    from netchat.client.wire import reply_status
     a, b = pair()
     got = []
     with Loop(b):

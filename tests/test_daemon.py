@@ -9,7 +9,7 @@ import pytest
 from xmpp.protocol import Message
 
 import netchat
-from netchat.wire import reply_status
+from netchat.client.wire import reply_status
 from helpers import connect, start_node, stop_process, wait_for
 
 

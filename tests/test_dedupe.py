@@ -1,4 +1,4 @@
-"""The memory of recent requests (netchat.dedupe), without a server: fair per sender,
+"""The memory of recent requests (netchat.daemon.dedupe), without a server: fair per sender,
 bounded by count, bytes and age."""
 
 import random
@@ -6,7 +6,7 @@ import random
 import pytest
 
 from netchat import dedupe
-from netchat.dedupe import RAN, RUNNING, RecentRequests
+from netchat.daemon.dedupe import RAN, RUNNING, RecentRequests
 
 
 def remember(recent, sender, msg_id, reply=None, thread="t"):

@@ -10,12 +10,12 @@ import pytest
 from xmpp.simplexml import XML2Node
 
 import netchat
-from netchat.deadlines import MAX_VALIDITY, request_deadline, valid_for, validity_xml
-from netchat.dedupe import RAN, RUNNING, RecentRequests
+from netchat.client.deadlines import MAX_VALIDITY, request_deadline, valid_for, validity_xml
+from netchat.daemon.dedupe import RAN, RUNNING, RecentRequests
 from netchat.testing import EjabberdServer
 from netchat.testing.proxy import LinkCutter
 from netchat.xmpp.smacks import ACK_EVERY, ANSWER_EVERY
-from netchat.wire import reply_status
+from netchat.client.wire import reply_status
 from helpers import Recorder, connect, wait_for
 
 
@@ -228,7 +228,7 @@ def proxy(xmpp_server):
 def via(account, proxy):
     """Connection options through the proxy, with stream management (the default,
     said anyway); a server that acknowledges nothing for 5 s has a wedged session
-    (see netchat.resumption.RESTART_AFTER)."""
+    (see netchat.client.resumption.RESTART_AFTER)."""
     return dict(account.connection_options, ping_timeout=5, stream_management=True,
                 **proxy.connection_options)
 
@@ -249,7 +249,7 @@ def everything_once(n=N):
 def nothing_else(conn, *others):
     """Nothing but the replies counted reached ``conn``: exactly one reply each. Only
     when the server ended the resumed session (Prosody 0.12 may, see
-    netchat.resumption.RESTART_AFTER) and a fresh one sent the requests again may
+    netchat.client.resumption.RESTART_AFTER) and a fresh one sent the requests again may
     copies of replies come late, as ordinary messages that run nothing."""
     conn.ping()  # anything still in flight has come
     late = conn.handler.messages + [m for m, _ in conn.handler.replies]

@@ -15,8 +15,8 @@ import pytest
 import netchat
 import netchat.jabber
 import netchat.testing.plugin
-from netchat.loop import LoopMethods
-from netchat.request_commands import RequestCommands
+from netchat.client.loop import LoopMethods
+from netchat.client.request_commands import RequestCommands
 
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,7 +81,7 @@ def _description(html_text, target):
 
 
 # (page, id in the page, the object whose docstring must be there)
-DOCUMENTED = [("api/netchat", "netchat.request_commands.RequestCommands.%s" % name,
+DOCUMENTED = [("api/netchat", "netchat.client.request_commands.RequestCommands.%s" % name,
                getattr(RequestCommands, name))
               for name in ("request", "requestAll", "open_request", "ping",
                            "count_transactions", "start_transaction", "barrier",
@@ -89,7 +89,7 @@ DOCUMENTED = [("api/netchat", "netchat.request_commands.RequestCommands.%s" % na
 DOCUMENTED += [("api/netchat", "netchat.Daemon.%s" % name, getattr(netchat.Daemon, name))
                for name in ("request", "requestAll", "ping", "count_transactions",
                             "start_transaction")]
-DOCUMENTED += [("api/netchat", "netchat.loop.LoopMethods.%s" % name,
+DOCUMENTED += [("api/netchat", "netchat.client.loop.LoopMethods.%s" % name,
                 getattr(LoopMethods, name))
                for name in ("loop_start", "loop_stop", "poll", "wait")]
 DOCUMENTED += [("api/jabber", "netchat.jabber.%s" % name, getattr(netchat.jabber, name))

@@ -9,8 +9,8 @@ import time
 import pytest
 
 import netchat
-from netchat.upload import oob_xml
-from netchat.wire import reply_status
+from netchat.client.upload import oob_xml
+from netchat.client.wire import reply_status
 from helpers import temp_files_in, tls_listener
 
 

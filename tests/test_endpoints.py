@@ -7,7 +7,7 @@ from collections import namedtuple
 import pytest
 
 from netchat import Connection
-from netchat.endpoints import Endpoint, EndpointList, order_srv, parse_endpoints
+from netchat.xmpp.endpoints import Endpoint, EndpointList, order_srv, parse_endpoints
 from netchat.testing import free_port
 
 Srv = namedtuple("Srv", "priority weight port target")

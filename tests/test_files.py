@@ -13,9 +13,9 @@ import pytest
 from xmpp.simplexml import XML2Node
 
 import netchat
-from netchat.download import Downloader, DownloadError, Link, file_name_of, oob_links
-from netchat.upload import UploadError, oob_xml
-from netchat.wire import reply_status
+from netchat.client.download import Downloader, DownloadError, Link, file_name_of, oob_links
+from netchat.client.upload import UploadError, oob_xml
+from netchat.client.wire import reply_status
 from helpers import connect, temp_files_in, tls_listener
 from test_cli import jabber
 

@@ -14,7 +14,7 @@ from xmpp.simplexml import XML2Node
 
 import netchat
 from helpers import DaemonPool, Loop, start_node, stop_process
-from netchat.liveness import gone_sessions
+from netchat.client.liveness import gone_sessions
 
 #: Seconds a wait for nodes that will not come is given.
 PROMPTLY = 5

@@ -50,7 +50,7 @@ def test_a_later_import_xmpp_is_the_whole_package_with_netchats_classes():
         print(json.dumps({
             "before": before,
             "client": type(made).__name__,
-            "same_classes": xmpp.Message is netchat.daemon.Message
+            "same_classes": xmpp.Message is netchat.daemon.core.Message
                             and xmpp.Client is netchat.xmpp.stream.Client
                             and Iq is xmpp.protocol.Iq,
             "modules": [type(m) is types.ModuleType for m in
@@ -203,3 +203,54 @@ def test_no_import_cycle_at_run_time():
         if module not in done:
             walk(module, [module])
     assert cycles == []
+
+
+#: layer -> the layers above it, which it never imports (not even for type checking)
+LAYERS_ABOVE = {"netchat.xmpp": ("netchat.client", "netchat.daemon"),
+                "netchat.client": ("netchat.daemon",)}
+
+
+def test_a_layer_never_imports_the_layers_above_it():
+    import ast
+    found = []
+    for layer, above in LAYERS_ABOVE.items():
+        folder = os.path.join(TOP, *layer.split("."))
+        for name in sorted(os.listdir(folder)):
+            if not name.endswith(".py"):
+                continue
+            module = layer + "." + name[:-3]
+            with open(os.path.join(folder, name)) as source:
+                tree = ast.parse(source.read())
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom):
+                    if node.level:
+                        base = module.split(".")[:-node.level]
+                        target = ".".join(base + ([node.module] if node.module else []))
+                    else:
+                        target = node.module or ""
+                elif isinstance(node, ast.Import):
+                    target = node.names[0].name
+                else:
+                    continue
+                if target.startswith(above) or target in ("netchat", "netchat.jabber"):
+                    found.append((module, target))
+    assert found == []
+
+
+def test_the_names_from_before_the_layers_still_import():
+    found = run("""
+        import json, importlib
+        import netchat
+        from netchat.moved import MOVED
+        same = {old: importlib.import_module(old) is importlib.import_module(new)
+                for old, new in MOVED.items()}
+        from netchat.connection import Connection
+        from netchat.dedupe import RecentRequests
+        import netchat.rooms
+        print(json.dumps({"same": same, "connection": Connection is netchat.Connection,
+                          "dedupe": RecentRequests.__module__,
+                          "rooms": netchat.rooms.__name__}))
+        """)
+    assert found["same"] and all(found["same"].values())
+    assert found["connection"] and found["dedupe"] == "netchat.daemon.dedupe"
+    assert found["rooms"] == "netchat.client.rooms"

@@ -139,7 +139,7 @@ def test_ask_sends_attachments_over_the_inline_limit_inline(tmp_path):
     """Past the connection's inline_limit (128 KiB) a live sender uploads the file;
     offline there is no upload service, so ask() sends it inline whatever its size
     (before: a Timeout from asking the absent server for its upload service)."""
-    from netchat.upload import INLINE_LIMIT
+    from netchat.client.upload import INLINE_LIMIT
     bot = OfflineDaemon(Sizes)
     big = bytes(range(256)) * (INLINE_LIMIT // 256 + 100)
     assert bot.ask("save big", attachments=[big]).text == \

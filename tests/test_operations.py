@@ -15,11 +15,11 @@ import xmpp
 
 import netchat
 from netchat import sd_notify
-from netchat.download import Budget, DownloadError, Link
-from netchat.services import NS_COMMANDS, NS_DATA, NS_DISCO_ITEMS
-from netchat.stats import percentile
+from netchat.client.download import Budget, DownloadError, Link
+from netchat.daemon.services import NS_COMMANDS, NS_DATA, NS_DISCO_ITEMS
+from netchat.daemon.stats import percentile
 from netchat.testing import OfflineDaemon
-from netchat.wire import reply_status
+from netchat.client.wire import reply_status
 from helpers import wait_for
 
 from test_services import ask, command, error_of, note_of

@@ -6,8 +6,8 @@ import time
 import pytest
 
 import netchat
-from netchat.pool import WorkerPool
-from netchat.wire import reply_status
+from netchat.daemon.pool import WorkerPool
+from netchat.client.wire import reply_status
 from helpers import Loop, wait_for
 
 

@@ -6,10 +6,10 @@ from hypothesis import given, settings, strategies as st
 from xmpp.protocol import Message
 from xmpp.simplexml import Node
 
-from netchat.access import AccessPolicy, JidPatterns
+from netchat.daemon.access import AccessPolicy, JidPatterns
 from netchat.attachments import Attachment, AttachmentError, attachments_node, \
     parse_attachments
-from netchat.commands import ParseError, parse_body
+from netchat.daemon.commands import ParseError, parse_body
 
 # -- access patterns ------------------------------------------------------------------------
 

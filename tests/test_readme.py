@@ -82,7 +82,7 @@ def test_the_connection_options_the_readme_shows_are_accepted():
     takes; ``inline_limit`` is one of them and an attribute of the connection."""
     from netchat.daemon import CONNECTION_OPTIONS
     from netchat.testing import OfflineDaemon
-    from netchat.upload import INLINE_LIMIT
+    from netchat.client.upload import INLINE_LIMIT
     readme = " ".join(read("README.rst").split())
     shown = re.findall(r"connection_options=\{([^}]*)\}", readme)
     keys = {key for text in shown for key in re.findall(r'"(\w+)":', text)}

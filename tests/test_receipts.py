@@ -6,7 +6,7 @@ import threading
 import time
 
 import netchat
-from netchat.redelivery import GAPS
+from netchat.client.redelivery import GAPS
 from helpers import Loop, Recorder, connect, wait_for
 
 

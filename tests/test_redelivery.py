@@ -1,4 +1,4 @@
-"""The rules of end-to-end redelivery (netchat.redelivery), without a server: when a
+"""The rules of end-to-end redelivery (netchat.client.redelivery), without a server: when a
 copy of an open request goes out, what it carries, and when it does not."""
 
 import threading
@@ -7,9 +7,9 @@ import time
 from xmpp.protocol import Message
 from xmpp.simplexml import XML2Node
 
-from netchat.deadlines import valid_for
-from netchat.redelivery import GAPS, NS_RECEIPTS, RECEIPT_GAP, Redelivery, receipt_xml
-from netchat.transactions import Transaction, TransactionTable
+from netchat.client.deadlines import valid_for
+from netchat.client.redelivery import GAPS, NS_RECEIPTS, RECEIPT_GAP, Redelivery, receipt_xml
+from netchat.client.transactions import Transaction, TransactionTable
 
 TARGET = "node@example.org/n1"
 

@@ -1,7 +1,7 @@
 """request() returns the reply's text as in Perl, and says how the request went."""
 
 import netchat
-from netchat.fanout import ReplyText
+from netchat.client.fanout import ReplyText
 from xmpp.simplexml import XML2Node
 
 

@@ -13,7 +13,7 @@ import pytest
 from xmpp.simplexml import Node
 
 import netchat
-from netchat.room_commands import NS_DATA, NS_MUC_OWNER
+from netchat.client.room_commands import NS_DATA, NS_MUC_OWNER
 from netchat.testing.proxy import LinkCutter
 from netchat.xmpp.parser import make_iq
 from helpers import start_node, stop_process

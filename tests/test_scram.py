@@ -3,7 +3,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from netchat.scram import ScramClient, ScramError, saslprep
+from netchat.xmpp.scram import ScramClient, ScramError, saslprep
 
 
 @pytest.mark.parametrize("mechanism, nonce, server_first, client_final, server_final", [

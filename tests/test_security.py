@@ -9,7 +9,7 @@ import time
 import pytest
 
 import netchat
-from netchat.wire import reply_status
+from netchat.client.wire import reply_status
 from helpers import connect, start_node, stop_process, wait_for
 from bench.rawxmpp import close_raw, raw_client
 
@@ -91,7 +91,7 @@ def test_star_allows_anyone_and_acl_can_close_one_command(guarded, peers):
 def test_denied_peers_cannot_see_presence(guarded, peers, caplog):
     friend, stranger = peers("friend"), peers("stranger")
     daemon = guarded(allow=[friend.user])
-    with caplog.at_level(logging.INFO, logger="netchat.peers"):
+    with caplog.at_level(logging.INFO, logger="netchat.daemon.peers"):
         for conn in (stranger, friend):
             conn.subscribe(daemon.jid)
         # approval sends the daemon's presence to the friend (the "subscribed"

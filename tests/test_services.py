@@ -10,10 +10,10 @@ from xmpp.protocol import Protocol
 from xmpp.simplexml import Node
 
 import netchat
-from netchat.dedupe import RecentRequests
-from netchat.services import NS_COMMANDS, NS_DATA, NS_DISCO_INFO, NS_DISCO_ITEMS, \
+from netchat.daemon.dedupe import RecentRequests
+from netchat.daemon.services import NS_COMMANDS, NS_DATA, NS_DISCO_INFO, NS_DISCO_ITEMS, \
     NS_VERSION
-from netchat.wire import NS_NETCHAT
+from netchat.client.wire import NS_NETCHAT
 from helpers import wait_for
 
 

@@ -74,7 +74,7 @@ def test_a_server_acknowledging_more_than_was_sent_is_believed_only_that_far():
 
 def test_a_fresh_session_sends_again_unacknowledged_messages_then_held_ones_once():
     """(The requests still open are the connection's to send again, whoever held
-    them: netchat.redelivery, test_redelivery.py.)"""
+    them: netchat.client.redelivery, test_redelivery.py.)"""
     sm = started()
     sent = stanzas(4)
     sm.track(sent[:2] + [b"<iq id='x'/>"] + sent[2:])
@@ -115,7 +115,7 @@ def test_a_fresh_session_still_owed_keeps_the_lost_link_pending():
     good with its requests open."""
     from types import SimpleNamespace
 
-    from netchat.resumption import Resumer
+    from netchat.client.resumption import Resumer
     sm = started()
     sm.failed(None)                               # the resume answer was <failed/>
     stream = SimpleNamespace(sm=sm, closing=False, ended_by_server=False, dead="lost")

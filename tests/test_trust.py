@@ -14,8 +14,8 @@ import netchat
 from netchat import Attachment, RemoteError
 from netchat import Connection
 from netchat.xmpp.parser import make_iq
-from netchat.presence import PresenceTable
-from netchat.wire import make_reply, new_thread_id, reply_status
+from netchat.client.presence import PresenceTable
+from netchat.client.wire import make_reply, new_thread_id, reply_status
 from helpers import Loop, wait_for
 
 NS_COMMANDS = "http://jabber.org/protocol/commands"
@@ -224,7 +224,7 @@ def test_subscriptions_are_approved_up_to_a_bound_then_answered_by_presence(
     def answered(conn):
         return [r.getMessage() for r in caplog.records
                 if "subscription request from %s" % conn.bare_jid in r.getMessage()]
-    with caplog.at_level(logging.INFO, logger="netchat.peers"):
+    with caplog.at_level(logging.INFO, logger="netchat.daemon.peers"):
         for conn in (a, b):
             conn.subscribe(daemon.jid)
             wait_for(lambda c=conn: answered(c), 5, message="the answer to a subscription")

@@ -8,7 +8,7 @@ from xmpp.simplexml import XML2Node
 
 from netchat.attachments import (Attachment, AttachmentError, attachments_node,
                                  parse_attachments)
-from netchat.wire import (NS_NETCHAT, check_xml_text, delay_stamp, escape_invalid_xml,
+from netchat.client.wire import (NS_NETCHAT, check_xml_text, delay_stamp, escape_invalid_xml,
                           is_automatic, make_reply, new_thread_id, reply_status)
 
 

@@ -9,7 +9,7 @@ import ssl
 import sys
 from typing import Optional
 
-from ..endpoints import parse_endpoints
+from ..xmpp.endpoints import parse_endpoints
 from ..errors import TLSError
 
 # exit statuses of `jabber`
@@ -48,9 +48,9 @@ def setup_logging(verbose: bool, default=logging.WARNING,
                   register_note: str = "(--no-register turns it off)",
                   log_file: Optional[str] = None, log_format: str = "text"):
     """Log to stderr, or to ``log_file``, as text or JSON lines (``log_format``, see
-    :mod:`netchat.log_format`); ``register_note``: what the tool says turns in-band
+    :mod:`netchat.daemon.log_format`); ``register_note``: what the tool says turns in-band
     registration off, where the library names its option."""
-    from ..log_format import log_handler
+    from ..daemon.log_format import log_handler
     try:
         handler = log_handler(log_file, log_format)
     except OSError as exc:

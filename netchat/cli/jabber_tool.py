@@ -9,8 +9,8 @@ from typing import List, Optional, Sequence
 from ..version import __version__
 from ..attachments import Attachment
 from ..errors import AuthError, ConnectError, Disconnected, RemoteError, Timeout
-from ..upload import INLINE_LIMIT, UploadError
-from ..wire import check_xml_text
+from ..client.upload import INLINE_LIMIT, UploadError
+from ..client.wire import check_xml_text
 from .common import (EXIT_CONNECT, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE,
                      UsageError,
                      add_connection_arguments, check_jid, connection_options,
@@ -217,8 +217,8 @@ def describe_error(condition: str) -> str:
 
 
 def _ask_one(conn, to, message, args, attachments) -> int:
-    from ..transactions import bounced_offline
-    from ..wire import reply_status
+    from ..client.transactions import bounced_offline
+    from ..client.wire import reply_status
     from ..xmpp.parser import error_condition
     replies = []
     try:
@@ -297,7 +297,7 @@ def ask_room(conn, room, message, args, attachments) -> int:
     """Join ``room``, ask everyone else in it (``--batch`` at a time) and print the
     table; a room that refuses us, does not answer or holds nobody else is one line
     on stderr, exit 1."""
-    from ..rooms import log as rooms_log  # the logger of the room checks and joins
+    from ..client.rooms import log as rooms_log  # the logger of the room checks and joins
     level = rooms_log.level
     if not args.verbose:  # a refusal is said once, below, not also logged
         rooms_log.setLevel(logging.ERROR)

@@ -13,7 +13,7 @@ import os
 import sys
 from typing import Any, Dict, List
 
-from ..endpoints import parse_endpoints
+from ..xmpp.endpoints import parse_endpoints
 from .common import (UsageError, add_connection_arguments, check_jid, connection_options,
                      failure_hint, read_password, setup_logging)
 from .settings import class_kinds, kind_of, parameter_kinds, type_error
@@ -31,7 +31,7 @@ OWN_FLAGS = {"threads": "--threads", "master": "--master", "password": "--passwo
              "retry": "--retry", "user": "--jid"}
 #: Options the library reads as attributes without a constructor parameter, and
 #: their types.
-ATTRIBUTE_OPTIONS = ("version_os",)  # netchat.services: the OS in XEP-0092 answers
+ATTRIBUTE_OPTIONS = ("version_os",)  # netchat.daemon.services: the OS in XEP-0092 answers
 ATTRIBUTE_TYPES = {"version_os": bool}
 #: Top-level keys of a ``--config`` file (besides the tables [connection], [options]).
 CONFIG_KEYS = ("daemon", "jid", "retry", "threads", "master", "password_file", "log_file",
@@ -143,7 +143,7 @@ def config_kinds() -> Dict[str, Any]:
 
 def connection_kinds() -> Dict[str, Any]:
     """The connection options a ``[connection]`` table may hold, and their types."""
-    from ..connection import Connection
+    from ..client.connection import Connection
     from ..daemon import CONNECTION_OPTIONS
     kinds = parameter_kinds(Connection.__init__)
     return {name: kinds.get(name) for name in CONNECTION_OPTIONS}

@@ -40,9 +40,9 @@ from xmpp.protocol import Iq, Message, Presence
 from xmpp.simplexml import XML2Node
 
 from ..attachments import attachments_node
-from ..connection import Connection
-from ..upload import prepare_attachments
-from ..wire import new_thread_id, reply_status
+from ..client.connection import Connection
+from ..client.upload import prepare_attachments
+from ..client.wire import new_thread_id, reply_status
 from ..xmpp.parser import as_stanza
 
 __all__ = ["OfflineDaemon", "OfflineReply", "OfflineConnection"]

@@ -265,7 +265,7 @@ class Driver:
     def _keepalive(self, now: float) -> Optional[float]:
         """Send XEP-0199 pings on a quiet link, and what the feature's clock wants (it
         may find the session wedged: the link then ends with the condition
-        :data:`~netchat.xmpp.feature.WEDGED`, and :mod:`netchat.resumption` starts a
+        :data:`~netchat.xmpp.feature.WEDGED`, and :mod:`netchat.client.resumption` starts a
         fresh one); returns seconds until the next check."""
         feature = self.feature
         if feature is None:

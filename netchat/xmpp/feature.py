@@ -31,7 +31,7 @@ __all__ = ["StreamFeature", "WEDGED", "NOTHING_DUE"]
 
 #: The condition a link ends with when its feature finds the session wedged (the
 #: server acknowledges nothing): a fresh session is right, see
-#: :data:`netchat.resumption.RESTART_AFTER`.
+#: :data:`netchat.client.resumption.RESTART_AFTER`.
 WEDGED = "no-acknowledgement"
 #: What :meth:`StreamFeature.tick` returns when it wants nothing.
 NOTHING_DUE: Tuple[List[bytes], Optional[float], Optional[str]] = ([], None, None)

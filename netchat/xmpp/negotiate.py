@@ -2,7 +2,7 @@
 
 - STARTTLS is required (unless ``require_tls`` is off), TLS verified by the
   ``ssl.SSLContext`` the connection gives.
-- SASL: SCRAM-SHA-1/256/512 (:mod:`netchat.scram`, the server's signature checked), or
+- SASL: SCRAM-SHA-1/256/512 (:mod:`netchat.xmpp.scram`, the server's signature checked), or
   PLAIN over verified TLS only; never legacy authentication.
 - In-band registration (XEP-0077) when the account does not exist and ``register`` is
   on, over verified TLS only; logged as a warning.
@@ -24,7 +24,7 @@ from xmpp.protocol import NS_BIND, NS_REGISTER, NS_SASL, NS_SESSION, NS_TLS
 from xmpp.simplexml import Node
 
 from ..errors import AuthError, ConnectError, TLSError
-from ..scram import MECHANISMS as SCRAM_MECHANISMS, ScramClient, ScramError
+from .scram import MECHANISMS as SCRAM_MECHANISMS, ScramClient, ScramError
 from .parser import error_condition, make_iq
 from . import smacks
 from .stream import Stream

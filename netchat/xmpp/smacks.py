@@ -19,8 +19,8 @@ authentication), a connection enables it with resumption right after binding:
   on ``<failed/>`` a fresh session is bound and enabled, and the unacknowledged
   *messages* are sent again (requests and replies), and the connection sends again
   the requests still waiting for a reply (the lost session's queue, replies
-  included, is gone; :mod:`netchat.redelivery`): duplicate suppression makes a
-  request that did arrive harmless, see :mod:`netchat.dedupe`.
+  included, is gone; :mod:`netchat.client.redelivery`): duplicate suppression makes a
+  request that did arrive harmless, see :mod:`netchat.daemon.dedupe`.
 
 Cost: servers ask for an acknowledgement after nearly every stanza they send
 (Prosody 0.12 whenever its output buffer drains, ejabberd whenever no request is
@@ -375,7 +375,7 @@ class StreamManagement(StreamFeature):
         messages the server did not acknowledge (all of them when it does not say);
         the connection sends again the requests still waiting for a reply (what the
         server held for the lost session is gone, replies too: see
-        :mod:`netchat.redelivery`)."""
+        :mod:`netchat.client.redelivery`)."""
         if h is not None:
             self.drop_acked(h)
         self.resend = [item for item in self.unacked if item.startswith(b"<message")]
