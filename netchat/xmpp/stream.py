@@ -30,6 +30,40 @@ module of its own:
   the socket is closed, queued stanzas are kept by the feature or dropped, and
   ``on_dead(reason)`` fails what waits. A thread that cannot get the stream (its
   owner is busy in a handler) can still cut it (:meth:`Stream.cut`).
+
+**Threads, on one screen.**
+
+===================  =========================================================
+Who                  May call
+===================  =========================================================
+any thread           :meth:`~Stream.send_bytes` (queued; written by the owner,
+                     or at once when the stream is free), :meth:`~Stream.wake`,
+                     :meth:`~Stream.interrupt`, :meth:`~Stream.cut`,
+                     :meth:`~Stream.expect_close`, :meth:`~Stream.try_enter`,
+                     :meth:`~Stream.enter`, and read :attr:`~Stream.dead`,
+                     :attr:`~Stream.state`, :attr:`~Stream.connected`
+the owner only       everything else: ``open``/``restart``/``await_element``
+                     (setting up), ``pump``, ``flush``, ``deliver``, the inbox
+                     (``next_stanza``, ``hand_over_inbox``, ``restore_inbox``,
+                     ``enqueue``, ``take_unhandled``, ``dispatch_scope``),
+                     ``up``, ``mark_dead``/``end``, ``release``, ``goodbye``,
+                     then :meth:`~Stream.leave`
+===================  =========================================================
+
+===================  =========================================================
+Shared field         Guarded by
+===================  =========================================================
+the link's state     ``Stream.cond`` (every transition, :mod:`netchat.xmpp.link`)
+and its ending
+the outbox           its own lock (:class:`~netchat.xmpp.outbox.Outbox`: put and
+                     take, ``take_all`` hands over what was not written at once)
+the owner, waiters   the owner lock and ``Stream.cond``
+                     (:class:`~netchat.xmpp.owner.OwnerLock`)
+the feature          the owner's, but for what a sender hands it while the link
+                     is down (``hold``, under ``Stream.cond``)
+the inbox, parser,   nothing: the owner's alone
+socket
+===================  =========================================================
 """
 
 import collections
