@@ -92,3 +92,17 @@ def test_the_connection_options_the_readme_shows_are_accepted():
     assert bot.daemon.cxn.inline_limit == INLINE_LIMIT
     assert '``connection_options={"inline_limit": 0}``' in readme
     assert netchat.Connection("a@b", inline_limit=0).inline_limit == 0
+
+
+def test_the_layout_section_names_every_module():
+    text = read("README.rst")
+    layout = text[text.index("Layout\n======"):text.index("License\n=======")]
+    top = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    missing = []
+    for folder in ("netchat", "netchat/xmpp", "netchat/client", "netchat/daemon",
+                   "netchat/testing", "netchat/cli"):
+        for name in sorted(os.listdir(os.path.join(top, folder))):
+            if name.endswith(".py") and name != "__init__.py" and \
+                    "``%s``" % name not in layout and "%s/%s" % (folder, name) not in layout:
+                missing.append("%s/%s" % (folder, name))
+    assert missing == []
