@@ -21,19 +21,42 @@ as it begins, while the others are awaited. Nudges, pings and the greetings
 
 import logging
 import time
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Protocol, Set, Tuple
 
 from ..errors import Disconnected, Timeout
 from ..jid import bare_jid
 from ..client.liveness import Witness, confirm_online, resources_of
 from ..client.wire import ALLHERE_SUBJECT
 
-if TYPE_CHECKING:  # pragma: no cover
-    from . import Daemon
+
+
+class FleetHost(Protocol):
+    """What :class:`Fleet` needs of its daemon (a :class:`~netchat.Daemon`): its
+    connection, the Perl callback lists and hooks ``waitUntilAllHere`` reports to,
+    ``process`` (to pump while it waits) and the peers it sent presence to."""
+    cxn: Any
+
+    @property
+    def presence_sent(self) -> Set[str]: ...
+
+    @property
+    def jid(self) -> Optional[str]: ...
+
+    def process(self, timeout: Optional[float] = None) -> Optional[int]: ...
+
+    def unshift_callback(self, type: str, callback: Callable, id: Any = None) -> Any: ...
+
+    def remove_callback(self, type: str, id: Any) -> bool: ...
+
+    def onSyncLogin(self, sid: Any, presence: Any) -> Any: ...
+
+    def onSyncLogout(self, sid: Any, presence: Any) -> Any: ...
+
+    def onSyncError(self, sid: Any, stanza: Any) -> Any: ...
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Fleet", "NUDGE_INTERVAL"]
+__all__ = ["Fleet", "FleetHost", "NUDGE_INTERVAL"]
 
 NUDGE_INTERVAL = 0.5  # Perl's $PATIENCE in waitUntilAllHere
 NUDGE_MAX = 4.0       # seconds between nudges of a node that stays away, at most
@@ -61,7 +84,7 @@ class _Sync:
 class Fleet:
     """``waitUntilAllHere`` and ``onlineNodes`` for a :class:`~netchat.Daemon`."""
 
-    def __init__(self, daemon: "Daemon"):
+    def __init__(self, daemon: FleetHost):
         self.daemon = daemon
         self._sync: Optional[_Sync] = None
         #: Nodes that answered a nudge without a subscription: asked for one when

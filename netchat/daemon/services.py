@@ -45,7 +45,7 @@ import collections
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, List, Optional
+from typing import Any, Dict, List, Optional, Protocol
 
 from xmpp.protocol import Iq
 from xmpp.simplexml import Node
@@ -57,12 +57,37 @@ from .commands import ParseError, command_names, parse_body
 from .dedupe import RAN, RUNNING
 from ..errors import Disconnected
 from .requests import MSG_RAN
-from .stats import STATS_NODE, format_stats, may_see_stats, stats_form
+from .stats import STATS_NODE, StatsViewers, format_stats, may_see_stats, stats_form
 from ..client.wire import NS_NETCHAT
 from ..xmpp.parser import NS_PING, NS_XMPP_STANZAS, make_iq, stanza_text
 
-if TYPE_CHECKING:  # pragma: no cover
-    from . import Daemon
+
+
+class ServicesHost(StatsViewers, Protocol):
+    """What :class:`Services` needs of its daemon (a :class:`~netchat.Daemon`): its
+    connection and request pipeline (ad-hoc commands run through it), its commands
+    (names, lookup, help, who may run them), its counters, its name and version
+    for XEP-0092, the largest answer it may send and two of its reply texts; who
+    may see its counters (:class:`~netchat.daemon.stats.StatsViewers`)."""
+    cxn: Any
+    requests: Any
+    commands: Dict[str, Any]
+    max_reply: int
+    MSG_DENIED: str
+    MSG_REPLY_TOO_LARGE: str
+
+    @property
+    def jid(self) -> Optional[str]: ...
+
+    def command_for(self, name: str) -> Any: ...
+
+    def may_run(self, jid: Any, name: str) -> bool: ...
+
+    def showHelp(self, command: Optional[str] = None) -> str: ...
+
+    def stats(self) -> Dict[str, Any]: ...
+
+    def software_name(self) -> str: ...
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +116,7 @@ _REFUSALS = {
 class Services:
     """Answers disco, ad-hoc command and version queries for a :class:`Daemon`."""
 
-    def __init__(self, daemon: "Daemon"):
+    def __init__(self, daemon: ServicesHost):
         self.daemon = daemon
         self._sessions: "collections.OrderedDict[str, tuple]" = collections.OrderedDict()
 

@@ -25,12 +25,12 @@ import collections
 import json
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Deque, Dict, List, Optional, Protocol
 
 if TYPE_CHECKING:  # pragma: no cover
     from . import Daemon
 
-__all__ = ["Counts", "LATENCY_WINDOW", "STATS_NODE", "percentile", "snapshot",
+__all__ = ["Counts", "LATENCY_WINDOW", "STATS_NODE", "StatsViewers", "percentile", "snapshot",
            "format_stats", "may_see_stats", "stats_form"]
 
 #: The node of the ``stats`` ad-hoc command, and its ``acl`` key.
@@ -141,7 +141,16 @@ def format_stats(stats: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def may_see_stats(daemon: "Daemon", jid) -> bool:
+class StatsViewers(Protocol):
+    """What :func:`may_see_stats` needs of a daemon: its ``acl``, its account and
+    who its master is."""
+    access: Any
+    user: Any
+
+    def is_master(self, jid: Any) -> bool: ...
+
+
+def may_see_stats(daemon: StatsViewers, jid) -> bool:
     """May ``jid`` see the daemon's counters? Its ``acl`` entry ``"stats"`` when there
     is one; else the daemon's own account (any resource) and its master."""
     patterns = daemon.access.acl.get(STATS_NODE)
