@@ -45,7 +45,7 @@ import os
 import statistics
 import threading
 import time
-from typing import Dict, List
+from typing import Any, Callable, Dict, List
 
 import netchat
 from netchat.client.room_commands import NS_DATA, NS_MUC_OWNER
@@ -267,23 +267,9 @@ def last_join(meter: CpuMeter, group: PeerGroup, coord: netchat.Daemon, room: st
               peer, final: bool) -> float:
     """Release ``peer`` while the coordinator waits for N; unless ``final``, kill it
     afterwards and wait until the room's view has N-1 again."""
-    error: List[BaseException] = []
-
-    def release():
-        try:
-            time.sleep(0.2)  # the coordinator is waiting by then
-            peer.release()
-            group.wait_ready([peer])
-        except BaseException as exc:
-            error.append(exc)
-    releaser = threading.Thread(target=release, daemon=True)
-    with meter:
-        releaser.start()
-        coord.waitUntilAllHere(room=room, count=n, timeout=WAIT)
-        returned = time.time()
-    releaser.join(WAIT)
-    if error:
-        raise error[0]
+    # 0.2 s: the coordinator is waiting by then
+    returned = _released_while(meter, group, peer, 0.2, lambda: coord.waitUntilAllHere(
+        room=room, count=n, timeout=WAIT))
     if not final:
         group.stop([peer])
         gone = coord.cxn.wait_until(lambda: len(coord.cxn.rooms.members(room)) < n,
@@ -322,11 +308,20 @@ def last_login(meter: CpuMeter, group: PeerGroup, coord: netchat.Daemon, nodes: 
                peer) -> float:
     """Release ``peer`` :data:`RELEASE_AFTER` seconds into ``waitUntilAllHere(nodes)``;
     from its login to the return."""
+    returned = _released_while(meter, group, peer, RELEASE_AFTER,
+                               lambda: coord.waitUntilAllHere(nodes, timeout=WAIT))
+    return returned - peer.ready_at
+
+
+def _released_while(meter: CpuMeter, group: PeerGroup, peer, after: float,
+                    wait: Callable[[], Any]) -> float:
+    """Release the held ``peer`` ``after`` seconds into ``wait()`` (measured by
+    ``meter``); when ``wait`` returned (``time.time()``)."""
     error: List[BaseException] = []
 
     def release():
         try:
-            time.sleep(RELEASE_AFTER)
+            time.sleep(after)  # a benchmark's pause, not a synchronisation
             peer.release()
             group.wait_ready([peer])
         except BaseException as exc:
@@ -334,12 +329,12 @@ def last_login(meter: CpuMeter, group: PeerGroup, coord: netchat.Daemon, nodes: 
     releaser = threading.Thread(target=release, daemon=True)
     with meter:
         releaser.start()
-        coord.waitUntilAllHere(nodes, timeout=WAIT)
+        wait()
         returned = time.time()
     releaser.join(WAIT)
     if error:
         raise error[0]
-    return returned - peer.ready_at
+    return returned
 
 
 def _range(values: List[float]) -> str:
