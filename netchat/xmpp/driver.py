@@ -1,7 +1,8 @@
-"""Driving a stream: the owner's loop tick (wait, read, dispatch, write, timers).
+"""Driving a stream: the owner's loop tick (wait, read, dispatch, write, timers), the
+I/O around the stream's :class:`~netchat.xmpp.session.Session`, which decides.
 
 :class:`Driver` is a base of :class:`~netchat.xmpp.stream.Stream`, written against
-its public parts (``reader``, ``transport``, ``inbox``, ``outbox``, ``feature``,
+its public parts (``reader``, ``transport``, ``inbox``, ``outbox``, ``session``,
 ``keepalive``, ``owner``, ``tick``, ``dispatch``, ``dispatching``, ``end``,
 ``mark_dead``, ``send_bytes``, ``settle_unsent``):
 
@@ -13,14 +14,14 @@ its public parts (``reader``, ``transport``, ``inbox``, ``outbox``, ``feature``,
   ``select.poll`` object, registered again only when the socket or the wake-up
   pair changes (a reconnect): any file descriptor number works (``select()`` stops
   at 1024) and a tick costs one system call.
-- :meth:`Driver.deliver` takes each element the reader parses: a stanza becomes an
-  xmpppy ``Message``/``Presence``/``Iq``, the feature sees it (and may take it), the
-  rest waits in the inbox.
-- :meth:`Driver.flush` writes the outbox, many stanzas per write, in batches the
-  feature may cap and add to; while a feature counts what arrives, what has come
-  is read while writing much.
-- Timers: XEP-0199 pings on a quiet link (:mod:`netchat.xmpp.keepalive`), the
-  feature's clock, and the connection's ``tick``.
+- :meth:`Driver.deliver` hands each element the reader parses to the session
+  (:meth:`~netchat.xmpp.session.Session.receive`).
+- :meth:`Driver.flush` writes the batches the session gives
+  (:meth:`~netchat.xmpp.session.Session.outgoing`); while the feature counts what
+  arrives, what has come is read while writing much.
+- Timers: what the session's clock wants
+  (:meth:`~netchat.xmpp.session.Session.tick`: XEP-0199 pings on a quiet link, the
+  feature's), and the connection's ``tick``.
 """
 
 import collections
@@ -29,16 +30,14 @@ import select
 import time
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
-from xmpp.protocol import NS_CLIENT
 from xmpp.simplexml import Node
 
-from .feature import WEDGED, StreamFeature
 from .keepalive import Keepalive
 from .link import Ending
-from .outbox import BATCH_LIMIT, Outbox
+from .outbox import Outbox
 from .owner import OwnerLock
-from .parser import STANZA_CLASSES, as_stanza
 from .reader import Reader
+from .session import Session
 from .transport import WRITE_TIMEOUT, Transport, poll_ms, wait_io
 
 log = logging.getLogger(__name__)
@@ -69,7 +68,7 @@ class Driver:
     transport: Optional[Transport]
     inbox: collections.deque
     outbox: Outbox
-    feature: Optional[StreamFeature]
+    session: Session
     keepalive: Keepalive
     owner: OwnerLock
     dispatch: Callable[[], None]
@@ -109,25 +108,9 @@ class Driver:
 
     def deliver(self, node: Node):
         """Called by the parser for each top-level element (the reader keeps stream
-        errors): convert it, show it to the feature, queue it for dispatching."""
-        name = node.getName()
-        namespace = node.getNamespace()
-        if namespace == NS_CLIENT:
-            cls = STANZA_CLASSES.get(name)
-            if cls is not None:
-                try:
-                    as_stanza(node, cls)
-                except Exception as exc:  # a malformed stanza must not end the stream
-                    log.warning("dropped a malformed <%s> from %s: %s", name,
-                                node.getAttr("from"), exc)
-                    if self.feature is not None:
-                        self.feature.received(node, self.outbox)  # the server counted it
-                    return
-        feature = self.feature
-        if feature is not None and feature.received(node, self.outbox):
-            return
-        self.inbox.append(node)
-        self._fresh = True
+        errors): the session decides (see :meth:`Session.receive`)."""
+        if self.session.receive(node):
+            self._fresh = True
 
     def _read(self, settle: bool = True) -> Optional[int]:
         """Read and parse what the socket has. Bytes read, or None when the link died.
@@ -263,48 +246,33 @@ class Driver:
         self._recheck_at = time.monotonic() + TIMER_RECHECK
 
     def _keepalive(self, now: float) -> Optional[float]:
-        """Send XEP-0199 pings on a quiet link, and what the feature's clock wants (it
-        may find the session wedged: the link then ends with the condition
-        :data:`~netchat.xmpp.feature.WEDGED`, and :mod:`netchat.client.resumption` starts a
-        fresh one); returns seconds until the next check."""
-        feature = self.feature
-        if feature is None:
-            return self._ping_due(now)
-        nonzas, wait, wedged = feature.tick(now, self.keepalive.timeout)
-        if wedged is not None:
-            self.mark_dead(wedged, WEDGED)
-            return None
-        if nonzas:
-            self.outbox.extend(nonzas)
-            self.flush()
-        ping = self._ping_due(now)
-        return wait if ping is None else ping if wait is None else min(wait, ping)
-
-    def _ping_due(self, now: float) -> Optional[float]:
-        due = self.keepalive.check(now, self.reader.domain)
+        """What the session's clock wants (see :meth:`Session.tick`): an XEP-0199
+        ping on a quiet link, the feature's acknowledgements, written at once; a
+        dead link ended (a session the feature finds wedged ends with the condition
+        :data:`~netchat.xmpp.feature.WEDGED`, and :mod:`netchat.client.resumption`
+        starts a fresh one). Seconds until the next check."""
+        due = self.session.tick(now, self.reader.domain)
         if due.dead is not None:
-            self.mark_dead(due.dead)
-        elif due.ping is not None:
-            self.send_bytes(due.ping.encode("utf-8"))
+            self.mark_dead(due.dead, due.condition)
+            return None
+        if self.outbox:
+            self.flush()
         return due.wait
 
     # -- writing ------------------------------------------------------------------------
 
     def flush(self):
-        """Write the queued stanzas (owner only), many per write."""
+        """Write the queued stanzas (owner only), many per write, in the batches the
+        session gives (see :meth:`Session.outgoing`)."""
         transport = self.transport
-        outbox = self.outbox
-        while outbox:
+        while self.outbox:
             if self.dead is not None or transport is None:
                 self.settle_unsent()
                 return
-            feature = self.feature
-            if feature is None:
-                batch = outbox.take_batch(BATCH_LIMIT)
-                managed = False
-            else:
-                batch = outbox.take_batch(feature.batch_limit() or BATCH_LIMIT)
-                managed = feature.outgoing(batch)
+            taken = self.session.outgoing()
+            if taken is None:
+                return
+            batch, managed = taken
             try:
                 transport.write_all(b"".join(batch), WRITE_TIMEOUT,
                                     self._read_blocked if managed else None)

@@ -20,10 +20,9 @@ module of its own:
 - **Keepalive** (:mod:`netchat.xmpp.keepalive`). After ``ping_interval`` seconds
   without traffic an XEP-0199 ping goes to the server; no answer within
   ``ping_timeout`` means a dead link.
-- **A feature.** The stream may carry one feature object (:attr:`Stream.feature`:
-  XEP-0198 stream management, see :mod:`netchat.xmpp.smacks`) whose hooks it calls
-  as elements arrive, batches go out, time passes and a link is lost (see
-  :mod:`netchat.xmpp.feature`). Without one, none of that is on the stream's paths.
+- **The session** (:mod:`netchat.xmpp.session`): what arrives, goes out and is due,
+  decided without I/O, with the hooks of one optional feature (XEP-0198: see
+  :mod:`netchat.xmpp.feature`); without one, none of that is on the paths.
 - **The end.** The link has one state (:class:`~netchat.xmpp.link.LinkState`) and,
   while down, one :class:`~netchat.xmpp.link.Ending`, changed under the stream's lock
   (see :mod:`netchat.xmpp.link`). A lost link is handled once (:meth:`Stream.end`):
@@ -86,6 +85,7 @@ from .opening import Opening
 from .outbox import FLUSH_AT, Nonza, Outbox
 from .owner import OwnerLock
 from .reader import Reader
+from .session import Session
 from .transport import Transport, wait_io
 
 log = logging.getLogger(__name__)
@@ -132,9 +132,6 @@ class Stream(Opening, Driver):
         #: Who owns the stream (see :mod:`netchat.xmpp.owner`).
         self.owner = OwnerLock(self.cond)
         self.transport: Optional[Transport] = None
-        #: The feature whose hooks the stream calls (None: none; see
-        #: :mod:`netchat.xmpp.feature`).
-        self.feature: Optional[StreamFeature] = feature
         #: ``tick(now)``: called by the owner every time round the pump; returns the
         #: seconds until it wants to be called again (None: no wish).
         self.tick: Optional[Callable[[float], Optional[float]]] = None
@@ -142,7 +139,18 @@ class Stream(Opening, Driver):
         self.reader = Reader(self.deliver, text_limit)
         #: Serialized stanzas waiting to be written (any thread puts, the owner writes).
         self.outbox = Outbox()
+        #: What it does with elements, batches and time (no I/O): the driver asks it.
+        self.session = Session(self.inbox, self.outbox, self.keepalive, feature)
         self._release_owed = False
+
+    @property
+    def feature(self) -> Optional[StreamFeature]:
+        """The feature whose hooks the session calls (None: none)."""
+        return self.session.feature
+
+    @feature.setter
+    def feature(self, feature: Optional[StreamFeature]):
+        self.session.feature = feature
 
     @property
     def connected(self) -> bool:
