@@ -98,13 +98,12 @@ def request_all(conn, nodes: Iterable[Any], message: str, timeout: float,
                                         timeout=max(deadline - time.monotonic(), 0.001),
                                         flush=flush, **options)
 
-    to_ask = [node for node in nodes if conn.is_available(node) is not False]
-    for node in nodes:
-        if conn.is_available(node) is False:
-            results[node] = Reply("offline", elapsed=0.0)
     with conn.writing_together():  # a few writes, not one per node
-        for node in to_ask:
-            ask(node, flush=False)
+        for node in nodes:
+            if conn.is_available(node) is False:
+                results[node] = Reply("offline", elapsed=0.0)
+            else:
+                ask(node, flush=False)
 
     def pending():      # asked, not answered, not given up on
         return [n for n, tx in asked.items() if n not in results and not tx.done]
