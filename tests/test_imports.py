@@ -134,11 +134,34 @@ def test_an_idle_daemon_after_a_request_still_has_not_loaded_them(xmpp_account):
     assert [name for name in UNUSED if name in found["modules"]] == []
 
 
+def _netchat_modules() -> dict:
+    """Every module of the package (a package by its own name) -> its file."""
+    modules = {}
+    for folder, _, files in os.walk(os.path.join(TOP, "netchat")):
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(folder, name)
+                module = os.path.relpath(path, TOP)[:-3].replace(os.sep, ".")
+                modules[module[:-len(".__init__")] if module.endswith(".__init__")
+                        else module] = path
+    return modules
+
+
+def _import_target(node, module: str, path: str) -> str:
+    """The absolute module an ``ast.ImportFrom`` in ``module`` (its file ``path``)
+    imports from."""
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")
+    base = base[:len(base) - (node.level - 1)] if path.endswith("__init__.py") else \
+        base[:len(base) - node.level]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def _module_imports(path: str, module: str) -> set:
     """The netchat modules ``module`` (its file ``path``) imports when it is loaded:
     not those imported inside functions or only for type checking."""
     import ast
-    is_package = path.endswith("__init__.py")
     found = set()
 
     def visit(nodes):
@@ -156,13 +179,7 @@ def _module_imports(path: str, module: str) -> set:
                     visit(handler.body)
                 visit(getattr(node, "finalbody", []))
             elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = module.split(".")
-                    base = base[:len(base) - (node.level - 1)] if is_package else \
-                        base[:len(base) - node.level]
-                    target = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    target = node.module or ""
+                target = _import_target(node, module, path)
                 for alias in node.names:
                     found.add((target, target + "." + alias.name))
             elif isinstance(node, ast.Import):
@@ -173,14 +190,7 @@ def _module_imports(path: str, module: str) -> set:
 
 
 def test_no_import_cycle_at_run_time():
-    modules = {}
-    for folder, _, files in os.walk(os.path.join(TOP, "netchat")):
-        for name in files:
-            if name.endswith(".py"):
-                path = os.path.join(folder, name)
-                module = os.path.relpath(path, TOP)[:-3].replace(os.sep, ".")
-                modules[module[:-len(".__init__")] if module.endswith(".__init__")
-                        else module] = path
+    modules = _netchat_modules()
     graph = {}
     for module, path in modules.items():
         targets = set()
@@ -213,27 +223,23 @@ LAYERS_ABOVE = {"netchat.xmpp": ("netchat.client", "netchat.daemon"),
 def test_a_layer_never_imports_the_layers_above_it():
     import ast
     found = []
-    for layer, above in LAYERS_ABOVE.items():
-        folder = os.path.join(TOP, *layer.split("."))
-        for name in sorted(os.listdir(folder)):
-            if not name.endswith(".py"):
+    for module, path in sorted(_netchat_modules().items()):
+        layer = next((name for name in LAYERS_ABOVE
+                      if module == name or module.startswith(name + ".")), None)
+        if layer is None:
+            continue
+        above = LAYERS_ABOVE[layer]
+        with open(path) as source:
+            tree = ast.parse(source.read())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                targets = [_import_target(node, module, path)]
+            elif isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            else:
                 continue
-            module = layer + "." + name[:-3]
-            with open(os.path.join(folder, name)) as source:
-                tree = ast.parse(source.read())
-            for node in ast.walk(tree):
-                if isinstance(node, ast.ImportFrom):
-                    if node.level:
-                        base = module.split(".")[:-node.level]
-                        target = ".".join(base + ([node.module] if node.module else []))
-                    else:
-                        target = node.module or ""
-                elif isinstance(node, ast.Import):
-                    target = node.names[0].name
-                else:
-                    continue
-                if target.startswith(above) or target in ("netchat", "netchat.jabber"):
-                    found.append((module, target))
+            found += [(module, target) for target in targets
+                      if target.startswith(above) or target in ("netchat", "netchat.jabber")]
     assert found == []
 
 
