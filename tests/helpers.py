@@ -147,3 +147,21 @@ def temp_files_in(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     return temp
 
+
+STREAM_HEADER = (b"<stream:stream xmlns='jabber:client' "
+                 b"xmlns:stream='http://etherx.jabber.org/streams'>")
+
+
+def parse_element(xml: bytes):
+    """The first element of ``xml``, as netchat's stream parser hands it over (inside
+    a client stream: its namespace comes from the stream header), not yet a stanza."""
+    from netchat.xmpp.parser import StreamBuilder
+    nodes = []
+    builder = StreamBuilder()
+    builder._dispatch_depth = 2
+    builder.dispatch = nodes.append
+    builder.stream_header_received = lambda *args: None
+    builder.stream_footer_received = lambda: None
+    builder.Parse(STREAM_HEADER)
+    builder.Parse(xml)
+    return nodes[0]

@@ -2,13 +2,10 @@
 quick path (children without prefixes) and off it (prefixed names, declared prefixes)."""
 
 import pytest
+from helpers import parse_element
 from xmpp.simplexml import Node
 
 from netchat.xmpp import parser
-from netchat.xmpp.parser import StreamBuilder
-
-HEADER = (b"<stream:stream xmlns='jabber:client' "
-          b"xmlns:stream='http://etherx.jabber.org/streams'>")
 
 STANZAS = [
     b"<message to='a@b/c' id='x'><body>echo x &amp; y</body><thread>t</thread>"
@@ -22,18 +19,6 @@ STANZAS = [
 ]
 
 
-def _parse(xml: bytes):
-    nodes = []
-    builder = StreamBuilder()
-    builder._dispatch_depth = 2
-    builder.dispatch = nodes.append
-    builder.stream_header_received = lambda *args: None
-    builder.stream_footer_received = lambda: None
-    builder.Parse(HEADER)
-    builder.Parse(xml)
-    return nodes[0]
-
-
 def _shape(node):
     return (node.name, node.namespace, dict(node.attrs), list(node.data), dict(node.nsd),
             node.lookup_nsp(""), [_shape(kid) for kid in node.kids], str(node))
@@ -41,14 +26,14 @@ def _shape(node):
 
 @pytest.mark.parametrize("xml", STANZAS)
 def test_quick_children_equal_xmpppys(xml, monkeypatch):
-    quick = _shape(_parse(xml))
+    quick = _shape(parse_element(xml))
     monkeypatch.setattr(parser, "_child_node", lambda tag, attrs, parent: Node(
         tag=tag, parent=parent, attrs=attrs, node_built=True))
-    assert quick == _shape(_parse(xml))
+    assert quick == _shape(parse_element(xml))
 
 
 def test_children_know_their_parent_and_namespace():
-    msg = _parse(STANZAS[0])
+    msg = parse_element(STANZAS[0])
     valid = msg.getTag("valid", namespace="urn:x-netchat:0")
     assert valid is not None and valid.parent is msg and valid.getAttr("for") == "10"
     assert msg.getTag("body").getNamespace() == "jabber:client"
@@ -60,8 +45,9 @@ def test_a_ping_is_a_ping_parsed_or_built_here():
     from netchat.xmpp.parser import NS_PING, as_stanza, is_ping, make_iq
     built = make_iq("get", Node("ping", attrs={"xmlns": NS_PING}), to="a@b/c", id="p1")
     assert is_ping(built)
-    parsed = as_stanza(_parse(b"<iq type='get' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>"), Iq)
+    parsed = as_stanza(parse_element(
+        b"<iq type='get' id='p2'><ping xmlns='urn:xmpp:ping'/></iq>"), Iq)
     assert is_ping(parsed)
-    assert not is_ping(as_stanza(_parse(
+    assert not is_ping(as_stanza(parse_element(
         b"<iq type='get' id='p3'><query xmlns='jabber:iq:version'/></iq>"), Iq))
     assert not is_ping(make_iq("result", None, id="p4"))

@@ -3,6 +3,7 @@ out, what the clock wants (netchat.xmpp.session)."""
 
 import collections
 
+from helpers import parse_element
 from xmpp.protocol import Message
 from xmpp.simplexml import Node
 
@@ -15,8 +16,7 @@ from netchat.xmpp.smacks import NS_SM, StreamManagement
 
 def parsed(xml: str) -> Node:
     """An element as the stream parser hands it over (namespace from the stream)."""
-    from test_parser import _parse
-    return _parse(xml.encode("utf-8"))
+    return parse_element(xml.encode("utf-8"))
 
 
 class Scripted(StreamFeature):
