@@ -41,7 +41,7 @@ def test_a_later_import_xmpp_is_the_whole_package_with_netchats_classes():
     found = run("""
         import json, sys, types
         import netchat
-        import netchat.daemon, netchat.xmpp.stream
+        import netchat.daemon, netchat.xmpp.reader
         import xmpp
         before = "http.client" in sys.modules
         made = xmpp.Client("example.org", debug=[])
@@ -51,7 +51,7 @@ def test_a_later_import_xmpp_is_the_whole_package_with_netchats_classes():
             "before": before,
             "client": type(made).__name__,
             "same_classes": xmpp.Message is netchat.daemon.core.Message
-                            and xmpp.Client is netchat.xmpp.stream.Client
+                            and xmpp.Client is netchat.xmpp.reader.Client
                             and Iq is xmpp.protocol.Iq,
             "modules": [type(m) is types.ModuleType for m in
                         (auth, transports, roster, xmpp.client.transports,
@@ -91,9 +91,9 @@ def test_xmpp_imported_before_netchat_is_left_as_it_is():
         import json, sys
         import xmpp
         full = dict(vars(xmpp))
-        import netchat, netchat.xmpp.stream
+        import netchat, netchat.xmpp.reader
         print(json.dumps({"same": vars(xmpp) == full and sys.modules["xmpp"] is xmpp,
-                          "client": netchat.xmpp.stream.Client is xmpp.Client}))
+                          "client": netchat.xmpp.reader.Client is xmpp.Client}))
         """)
     assert found == {"same": True, "client": True}
 

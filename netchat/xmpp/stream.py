@@ -72,8 +72,6 @@ import threading
 import time
 from typing import Any, Callable, Optional
 
-# xmpppy's client class, under every stream's reader (netchat.xmpp.stream.Client as before)
-from xmpp.client import Client  # noqa: F401
 from xmpp.protocol import NS_CLIENT, Presence
 from xmpp.simplexml import Node
 
